@@ -1,0 +1,95 @@
+"""Shared fixtures: a real PostgreSQL cluster, per-test databases, Docker availability."""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.helpers.ansible import COLLECTIONS_PATH, ensure_collection_link  # noqa: E402
+from tests.helpers import postgres as pg  # noqa: E402
+
+ensure_collection_link()
+sys.path.insert(0, str(COLLECTIONS_PATH))
+
+EXAMPLE_APP = REPO_ROOT / "examples" / "auto_trader"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests under tests/unit need nothing; integration tests need PostgreSQL and maybe Docker."""
+    for item in items:
+        path = str(item.fspath)
+        if "/tests/unit/" in path:
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL 15 server of the tests' own, on a free loopback port."""
+    with pg.private_cluster() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_db(pg_server):
+    """A fresh, empty database for one test; dropped afterwards."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    pg.create_database(pg_server, name)
+    yield DbHandle(pg_server, name)
+    pg.drop_database(pg_server, name)
+
+
+class DbHandle:
+    """One test database: URLs, login options and connections."""
+
+    def __init__(self, server: pg.PgServer, name: str):
+        self.server = server
+        self.name = name
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.name)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.server.url(self.name, driver="psycopg2")
+
+    def login_args(self) -> dict:
+        return self.server.login_args(self.name)
+
+    def connect(self, autocommit: bool = True):
+        return self.server.connect(self.name, autocommit=autocommit)
+
+    def execute(self, sql: str, params=None):
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else None
+
+    def scalar(self, sql: str, params=None):
+        rows = self.execute(sql, params)
+        return rows[0][0] if rows else None
+
+
+def docker_available() -> bool:
+    try:
+        import docker
+        docker.from_env(timeout=5).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """The real Docker engine; tests marked ``docker`` fail loudly in CI when it is missing."""
+    import docker
+    if not docker_available():
+        if os.environ.get("CI"):
+            pytest.fail("Docker engine not reachable: .ci/run must start it (make bootstrap)")
+        pytest.skip("Docker engine not reachable; run `make bootstrap`")
+    return docker.from_env()
