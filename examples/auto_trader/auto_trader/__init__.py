@@ -1,0 +1,1 @@
+"""auto_trader: a small trading service used to exercise dbops.migrations end to end."""
