@@ -1,0 +1,46 @@
+# dbops.migrations: developer entry points.
+#   make demo   set everything up and deploy the example app on http://127.0.0.1:8080
+#   make test   the whole test suite (unit, integration, Docker, molecule)
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap images demo demo-down test test-unit test-integration lint sanity build changelog clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+bootstrap: ## Debian packages, Docker engine, compose v2, .venv, local images (idempotent)
+	scripts/bootstrap
+
+images: ## (re)build the local images when their inputs changed
+	PYTHON=$(CURDIR)/$(PY) scripts/build-images
+
+demo: bootstrap ## deploy the example app through playbooks/deploy.yml on http://127.0.0.1:8080
+	scripts/demo
+
+demo-down: ## stop the demo and remove its volumes
+	scripts/demo down
+
+test: bootstrap ## the whole suite: unit, integration, Docker, reliability, molecule
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: ## pure-logic tests only (no services)
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+test-integration: bootstrap ## tests that need PostgreSQL but not Docker
+	$(PY) -m pytest -m "not docker and not molecule" $(PYTEST_ARGS)
+
+lint: ## ansible-lint, ansible-doc for every module, ansible-test sanity
+	$(VENV)/bin/ansible-lint
+	scripts/sanity
+
+build: ## the collection tarball
+	$(VENV)/bin/ansible-galaxy collection build --force --output-path dist .
+
+clean:
+	rm -rf dist tests/output .pytest_cache
