@@ -1,0 +1,398 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbops developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Talking to the ``alembic`` command line: revision graph, plans, offline SQL, errors.
+
+Everything here is pure: it parses what ``alembic history --verbose`` and
+``alembic upgrade --sql`` print, resolves targets (``head``, a revision, ``+N``, ``-N``,
+``base``) into a list of single-revision steps, and classifies alembic's failures.
+The graph comes from the command line rather than from importing alembic, so the same
+code serves an alembic on this host and one inside the application's image.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+BASE = "base"
+
+
+class AlembicPlanError(ValueError):
+    """A target or a revision graph that cannot be migrated; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Revision:
+    revision: str
+    down_revisions: Tuple[str, ...] = ()
+    branch_labels: Tuple[str, ...] = ()
+    doc: str = ""
+    path: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One alembic invocation: move the database from ``from_rev`` to ``to_rev``."""
+    direction: str  # upgrade | downgrade
+    revision: str  # the revision applied (upgrade) or reverted (downgrade)
+    from_rev: Optional[str]
+    to_rev: Optional[str]
+
+    @property
+    def alembic_target(self) -> str:
+        return self.to_rev or BASE
+
+    def as_dict(self) -> Dict[str, Optional[str]]:
+        return {"direction": self.direction, "revision": self.revision,
+                "from_revision": self.from_rev, "to_revision": self.to_rev}
+
+
+_REV_LINE = re.compile(r"^Rev: (?P<rev>\S+)(?P<flags>(?: \([a-z ]+\))*)\s*$")
+
+
+def _split_list(text: str) -> Tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip() and item.strip() != "<base>")
+
+
+def parse_history(text: str) -> Dict[str, Revision]:
+    """Parse ``alembic history --verbose`` into revisions keyed by id."""
+    revisions: Dict[str, Revision] = {}
+    current: Optional[Dict[str, object]] = None
+    doc_lines: List[str] = []
+
+    def flush() -> None:
+        if current is None:
+            return
+        doc = next((line.strip() for line in doc_lines if line.strip()), "")
+        rev = Revision(revision=str(current["rev"]), down_revisions=tuple(current.get("down", ())),  # type: ignore[arg-type]
+                       branch_labels=tuple(current.get("labels", ())), doc=doc,  # type: ignore[arg-type]
+                       path=str(current.get("path", "")))
+        revisions[rev.revision] = rev
+
+    for line in text.splitlines():
+        match = _REV_LINE.match(line)
+        if match:
+            flush()
+            current = {"rev": match.group("rev")}
+            doc_lines = []
+            continue
+        if current is None:
+            continue
+        if line.startswith("Parent: ") or line.startswith("Merges: "):
+            current["down"] = _split_list(line.split(": ", 1)[1])
+        elif line.startswith("Branch names: "):
+            current["labels"] = _split_list(line.split(": ", 1)[1])
+        elif line.startswith("Path: "):
+            current["path"] = line.split(": ", 1)[1].strip()
+        elif line.startswith("    ") or not line.strip():
+            doc_lines.append(line)
+    flush()
+    return revisions
+
+
+class RevisionGraph:
+    """The revision graph of an alembic project and the plans that walk it."""
+
+    def __init__(self, revisions: Dict[str, Revision]):
+        self.revisions = revisions
+        self.children: Dict[str, List[str]] = {rev: [] for rev in revisions}
+        for rev in revisions.values():
+            for parent in rev.down_revisions:
+                if parent not in revisions:
+                    raise AlembicPlanError(
+                        "revision %s names a parent %s that does not exist; fix its down_revision"
+                        % (rev.revision, parent))
+                self.children[parent].append(rev.revision)
+
+    @classmethod
+    def from_history(cls, text: str) -> "RevisionGraph":
+        return cls(parse_history(text))
+
+    @property
+    def heads(self) -> List[str]:
+        return sorted(rev for rev, kids in self.children.items() if not kids)
+
+    def ancestors(self, rev: Optional[str]) -> set:
+        """``rev`` and everything below it."""
+        seen: set = set()
+        stack = [rev] if rev else []
+        while stack:
+            item = stack.pop()
+            if item in seen:
+                continue
+            seen.add(item)
+            stack.extend(self.revisions[item].down_revisions)
+        return seen
+
+    def resolve(self, ident: str) -> str:
+        """A full revision id from an id, a unique prefix or a branch label."""
+        ident = ident.strip()
+        if ident in self.revisions:
+            return ident
+        labelled = [rev for rev, info in self.revisions.items() if ident in info.branch_labels]
+        if len(labelled) == 1:
+            return labelled[0]
+        matches = sorted(rev for rev in self.revisions if rev.startswith(ident))
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise AlembicPlanError(
+                "revision %r is ambiguous: it is a prefix of %s; give more characters"
+                % (ident, ", ".join(matches)))
+        known = ", ".join(sorted(self.revisions)[:20]) or "none"
+        raise AlembicPlanError(
+            "unknown revision %r; known revisions: %s (see `alembic history`)" % (ident, known))
+
+    def single_head(self) -> Optional[str]:
+        heads = self.heads
+        if len(heads) > 1:
+            raise AlembicPlanError(
+                "the migrations have %d heads (%s); merge them with `alembic merge heads` "
+                "or migrate to one of them by revision" % (len(heads), ", ".join(heads)))
+        return heads[0] if heads else None
+
+    def resolve_target(self, target: str, current: Optional[str]) -> Optional[str]:
+        """The revision (None for base) that ``target`` names, seen from ``current``."""
+        target = str(target).strip()
+        if target in ("head", "heads"):
+            return self.single_head()
+        if target == BASE:
+            return None
+        relative = re.fullmatch(r"([+-])(\d+)", target)
+        if relative:
+            count = int(relative.group(2))
+            if relative.group(1) == "+":
+                return self._walk_up(current, count)
+            return self._walk_down(current, count)
+        if target.endswith("@head"):
+            return self.resolve(target[:-5])
+        return self.resolve(target)
+
+    def _walk_up(self, current: Optional[str], count: int) -> Optional[str]:
+        rev = current
+        for done in range(count):
+            kids = self.children[rev] if rev else [r for r, i in self.revisions.items() if not i.down_revisions]
+            if not kids:
+                raise AlembicPlanError(
+                    "target +%d goes past the head: only %d revision(s) above %s"
+                    % (count, done, rev or "base"))
+            if len(kids) > 1:
+                raise AlembicPlanError(
+                    "target +%d is ambiguous: %s branches into %s; give a revision instead"
+                    % (count, rev or "base", ", ".join(sorted(kids))))
+            rev = kids[0]
+        return rev
+
+    def _walk_down(self, current: Optional[str], count: int) -> Optional[str]:
+        rev = current
+        for done in range(count):
+            if rev is None:
+                raise AlembicPlanError(
+                    "target -%d goes below base: the database is only %d revision(s) above base"
+                    % (count, done))
+            parents = self.revisions[rev].down_revisions
+            if len(parents) > 1:
+                raise AlembicPlanError(
+                    "target -%d is ambiguous: %s merges %s; give a revision instead"
+                    % (count, rev, ", ".join(parents)))
+            rev = parents[0] if parents else None
+        return rev
+
+    def _topological(self, revs: set) -> List[str]:
+        ordered: List[str] = []
+        placed: set = set()
+
+        def visit(rev: str) -> None:
+            if rev in placed or rev not in revs:
+                return
+            for parent in self.revisions[rev].down_revisions:
+                visit(parent)
+            placed.add(rev)
+            ordered.append(rev)
+
+        for rev in sorted(revs):
+            visit(rev)
+        return ordered
+
+    def plan(self, current: Optional[str], target: Optional[str]) -> List[Step]:
+        """Single-revision steps from ``current`` to ``target`` (None means base)."""
+        if current is not None and current not in self.revisions:
+            raise AlembicPlanError(
+                "the database is at revision %s, which this alembic project does not know; "
+                "deploy the code that contains it or fix alembic_version by hand" % current)
+        if current == target:
+            return []
+        below_current = self.ancestors(current)
+        below_target = self.ancestors(target)
+        if target is None or target in below_current:
+            return self._downgrade_plan(current, target)
+        if current is None or current in below_target:
+            revs = self._topological(below_target - below_current)
+            steps = []
+            prev = current
+            for rev in revs:
+                steps.append(Step("upgrade", rev, prev, rev))
+                prev = rev
+            return steps
+        raise AlembicPlanError(
+            "target %s is on another branch than the database's revision %s; "
+            "downgrade to their common ancestor first" % (target, current))
+
+    def _downgrade_plan(self, current: Optional[str], target: Optional[str]) -> List[Step]:
+        steps = []
+        rev = current
+        while rev != target:
+            if rev is None:
+                raise AlembicPlanError("cannot downgrade from base")  # pragma: no cover - guarded by plan()
+            parents = self.revisions[rev].down_revisions
+            if len(parents) > 1:
+                raise AlembicPlanError(
+                    "cannot downgrade through merge revision %s (it merges %s) one step at a time; "
+                    "give one of its parents as target" % (rev, ", ".join(parents)))
+            parent = parents[0] if parents else None
+            steps.append(Step("downgrade", rev, rev, parent))
+            rev = parent
+        return steps
+
+
+# ---------------------------------------------------------------- offline SQL
+
+_RUNNING = re.compile(r"^-- Running (upgrade|downgrade) (.*?) -> (\S*)\s*$")
+
+
+def split_offline_sql(text: str) -> List[Dict[str, str]]:
+    """Split ``alembic upgrade --sql`` output into one SQL text per revision."""
+    chunks: List[Dict[str, str]] = []
+    preamble: List[str] = []
+    current: Optional[Dict[str, object]] = None
+    for line in text.splitlines():
+        match = _RUNNING.match(line)
+        if match:
+            if current is not None:
+                chunks.append(_finish_chunk(current))
+            direction, down, up = match.groups()
+            current = {"direction": direction, "from": down.strip(), "to": up.strip(),
+                       "lines": list(preamble)}
+            preamble = []
+            continue
+        if current is None:
+            preamble.append(line)
+        else:
+            current["lines"].append(line)  # type: ignore[union-attr]
+    if current is not None:
+        chunks.append(_finish_chunk(current))
+    return chunks
+
+
+def _finish_chunk(chunk: Dict[str, object]) -> Dict[str, str]:
+    lines = [line for line in chunk["lines"] if line.strip() != "COMMIT;"]  # type: ignore[union-attr]
+    sql = "\n".join(lines).strip()
+    direction = str(chunk["direction"])
+    revision = str(chunk["to"] if direction == "upgrade" else chunk["from"])
+    return {"direction": direction, "revision": revision, "sql": sql}
+
+
+def offline_range(step_from: Optional[str], step_to: Optional[str], direction: str) -> str:
+    """The ``from:to`` argument of an offline run."""
+    if direction == "upgrade":
+        return "%s:%s" % (step_from, step_to) if step_from else str(step_to)
+    return "%s:%s" % (step_from, step_to or BASE)
+
+
+# ---------------------------------------------------------------- failures
+
+LOCK_TIMEOUT = "lock_timeout"
+STATEMENT_TIMEOUT = "statement_timeout"
+CONNECTION_LOST = "connection_lost"
+KILLED = "killed"
+ERROR = "error"
+
+RETRYABLE = (LOCK_TIMEOUT, CONNECTION_LOST)
+
+_CONNECTION_MARKERS = (
+    "server closed the connection unexpectedly",
+    "terminating connection due to administrator command",
+    "terminating connection due to",
+    "connection to server at",
+    "could not connect to server",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    "SSL connection has been closed unexpectedly",
+    "AdminShutdown",
+    "connection already closed",
+)
+
+
+def classify_failure(rc: int, stderr: str) -> str:
+    """What kind of failure an alembic run ended with."""
+    if rc < 0 or rc in (137, 143):
+        return KILLED
+    if "LockNotAvailable" in stderr or "canceling statement due to lock timeout" in stderr:
+        return LOCK_TIMEOUT
+    if "canceling statement due to statement timeout" in stderr:
+        return STATEMENT_TIMEOUT
+    if any(marker in stderr for marker in _CONNECTION_MARKERS):
+        return CONNECTION_LOST
+    return ERROR
+
+
+_SQL_LINE = re.compile(r"^\[SQL: (.*?)\]?$", re.DOTALL)
+
+
+def failing_statement(stderr: str) -> Optional[str]:
+    """The statement SQLAlchemy quotes in ``[SQL: ...]``, if any."""
+    start = stderr.rfind("[SQL: ")
+    if start < 0:
+        return None
+    end = stderr.find("]\n", start)
+    text = stderr[start + 6:end if end > 0 else None].strip().rstrip("]")
+    return " ".join(text.split())[:500]
+
+
+def error_tail(stderr: str, lines: int = 15) -> str:
+    """The last meaningful lines of alembic's stderr (tracebacks are long)."""
+    kept = [line for line in stderr.rstrip().splitlines()
+            if line.strip() and not line.startswith("INFO  [alembic.runtime.migration]")]
+    interesting = [line for line in kept if not line.startswith("  ")]
+    tail = interesting[-lines:] if interesting else kept[-lines:]
+    return "\n".join(tail)
+
+
+# ---------------------------------------------------------------- durations
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*$")
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "min": 60000.0, "h": 3600000.0, "d": 86400000.0}
+
+
+def duration_ms(value: object, name: str) -> int:
+    """PostgreSQL duration (``200ms``, ``2s``, ``1min``) or integer milliseconds -> ms."""
+    if isinstance(value, bool):
+        raise AlembicPlanError("%s must be a duration such as 200ms or 2s, or milliseconds" % name)
+    if isinstance(value, (int, float)):
+        number = float(value)
+        unit = "ms"
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise AlembicPlanError(
+                "%s=%r is not a PostgreSQL duration; use for example 200ms, 2s, 1min, or integer milliseconds"
+                % (name, value))
+        number = float(match.group(1))
+        unit = match.group(2) or "ms"
+    ms = number * _UNIT_MS[unit]
+    if ms < 0:
+        raise AlembicPlanError("%s must not be negative" % name)
+    if 0 < ms < 1:
+        ms = 1
+    return int(round(ms))
+
+
+def pgoptions(settings: Sequence[Tuple[str, str]], existing: str = "") -> str:
+    """A PGOPTIONS value: ``-c name=value`` pairs appended to what the environment had."""
+    parts = [existing.strip()] if existing and existing.strip() else []
+    for key, value in settings:
+        escaped = str(value).replace("\\", "\\\\").replace(" ", "\\ ")
+        parts.append("-c %s=%s" % (key, escaped))
+    return " ".join(parts)

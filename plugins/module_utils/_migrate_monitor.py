@@ -1,0 +1,240 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbops developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Who waits on the migration, and on whom the migration waits.
+
+A background thread samples ``pg_stat_activity`` and ``pg_locks`` on its own connection
+(about every 100 ms) while alembic runs. The migration's backends are recognised by their
+``application_name``, which the runner sets to a token unique to the run. The pure part,
+:class:`BlockedTracker`, turns samples into the ``blocked`` result and a timeline.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+SAMPLE_SQL = """
+SELECT a.pid,
+       coalesce(a.application_name, ''),
+       coalesce(a.state, ''),
+       coalesce(a.wait_event_type, ''),
+       extract(epoch FROM clock_timestamp() - a.xact_start)::float8,
+       left(coalesce(a.query, ''), 400),
+       pg_blocking_pids(a.pid),
+       w.waited,
+       w.waitstart,
+       w.lock
+  FROM pg_stat_activity a
+  LEFT JOIN LATERAL (
+       SELECT extract(epoch FROM clock_timestamp() - l.waitstart)::float8 AS waited,
+              extract(epoch FROM l.waitstart)::float8 AS waitstart,
+              l.mode || ' ' || l.locktype
+                || coalesce(' ' || l.relation::regclass::text, '')
+                || CASE WHEN l.locktype = 'transactionid' THEN ' ' || l.transactionid::text ELSE '' END AS lock
+         FROM pg_locks l
+        WHERE l.pid = a.pid AND NOT l.granted
+        LIMIT 1) w ON true
+ WHERE a.datname = current_database()
+   AND a.pid <> pg_backend_pid()
+   AND a.backend_type = 'client backend'
+"""
+
+_MODE_NAMES = {
+    "AccessShareLock": "ACCESS SHARE", "RowShareLock": "ROW SHARE", "RowExclusiveLock": "ROW EXCLUSIVE",
+    "ShareUpdateExclusiveLock": "SHARE UPDATE EXCLUSIVE", "ShareLock": "SHARE",
+    "ShareRowExclusiveLock": "SHARE ROW EXCLUSIVE", "ExclusiveLock": "EXCLUSIVE",
+    "AccessExclusiveLock": "ACCESS EXCLUSIVE",
+}
+
+
+def describe_lock(raw: Optional[str]) -> Optional[str]:
+    """``AccessExclusiveLock relation orders`` -> ``ACCESS EXCLUSIVE lock on relation orders``."""
+    if not raw:
+        return None
+    parts = raw.split(" ", 2)
+    mode = _MODE_NAMES.get(parts[0], parts[0])
+    rest = " ".join(parts[1:])
+    return "%s lock on %s" % (mode, rest) if rest else "%s lock" % mode
+
+
+@dataclasses.dataclass
+class Row:
+    pid: int
+    application_name: str
+    state: str
+    wait_event_type: str
+    xact_age: Optional[float]
+    query: str
+    blocking: Tuple[int, ...]
+    waited: Optional[float]
+    waitstart: Optional[float]
+    lock: Optional[str]
+
+    @classmethod
+    def from_tuple(cls, row: Sequence[Any]) -> "Row":
+        return cls(pid=int(row[0]), application_name=row[1] or "", state=row[2] or "",
+                   wait_event_type=row[3] or "", xact_age=row[4], query=row[5] or "",
+                   blocking=tuple(int(p) for p in (row[6] or ())), waited=row[7], waitstart=row[8],
+                   lock=row[9])
+
+
+class BlockedTracker:
+    """Accumulates samples into episodes of waiting, keyed by (pid, wait start)."""
+
+    def __init__(self, app_name: str, mask: Callable[[str], str] = lambda s: s, interval: float = 0.1,
+                 keep_timeline: bool = False):
+        self.app_name = app_name
+        self.mask = mask
+        self.interval = interval
+        self.keep_timeline = keep_timeline
+        self.samples = 0
+        self.started = time.monotonic()
+        self.blocked: Dict[Tuple[int, float], Dict[str, Any]] = {}
+        self.own_waits: Dict[Tuple[int, float], Dict[str, Any]] = {}
+        self.timeline: List[Dict[str, Any]] = []
+        self.errors = 0
+        self.lock = threading.Lock()
+        self.migration_pids_seen: set = set()
+
+    def _session(self, row: Optional[Row], pid: int) -> Dict[str, Any]:
+        if row is None:
+            return {"pid": pid}
+        return {"pid": row.pid, "application_name": row.application_name, "state": row.state,
+                "query": self.mask(row.query)[:300],
+                "xact_age_s": round(row.xact_age, 3) if row.xact_age is not None else None}
+
+    def add(self, rows: Sequence[Row], now: Optional[float] = None) -> None:
+        now = time.monotonic() if now is None else now
+        by_pid = {row.pid: row for row in rows}
+        migration = {row.pid for row in rows if row.application_name == self.app_name}
+        with self.lock:
+            self.samples += 1
+            self.migration_pids_seen |= migration
+            blocked_now = 0
+            longest_now = 0.0
+            for row in rows:
+                if row.pid in migration:
+                    if row.lock and row.waitstart is not None:
+                        key = (row.pid, round(row.waitstart, 3))
+                        entry = self.own_waits.setdefault(key, {
+                            "pid": row.pid, "lock": describe_lock(row.lock), "waited_s": 0.0,
+                            "statement": self.mask(row.query)[:300], "blocked_by": {}})
+                        entry["waited_s"] = max(entry["waited_s"], round(row.waited or 0.0, 3))
+                        for pid in row.blocking:
+                            entry["blocked_by"][pid] = self._session(by_pid.get(pid), pid)
+                    continue
+                if not migration.intersection(row.blocking) or row.waitstart is None:
+                    continue
+                blocked_now += 1
+                longest_now = max(longest_now, row.waited or 0.0)
+                key = (row.pid, round(row.waitstart, 3))
+                entry = self.blocked.setdefault(key, {"pid": row.pid, "waited_s": 0.0,
+                                                      "query": self.mask(row.query)[:200],
+                                                      "lock": describe_lock(row.lock)})
+                entry["waited_s"] = max(entry["waited_s"], round(row.waited or 0.0, 3))
+            if self.keep_timeline:
+                self.timeline.append({
+                    "t": round(now - self.started, 3),
+                    "migration_sessions": len(migration),
+                    "migration_waiting": any(by_pid[p].lock for p in migration),
+                    "blocked_sessions": blocked_now,
+                    "longest_wait_s": round(longest_now, 3),
+                    "lock_waiters": sum(1 for row in rows if row.lock),
+                })
+
+    def last_own_wait(self) -> Optional[Dict[str, Any]]:
+        with self.lock:
+            if not self.own_waits:
+                return None
+            entry = list(self.own_waits.values())[-1]
+            return _public_wait(entry)
+
+    def summary(self) -> Dict[str, Any]:
+        with self.lock:
+            waits = [entry["waited_s"] for entry in self.blocked.values()]
+            own = [_public_wait(entry) for entry in self.own_waits.values()]
+            return {
+                "sessions": len({entry["pid"] for entry in self.blocked.values()}),
+                "waits": len(waits),
+                "longest_wait_s": round(max(waits), 3) if waits else 0.0,
+                "total_wait_s": round(sum(waits), 3),
+                "migration_waits": own,
+                "migration_wait_s": round(sum(w["waited_s"] for w in own), 3),
+                "samples": self.samples,
+                "interval_ms": int(self.interval * 1000),
+            }
+
+
+def _public_wait(entry: Dict[str, Any]) -> Dict[str, Any]:
+    return {"lock": entry["lock"], "waited_s": entry["waited_s"], "statement": entry["statement"],
+            "blocked_by": list(entry["blocked_by"].values())}
+
+
+class Monitor:
+    """Samples on its own connection in a daemon thread until stopped."""
+
+    def __init__(self, connect: Callable[[], Any], tracker: BlockedTracker):
+        self.connect = connect
+        self.tracker = tracker
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dbops-migrate-monitor", daemon=True)
+        self._conn = None
+
+    def start(self) -> "Monitor":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            if self._conn is not None:
+                self._conn.close()
+
+    def sample_once(self) -> None:
+        if self._conn is None or self._conn.closed:
+            self._conn = self.connect()
+        with self._conn.cursor() as cur:
+            cur.execute(SAMPLE_SQL)
+            rows = [Row.from_tuple(r) for r in cur.fetchall()]
+        self.tracker.add(rows)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                self.sample_once()
+            except Exception:  # the server restarting or a dropped connection: reconnect next time
+                self.tracker.errors += 1
+                with contextlib.suppress(Exception):
+                    if self._conn is not None:
+                        self._conn.close()
+                self._conn = None
+                self._stop.wait(0.5)
+                continue
+            self._stop.wait(max(0.0, self.tracker.interval - (time.monotonic() - began)))
+
+
+def write_timeline(path: str, tracker: BlockedTracker, extra: Optional[Dict[str, Any]] = None) -> None:
+    """Write the sampled timeline as JSON, atomically, mode 0600."""
+    payload = {"interval_ms": int(tracker.interval * 1000), "summary": tracker.summary(),
+               "samples": tracker.timeline}
+    payload.update(extra or {})
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".timeline-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=1)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except Exception:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,417 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: dbops developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: alembic_migrate
+short_description: Run Alembic migrations without stalling live traffic
+version_added: 0.1.0
+author: dbops developers (@dbops)
+description:
+  - Upgrades or downgrades a PostgreSQL database with Alembic to O(target), one revision per
+    Alembic invocation, so that a failure rolls back only the revision being applied and a retry
+    resumes from there.
+  - Alembic runs on this host (O(executor=local)) or inside the application's image through the
+    docker compose C(migration) service (O(executor=compose)). The database URL reaches Alembic as
+    the E(DATABASE_URL) environment variable, never on the command line.
+  - O(lock_timeout) and O(statement_timeout) reach every session Alembic opens through E(PGOPTIONS).
+    A revision that cannot get its lock in time is rolled back by PostgreSQL and retried after
+    O(retry_delay) seconds (growing by O(retry_backoff)); when O(retries) run out the task fails,
+    naming the lock it waited for and the session that held it, with the revision unchanged. It never
+    falls back to an unbounded wait.
+  - Only one runner migrates a database at a time; the module holds a PostgreSQL advisory lock on its
+    own connection for the whole run. A second runner waits up to O(lock_wait) seconds, then plans
+    again and finds nothing left to do, or fails clearly.
+  - While Alembic runs, a separate connection samples C(pg_stat_activity) and C(pg_locks) about every
+    O(monitor_interval_ms) milliseconds; RV(blocked) reports the sessions that waited on the migration
+    and the migration's own waits.
+  - An INVALID index left by a failed C(CREATE INDEX CONCURRENTLY) of the run is reported and dropped
+    (C(DROP INDEX CONCURRENTLY)) before the revision is retried. Backends of a killed Alembic process
+    are terminated so that their locks go away.
+  - The revision graph is read with C(alembic history --verbose) and the current revision from the
+    version table, so the same logic serves both executors.
+extends_documentation_fragment:
+  - dbops.migrations.postgres
+options:
+  config:
+    description:
+      - Path of the project's C(alembic.ini). With O(executor=local) it must exist on the target host;
+        Alembic runs in its directory (so C(script_location) and C(prepend_sys_path) resolve as they do
+        for C(alembic) run by hand).
+      - With O(executor=compose), a path inside the image; when omitted Alembic uses C(alembic.ini) in
+        the image's working directory.
+    type: path
+  target:
+    description:
+      - C(head), C(base), a revision id (or a unique prefix), C(+N) or C(-N) relative to the database's
+        current revision.
+    type: str
+    default: head
+  executor:
+    description:
+      - V(local) runs O(alembic_bin) on the target host.
+      - V(compose) runs C(docker compose run --rm) of O(compose_service) (profile O(compose_profiles))
+        from O(project_src) and O(compose_files).
+    type: str
+    choices: [local, compose]
+    default: local
+  alembic_bin:
+    description:
+      - The C(alembic) executable for O(executor=local). Defaults to C(alembic) on E(PATH) or beside the
+        Python that runs the module.
+    type: path
+  lock_timeout:
+    description:
+      - How long each statement of the migration may wait for a lock. A PostgreSQL duration such as
+        V(200ms) or V(2s), or integer milliseconds. V(0) disables the limit (not recommended).
+    type: raw
+    default: 500ms
+  statement_timeout:
+    description:
+      - Longest a statement of the migration may run, same forms as O(lock_timeout). Not set by default,
+        because data backfills and concurrent index builds legitimately run long. A statement that runs
+        out of time fails the task without retry.
+    type: raw
+  retries:
+    description: How many times a revision is retried after a lock timeout or a lost connection.
+    type: int
+    default: 5
+  retry_delay:
+    description: Seconds to wait before the first retry.
+    type: float
+    default: 2
+  retry_backoff:
+    description: Factor by which the wait grows after each retry.
+    type: float
+    default: 2
+  retry_delay_max:
+    description: Longest wait between two retries, in seconds.
+    type: float
+    default: 60
+  lock_wait:
+    description:
+      - Seconds to wait for another runner's migration lock before failing. V(0) fails at once.
+    type: float
+    default: 120
+  monitor:
+    description: Sample blocked sessions while Alembic runs (RV(blocked)).
+    type: bool
+    default: true
+  monitor_interval_ms:
+    description: Sampling interval of the monitor.
+    type: int
+    default: 100
+  timeline_file:
+    description: Write the sampled timeline as JSON to this path (mode 0600).
+    type: path
+  version_table:
+    description: Alembic's version table, as configured in the project's C(env.py).
+    type: str
+    default: alembic_version
+  version_table_schema:
+    description: Schema of O(version_table) when it is not on the search path.
+    type: str
+  show_sql:
+    description: In check mode, render each pending revision's SQL offline (C(alembic upgrade --sql)).
+    type: bool
+    default: true
+  drop_invalid_indexes:
+    description:
+      - Drop INVALID indexes that a failed revision of this run left behind before retrying it. When
+        false they are only reported.
+    type: bool
+    default: true
+  env:
+    description:
+      - Extra environment variables for Alembic (for example settings the project's C(env.py) reads).
+        E(DATABASE_URL), E(PGOPTIONS) and E(PGAPPNAME) are set by the module; a E(PGOPTIONS) given here is
+        kept and the timeouts are appended.
+    type: dict
+    default: {}
+  executor_db_url:
+    description:
+      - The URL Alembic itself should use when it differs from O(db_url), typically the compose network
+        name of the database (C(postgresql://app:pw@db:5432/app)) while the module reaches it through a
+        published port. Defaults to the connection options.
+    type: str
+  project_src:
+    description: Directory of the compose project for O(executor=compose).
+    type: path
+  compose_files:
+    description: Compose files (relative to O(project_src) or absolute) for O(executor=compose).
+    type: list
+    elements: path
+    default: []
+  compose_service:
+    description: The one-off service that runs Alembic.
+    type: str
+    default: migration
+  compose_profiles:
+    description: Compose profiles to enable for O(compose_service).
+    type: list
+    elements: str
+    default: [migration]
+  compose_project_name:
+    description: Compose project name (C(-p)).
+    type: str
+notes:
+  - E(PGOPTIONS) and E(PGAPPNAME) are honoured by libpq-based drivers (psycopg2, psycopg); the project's
+    C(env.py) must connect with one of them and must not override C(application_name).
+  - Each revision runs in its own Alembic process and transaction; revisions using
+    C(autocommit_block) (for C(CREATE INDEX CONCURRENTLY)) are supported.
+attributes:
+  check_mode:
+    support: full
+    details: Lists the pending revisions with their SQL rendered offline; changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the revision before and after.
+  idempotent:
+    support: full
+    details: At the target revision nothing runs and the result is not changed.
+'''
+
+EXAMPLES = r'''
+- name: Migrate to the newest revision, never queueing live traffic for more than 500 ms
+  dbops.migrations.alembic_migrate:
+    config: /srv/auto_trader/alembic.ini
+    db_url: "{{ vault_database_url }}"
+    lock_timeout: 500ms
+    statement_timeout: 15s
+    retries: 8
+    retry_delay: 2
+    timeline_file: /var/log/dbops/migration-timeline.json
+  register: migration
+
+- name: Roll the last revision back
+  dbops.migrations.alembic_migrate:
+    config: /srv/auto_trader/alembic.ini
+    login_host: db.internal
+    login_user: app
+    login_password: "{{ vault_db_password }}"
+    login_db: auto_trader
+    target: "-1"
+
+- name: Migrate with the application's image, as the compose migration profile does
+  dbops.migrations.alembic_migrate:
+    executor: compose
+    project_src: /srv/auto_trader
+    compose_files: [docker-compose.prod.yml]
+    db_url: postgresql://app:{{ vault_db_password }}@127.0.0.1:5432/auto_trader
+    executor_db_url: postgresql://app:{{ vault_db_password }}@db:5432/auto_trader
+    target: head
+
+- name: Show what would run, with its SQL
+  dbops.migrations.alembic_migrate:
+    config: /srv/auto_trader/alembic.ini
+    db_url: "{{ vault_database_url }}"
+  check_mode: true
+  diff: true
+'''
+
+RETURN = r'''
+from_revision:
+  description: The database's revision before the run (null means base).
+  returned: always
+  type: str
+  sample: "0002"
+to_revision:
+  description: The revision after the run; in check mode the revision it would reach.
+  returned: always
+  type: str
+  sample: "0005"
+target_revision:
+  description: The revision O(target) resolved to (null means base).
+  returned: success
+  type: str
+  sample: "0005"
+pending:
+  description: The single-revision steps planned; in check mode each carries its SQL.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"direction": "upgrade", "revision": "0003", "from_revision": "0002", "to_revision": "0003",
+            "sql": "CREATE INDEX ix_orders_created_at ON orders (created_at);"}]
+applied:
+  description: The revisions applied or reverted, with their attempts and duration.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"direction": "upgrade", "revision": "0003", "from_revision": "0002", "to_revision": "0003",
+            "attempts": 2, "duration_s": 3.1}]
+attempts:
+  description: Alembic invocations of the run, retries included.
+  returned: always
+  type: int
+  sample: 4
+duration_s:
+  description: Wall time of the run.
+  returned: always
+  type: float
+  sample: 6.52
+blocked:
+  description:
+    - What waited while the migration ran (null in check mode or with O(monitor=false)).
+    - C(sessions) distinct sessions that waited on the migration, C(waits) their waiting episodes,
+      C(longest_wait_s) and C(total_wait_s); C(migration_waits) the migration's own lock waits, each
+      with C(lock), C(waited_s), C(statement) and C(blocked_by) (pid, application_name, state, masked
+      query, transaction age); C(samples), C(interval_ms), C(timeline_file).
+  returned: always
+  type: dict
+  sample: {"sessions": 3, "waits": 5, "longest_wait_s": 0.21, "total_wait_s": 0.9, "migration_waits": [],
+           "migration_wait_s": 0.8, "samples": 61, "interval_ms": 100}
+invalid_indexes:
+  description: INVALID indexes found; those left by a failed revision of this run are dropped.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"schema": "public", "index": "ix_orders_created_at", "table": "orders", "revision": "0003",
+            "dropped": true}]
+failure:
+  description:
+    - On failure, what failed; C(kind) is lock_timeout, statement_timeout, connection_lost, killed or error.
+      For lock timeouts C(lock) and C(blockers) name the lock and the sessions that held it.
+  returned: failure
+  type: dict
+  sample: {"revision": "0004", "direction": "upgrade", "kind": "lock_timeout",
+           "lock": "ACCESS EXCLUSIVE lock on relation orders",
+           "blockers": [{"pid": 4242, "state": "idle in transaction", "xact_age_s": 31.2, "query": "SELECT ..."}]}
+warnings_list:
+  description: Non-fatal observations (pre-existing INVALID indexes, SQL that could not be rendered).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+'''
+
+import os
+import sys
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import AlembicPlanError, duration_ms
+from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
+    CONNECTION_MUTUALLY_EXCLUSIVE, HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR, ConnectionOptionsError,
+    connection_argument_spec, conninfo_from_params, mask_secrets, parse_db_url)
+from ansible_collections.dbops.migrations.plugins.module_utils._migrate import (
+    ComposeSpec, MigrateError, MigrateRequest, Migrator)
+
+
+def argument_spec():
+    spec = connection_argument_spec()
+    spec.update(
+        config=dict(type="path"),
+        target=dict(type="str", default="head"),
+        executor=dict(type="str", choices=["local", "compose"], default="local"),
+        alembic_bin=dict(type="path"),
+        lock_timeout=dict(type="raw", default="500ms"),
+        statement_timeout=dict(type="raw"),
+        retries=dict(type="int", default=5),
+        retry_delay=dict(type="float", default=2),
+        retry_backoff=dict(type="float", default=2),
+        retry_delay_max=dict(type="float", default=60),
+        lock_wait=dict(type="float", default=120),
+        monitor=dict(type="bool", default=True),
+        monitor_interval_ms=dict(type="int", default=100),
+        timeline_file=dict(type="path"),
+        version_table=dict(type="str", default="alembic_version"),
+        version_table_schema=dict(type="str"),
+        show_sql=dict(type="bool", default=True),
+        drop_invalid_indexes=dict(type="bool", default=True),
+        env=dict(type="dict", default={}),
+        executor_db_url=dict(type="str", no_log=True),
+        project_src=dict(type="path"),
+        compose_files=dict(type="list", elements="path", default=[]),
+        compose_service=dict(type="str", default="migration"),
+        compose_profiles=dict(type="list", elements="str", default=["migration"]),
+        compose_project_name=dict(type="str"),
+    )
+    return spec
+
+
+def build_request(module, params):
+    if params["retries"] < 0 or params["retry_delay"] < 0 or params["lock_wait"] < 0:
+        raise AlembicPlanError("retries, retry_delay and lock_wait must not be negative")
+    if params["monitor_interval_ms"] < 10:
+        raise AlembicPlanError("monitor_interval_ms must be at least 10")
+    for name in ("lock_timeout", "statement_timeout"):
+        if params[name] not in (None, ""):
+            duration_ms(params[name], name)
+    compose = None
+    alembic_bin = "alembic"
+    if params["executor"] == "compose":
+        if not params["project_src"] and not params["compose_files"]:
+            raise AlembicPlanError("executor=compose needs project_src (the compose project directory) "
+                                   "or compose_files")
+        compose = ComposeSpec(project_src=params["project_src"], files=params["compose_files"],
+                              service=params["compose_service"], profiles=params["compose_profiles"],
+                              project_name=params["compose_project_name"],
+                              docker_bin=module.get_bin_path("docker", required=True))
+    else:
+        if not params["config"]:
+            raise AlembicPlanError("config is required with executor=local: the path of the project's alembic.ini")
+        alembic_bin = params["alembic_bin"] or module.get_bin_path(
+            "alembic", opt_dirs=[os.path.dirname(sys.executable)])
+        if not alembic_bin:
+            raise AlembicPlanError("alembic executable not found on PATH or beside %s; install alembic or set "
+                                   "alembic_bin" % sys.executable)
+    alembic_db = None
+    if params["executor_db_url"]:
+        alembic_db = parse_db_url(params["executor_db_url"], params["connect_timeout"] or 10)
+    return MigrateRequest(
+        config=params["config"], target=str(params["target"]), executor=params["executor"],
+        alembic_bin=alembic_bin, lock_timeout=params["lock_timeout"],
+        statement_timeout=params["statement_timeout"], retries=params["retries"],
+        retry_delay=params["retry_delay"], retry_backoff=params["retry_backoff"],
+        retry_delay_max=params["retry_delay_max"], lock_wait=params["lock_wait"],
+        monitor=params["monitor"], monitor_interval=params["monitor_interval_ms"] / 1000.0,
+        timeline_file=params["timeline_file"], version_table=params["version_table"],
+        version_table_schema=params["version_table_schema"],
+        extra_env={str(k): str(v) for k, v in (params["env"] or {}).items()},
+        compose=compose, alembic_db=alembic_db, check=module.check_mode,
+        show_sql=params["show_sql"], drop_invalid_indexes=params["drop_invalid_indexes"])
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           mutually_exclusive=CONNECTION_MUTUALLY_EXCLUSIVE)
+    if not HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(PSYCOPG2_IMPORT_ERROR))
+    params = module.params
+    secrets = [params.get("login_password")]
+    try:
+        db = conninfo_from_params(params)
+        secrets.append(db.password)
+        request = build_request(module, params)
+        if request.alembic_db is not None:
+            secrets.append(request.alembic_db.password)
+    except (ConnectionOptionsError, AlembicPlanError, ValueError) as exc:
+        module.fail_json(msg=mask_secrets(exc, *secrets), changed=False)
+
+    def runner(argv, env, cwd):
+        return module.run_command(argv, environ_update=env, cwd=cwd, check_rc=False)
+
+    migrator = Migrator(request, db, runner)
+    try:
+        result = migrator.run()
+    except MigrateError as exc:
+        result = migrator.fail_result(exc)
+        result.pop("diff", None)
+        warnings = result.pop("warnings", [])
+        module.fail_json(msg=mask_secrets(exc.msg, *secrets), warnings_list=warnings,
+                         **{k: v for k, v in result.items() if k != "changed"},
+                         changed=bool(result.get("applied")))
+    warnings = result.pop("warnings", [])
+    for warning in warnings:
+        module.warn(warning)
+    diff = result.pop("diff")
+    if module._diff:
+        result["diff"] = diff
+    module.exit_json(warnings_list=warnings, **result)
+
+
+if __name__ == "__main__":
+    main()
