@@ -1,0 +1,44 @@
+"""The collection as a whole: metadata, documentation of every module, the release tarball."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers.ansible import REPO_ROOT, ansible_env
+
+BIN = Path(sys.executable).parent
+MODULES = sorted(p.stem for p in (REPO_ROOT / "plugins" / "modules").glob("*.py") if not p.stem.startswith("_"))
+
+
+def test_galaxy_metadata():
+    galaxy = yaml.safe_load((REPO_ROOT / "galaxy.yml").read_text())
+    assert (galaxy["namespace"], galaxy["name"]) == ("dbops", "migrations")
+    runtime = yaml.safe_load((REPO_ROOT / "meta" / "runtime.yml").read_text())
+    assert runtime["requires_ansible"].startswith(">=")
+    assert sorted(runtime["action_groups"]["migrations"]) == MODULES
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_documentation_renders(module):
+    proc = subprocess.run([str(BIN / "ansible-doc"), "--json", f"dbops.migrations.{module}"],
+                          env=ansible_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    import json
+    doc = json.loads(proc.stdout)[f"dbops.migrations.{module}"]
+    assert doc["doc"]["short_description"] and doc["examples"] and doc["return"]
+    assert doc["doc"]["version_added"] == "0.1.0"
+
+
+def test_collection_builds(tmp_path):
+    proc = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path),
+                           str(REPO_ROOT)], env=ansible_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    tarball = next(tmp_path.glob("dbops-migrations-*.tar.gz"))
+    names = tarfile.open(tarball).getnames()
+    assert "plugins/modules/migration_risk.py" in names or MODULES == []
+    assert not [n for n in names if n.startswith((".venv", ".collections", "examples/auto_trader/.wheels"))]
