@@ -1,0 +1,157 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbops developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Live database facts for migration_risk: version, table sizes, columns, indexes, constraints.
+
+Read in a few catalog queries (pg_class, pg_attribute, pg_index, pg_constraint) inside a
+read-only transaction; nothing is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Dict, List, Optional, Set, Tuple
+
+
+@dataclasses.dataclass
+class ColumnFacts:
+    type_name: str
+    type_mods: Tuple[int, ...]
+    not_null: bool
+
+
+@dataclasses.dataclass
+class TableFacts:
+    name: str
+    rows: Optional[int]
+    size_bytes: Optional[int]
+    relkind: str = "r"
+    columns: Dict[str, ColumnFacts] = dataclasses.field(default_factory=dict)
+    not_null_checks: Set[str] = dataclasses.field(default_factory=set)
+    indexes: Set[str] = dataclasses.field(default_factory=set)
+    constraints: Dict[str, bool] = dataclasses.field(default_factory=dict)  # name -> validated
+
+
+@dataclasses.dataclass
+class DbFacts:
+    """What the engine may know about the target database."""
+
+    version_num: int
+    tables: Dict[str, TableFacts] = dataclasses.field(default_factory=dict)
+    index_tables: Dict[str, str] = dataclasses.field(default_factory=dict)
+    alembic_revisions: Optional[List[str]] = None  # None: no alembic_version table
+
+    @property
+    def version(self) -> int:
+        return self.version_num // 10000
+
+    def table(self, name: Optional[str]) -> Optional[TableFacts]:
+        if not name:
+            return None
+        found = self.tables.get(name)
+        if found is None and "." in name:
+            schema, _, bare = name.partition(".")
+            if schema == "public":
+                found = self.tables.get(bare)
+        return found
+
+
+_TABLES_SQL = """
+SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END,
+       c.relkind, c.reltuples::bigint, pg_total_relation_size(c.oid), c.oid
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'm')
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
+"""
+_COLUMNS_SQL = """
+SELECT a.attrelid, a.attname, t.typname, a.atttypmod, a.attnotnull
+  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+ WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+"""
+_INDEXES_SQL = """
+SELECT i.indrelid, CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE i.indrelid = ANY(%s)
+"""
+_CONSTRAINTS_SQL = """
+SELECT conrelid, conname, contype, convalidated, pg_get_constraintdef(oid)
+  FROM pg_constraint WHERE conrelid = ANY(%s)
+"""
+_NOT_NULL_CHECK = re.compile(r'^CHECK \(\(?"?([^"()\s]+)"? IS NOT NULL\)?\)$', re.IGNORECASE)
+
+
+def type_modifiers(type_name: str, typmod: int) -> Tuple[int, ...]:
+    """Decode atttypmod into the modifiers written in SQL (varchar(n), numeric(p,s))."""
+    if typmod is None or typmod < 0:
+        return ()
+    if type_name in ("varchar", "bpchar"):
+        return (typmod - 4,)
+    if type_name == "numeric":
+        value = typmod - 4
+        return ((value >> 16) & 0xFFFF, value & 0xFFFF)
+    if type_name in ("varbit", "bit", "timestamp", "timestamptz", "time", "timetz", "interval"):
+        return (typmod,)
+    return ()
+
+
+def read_facts(conn) -> DbFacts:
+    """Read the facts from an open psycopg2 connection (read-only, then rolled back)."""
+    previous_autocommit = conn.autocommit
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION READ ONLY")
+            cur.execute("SHOW server_version_num")
+            facts = DbFacts(version_num=int(cur.fetchone()[0]))
+            cur.execute(_TABLES_SQL)
+            by_oid: Dict[int, TableFacts] = {}
+            for name, relkind, rows, size, oid in cur.fetchall():
+                rows = None if rows is None or rows < 0 else int(rows)  # -1: never analysed
+                table = TableFacts(name=name, rows=rows, size_bytes=int(size), relkind=relkind)
+                facts.tables[name] = table
+                by_oid[oid] = table
+            oids = list(by_oid)
+            if oids:
+                cur.execute(_COLUMNS_SQL, (oids,))
+                for oid, col, typname, typmod, notnull in cur.fetchall():
+                    by_oid[oid].columns[col] = ColumnFacts(typname, type_modifiers(typname, typmod), bool(notnull))
+                cur.execute(_INDEXES_SQL, (oids,))
+                for oid, index in cur.fetchall():
+                    by_oid[oid].indexes.add(index)
+                    facts.index_tables[index] = by_oid[oid].name
+                cur.execute(_CONSTRAINTS_SQL, (oids,))
+                for oid, name, contype, validated, definition in cur.fetchall():
+                    table = by_oid[oid]
+                    table.constraints[name] = bool(validated)
+                    match = _NOT_NULL_CHECK.match(definition or "")
+                    if contype == "c" and validated and match:
+                        table.not_null_checks.add(match.group(1))
+            _fill_missing_row_estimates(cur, facts)
+            facts.alembic_revisions = _alembic_revisions(cur)
+        conn.rollback()
+        return facts
+    finally:
+        conn.autocommit = previous_autocommit
+
+
+def _fill_missing_row_estimates(cur, facts: DbFacts) -> None:
+    """Tables never analysed report -1 rows: estimate from pages, as the planner does."""
+    for table in facts.tables.values():
+        if table.rows is None and table.relkind in ("r", "m"):
+            # Bounded: a table never analysed is counted up to 100,001 rows; beyond that its size decides.
+            cur.execute("SELECT count(*) FROM (SELECT 1 FROM %s LIMIT 100001) s" % _qualified(table.name))
+            count = int(cur.fetchone()[0])
+            if count <= 100000:
+                table.rows = count
+
+
+def _qualified(name: str) -> str:
+    return ".".join('"%s"' % part.replace('"', '""') for part in name.split(".", 1))
+
+
+def _alembic_revisions(cur) -> Optional[List[str]]:
+    cur.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return None
+    cur.execute("SELECT version_num FROM alembic_version")
+    return sorted(row[0] for row in cur.fetchall())
