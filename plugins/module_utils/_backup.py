@@ -1,0 +1,469 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbops developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure parts of pg_backup: names, manifests, retention, version gates, hashing, atomic files.
+
+Nothing here talks to PostgreSQL or runs a program; ``_backup_run`` does that.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import errno
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_FORMAT_VERSION = 1
+STAGING_PREFIX = ".pg_backup-"
+FORMATS = ("custom", "directory", "plain")
+EXTENSIONS = {"custom": ".dump", "directory": ".dir", "plain": ".sql"}
+FORMAT_FLAGS = {"custom": "c", "directory": "d", "plain": "p"}
+# The last line pg_dump writes into a complete plain dump.
+PLAIN_DUMP_TRAILER = b"-- PostgreSQL database dump complete"
+CUSTOM_MAGIC = b"PGDMP"
+_STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+_NAME_RE = re.compile(r"^(?P<db>.+)_(?P<stamp>\d{8}T\d{6}Z(?:-\d+)?)(?P<ext>\.dump|\.dir|\.sql)$")
+_VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+_HASH_CHUNK = 4 * 1024 * 1024
+
+
+class BackupError(Exception):
+    """A backup, verification, restore or retention step failed; the message says what to do."""
+
+
+# ---------------------------------------------------------------- names
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def backup_name(database: str, fmt: str, when: datetime.datetime, taken: Iterable[str] = ()) -> str:
+    """``<database>_<UTC timestamp>.<ext>``: sorts by time, says which database it holds.
+
+    A second backup within the same second gets ``-1``, ``-2``... so nothing is ever overwritten.
+    """
+    safe_db = re.sub(r"[^A-Za-z0-9_.-]", "_", database) or "db"
+    stamp = when.astimezone(datetime.timezone.utc).strftime(_STAMP_FORMAT)
+    taken = set(taken)
+    name = "%s_%s%s" % (safe_db, stamp, EXTENSIONS[fmt])
+    counter = 0
+    while name in taken or manifest_name(name) in taken:
+        counter += 1
+        name = "%s_%s-%d%s" % (safe_db, stamp, counter, EXTENSIONS[fmt])
+    return name
+
+
+def manifest_name(dump_name: str) -> str:
+    return dump_name + MANIFEST_SUFFIX
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupEntry:
+    """One backup found in a destination folder."""
+    name: str
+    database: str
+    stamp: str
+    has_manifest: bool
+
+    @property
+    def manifest(self) -> str:
+        return manifest_name(self.name)
+
+
+def parse_backup_name(name: str) -> Optional[Tuple[str, str]]:
+    match = _NAME_RE.match(name)
+    if not match:
+        return None
+    return match.group("db"), match.group("stamp")
+
+
+def list_backups(folder: str, database: Optional[str] = None) -> List[BackupEntry]:
+    """Backups in ``folder`` (newest first), optionally only those of ``database``."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    present = set(names)
+    entries = []
+    for name in names:
+        parsed = parse_backup_name(name)
+        if not parsed:
+            continue
+        db, stamp = parsed
+        if database is not None and db != re.sub(r"[^A-Za-z0-9_.-]", "_", database):
+            continue
+        entries.append(BackupEntry(name, db, stamp, manifest_name(name) in present))
+    return sorted(entries, key=lambda e: (e.stamp, e.name), reverse=True)
+
+
+def plan_retention(entries: List[BackupEntry], keep: int, protect: Iterable[str] = ()) -> Tuple[List[BackupEntry], List[BackupEntry]]:
+    """Split into (kept, removed): the newest ``keep`` stay, and a protected backup always stays."""
+    if keep < 1:
+        raise BackupError("keep must be at least 1 (got %s): retention never removes every backup" % keep)
+    protected = set(protect)
+    ordered = sorted(entries, key=lambda e: (e.stamp, e.name), reverse=True)
+    kept = [e for e in ordered if e.name in protected]
+    removed = []
+    for entry in ordered:
+        if entry.name in protected:
+            continue
+        if len(kept) < keep:
+            kept.append(entry)
+        else:
+            removed.append(entry)
+    return sorted(kept, key=lambda e: (e.stamp, e.name), reverse=True), removed
+
+
+# ---------------------------------------------------------------- versions
+
+def parse_tool_version(text: str) -> Tuple[int, int]:
+    """``pg_dump (PostgreSQL) 15.18 (Debian ...)`` -> (15, 18)."""
+    match = _VERSION_RE.search(text or "")
+    if not match:
+        raise BackupError("cannot read a PostgreSQL version from %r; is this a PostgreSQL client program?" % (text or "")[:120])
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def server_major(version_num: int) -> int:
+    return version_num // 10000 if version_num >= 100000 else version_num // 100
+
+
+def server_version_text(version_num: int) -> str:
+    if version_num >= 100000:
+        return "%d.%d" % (version_num // 10000, version_num % 10000)
+    return "%d.%d.%d" % (version_num // 10000, version_num // 100 % 100, version_num % 100)
+
+
+def check_client_version(tool: str, client: Tuple[int, int], server_num: int, where: str) -> None:
+    """pg_dump refuses (or worse) a newer server: say so, and what to install instead."""
+    major = server_major(server_num)
+    if client[0] < major:
+        raise BackupError(
+            "%s %d.%d is older than the server (PostgreSQL %s) and cannot dump it. Use a client of major "
+            "version %d or newer: install postgresql-client-%d on %s, set bin_dir to its binaries "
+            "(for example /usr/lib/postgresql/%d/bin), or run the dump inside the database container "
+            "with the container option." % (tool, client[0], client[1], server_version_text(server_num),
+                                            major, major, where, major))
+
+
+def check_restore_version(restore: Tuple[int, int], dumped_with: Optional[Tuple[int, int]]) -> None:
+    if dumped_with and restore[0] < dumped_with[0]:
+        raise BackupError(
+            "pg_restore %d.%d is older than the pg_dump %d.%d that wrote this archive and may not read it; "
+            "use pg_restore %d or newer (bin_dir or container option)" % (restore + dumped_with + (dumped_with[0],)))
+
+
+# ---------------------------------------------------------------- options
+
+@dataclasses.dataclass
+class DumpOptions:
+    fmt: str = "custom"
+    jobs: int = 1
+    compress: Optional[int] = None
+    lock_wait_timeout: Optional[str] = None
+
+    def validate(self) -> None:
+        if self.fmt not in FORMATS:
+            raise BackupError("format must be one of %s (got %r)" % (", ".join(FORMATS), self.fmt))
+        if self.jobs < 1:
+            raise BackupError("jobs must be at least 1 (got %d)" % self.jobs)
+        if self.jobs > 1 and self.fmt != "directory":
+            raise BackupError("jobs > 1 needs format: directory (pg_dump dumps in parallel only into a "
+                              "directory archive); set format: directory or jobs: 1")
+        if self.compress is not None and not 0 <= self.compress <= 9:
+            raise BackupError("compress must be a gzip level from 0 to 9 (PostgreSQL 15 pg_dump); got %s" % self.compress)
+        if self.fmt == "plain" and self.compress:
+            raise BackupError("format: plain writes uncompressed SQL that psql can read; for a compressed "
+                              "backup use format: custom (or directory) with compress")
+
+    def pg_dump_args(self, output: str, snapshot: Optional[str]) -> List[str]:
+        args = ["--format=" + FORMAT_FLAGS[self.fmt], "--no-password", "--file=" + output]
+        if self.compress is not None:
+            args.append("--compress=%d" % self.compress)
+        if self.jobs > 1:
+            args.append("--jobs=%d" % self.jobs)
+        if snapshot:
+            args.append("--snapshot=" + snapshot)
+        if self.lock_wait_timeout:
+            args.append("--lock-wait-timeout=" + self.lock_wait_timeout)
+        return args
+
+
+def restore_jobs(fmt: str, jobs: int) -> int:
+    """pg_restore runs in parallel only from custom or directory archives."""
+    return jobs if fmt in ("custom", "directory") else 1
+
+
+# ---------------------------------------------------------------- hashing and files
+
+def sha256_path(path: str) -> Tuple[str, int]:
+    """sha256 and size of a file, or of a directory archive (hash of ``name sha256`` lines, sorted)."""
+    if os.path.isdir(path):
+        lines = []
+        total = 0
+        for name in sorted(os.listdir(path)):
+            digest, size = _sha256_file(os.path.join(path, name))
+            lines.append("%s  %s\n" % (digest, name))
+            total += size
+        return hashlib.sha256("".join(lines).encode()).hexdigest(), total
+    return _sha256_file(path)
+
+
+def _sha256_file(path: str) -> Tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(_HASH_CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def detect_format(path: str) -> str:
+    """The archive format from its content (never from the file name)."""
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "toc.dat")):
+            return "directory"
+        raise BackupError("%s is a directory without toc.dat: not a pg_dump directory archive" % path)
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head.startswith(CUSTOM_MAGIC):
+        return "custom"
+    if head.startswith(b"\x1f\x8b"):
+        raise BackupError("%s is gzip-compressed SQL; decompress it first (gunzip) and restore the .sql file" % path)
+    if b"PostgreSQL database dump" in head:
+        return "plain"
+    raise BackupError("%s is neither a pg_dump archive nor a plain SQL dump (no PGDMP header, no "
+                      "'PostgreSQL database dump' header); give the dump or its manifest" % path)
+
+
+def plain_dump_complete(path: str) -> bool:
+    """A plain dump that pg_dump finished ends with its 'dump complete' trailer."""
+    size = os.path.getsize(path)
+    opener = gzip.open if _is_gzip(path) else open
+    if opener is gzip.open:
+        tail = b""
+        with gzip.open(path, "rb") as handle:  # reads (and CRC-checks) the whole stream
+            while True:
+                chunk = handle.read(_HASH_CHUNK)
+                if not chunk:
+                    break
+                tail = (tail + chunk)[-4096:]
+    else:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, size - 4096))
+            tail = handle.read()
+    return PLAIN_DUMP_TRAILER in tail
+
+
+def _is_gzip(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def fsync_path(path: str) -> None:
+    """fsync a file, or a directory archive's files and the directory itself."""
+    if os.path.isdir(path):
+        for name in os.listdir(path):
+            fsync_path(os.path.join(path, name))
+        _fsync_dir(path)
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def restrict_mode(path: str, owner: Optional[Tuple[int, int]] = None) -> None:
+    """Files 0600, directories 0700 (optionally handed back to ``owner``)."""
+    if os.path.isdir(path):
+        for name in os.listdir(path):
+            restrict_mode(os.path.join(path, name), owner)
+        if owner:
+            os.chown(path, *owner)
+        os.chmod(path, 0o700)
+    else:
+        if owner:
+            os.chown(path, *owner)
+        os.chmod(path, 0o600)
+
+
+def ensure_dest(dest: str, check_mode: bool = False, owner: Optional[Tuple[int, int]] = None) -> bool:
+    """Create ``dest`` with mode 0700 if missing; True when it was (or would be) created."""
+    if os.path.isdir(dest):
+        if not check_mode and not os.access(dest, os.W_OK | os.X_OK):
+            raise BackupError("destination %s is not writable by this user; fix its permissions or choose "
+                              "another dest (nothing was written)" % dest)
+        return False
+    if os.path.exists(dest):
+        raise BackupError("destination %s exists and is not a directory; choose a folder for dest" % dest)
+    if check_mode:
+        return True
+    try:
+        os.makedirs(dest, mode=0o700)
+    except OSError as exc:
+        raise BackupError("cannot create destination %s: %s; create it or choose another dest" % (dest, exc.strerror))
+    os.chmod(dest, 0o700)
+    if owner:
+        os.chown(dest, *owner)
+    return True
+
+
+def make_staging(dest: str) -> str:
+    """A private folder inside ``dest``: same filesystem, so the final rename is atomic."""
+    import tempfile
+    try:
+        return tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest)
+    except OSError as exc:
+        raise BackupError(describe_os_error(exc, dest))
+
+
+def describe_os_error(exc: OSError, dest: str) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "destination %s is full (no space left on device); free space or choose another dest; nothing was kept" % dest
+    if exc.errno == errno.EROFS:
+        return "destination %s is on a read-only filesystem; choose a writable dest; nothing was written" % dest
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "destination %s is not writable (%s); fix its permissions or choose another dest" % (dest, exc.strerror)
+    return "cannot write into %s: %s" % (dest, exc.strerror or exc)
+
+
+def remove_path(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def publish(staging: str, names: List[str], dest: str) -> None:
+    """Rename staged entries into ``dest`` in order (dump first, manifest last), then fsync dest."""
+    for name in names:
+        os.replace(os.path.join(staging, name), os.path.join(dest, name))
+    _fsync_dir(dest)
+
+
+def write_json_file(path: str, data: Dict[str, Any], owner: Optional[Tuple[int, int]] = None) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if owner:
+        os.fchown(fd, *owner)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_manifest(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise BackupError("manifest %s not found" % path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BackupError("manifest %s is not valid JSON (%s); it may be damaged" % (path, exc))
+    if not isinstance(data, dict) or "file" not in data or "sha256" not in data:
+        raise BackupError("%s is not a pg_backup manifest (no file/sha256 keys)" % path)
+    return data
+
+
+def resolve_src(src: str) -> Tuple[str, Optional[str]]:
+    """``src`` may be a dump or its manifest: return (dump path, manifest path or None)."""
+    src = os.path.abspath(src)
+    if src.endswith(MANIFEST_SUFFIX):
+        manifest = read_manifest(src)
+        dump = os.path.join(os.path.dirname(src), os.path.basename(manifest["file"]))
+        return dump, src
+    if not os.path.exists(src):
+        raise BackupError("src %s does not exist; give a dump file, a directory archive or its .manifest.json" % src)
+    candidate = manifest_name(src.rstrip("/"))
+    return src.rstrip("/"), candidate if os.path.exists(candidate) else None
+
+
+# ---------------------------------------------------------------- manifest and comparison
+
+def build_manifest(*, database: str, file_name: str, options: DumpOptions, server_version_num: int,
+                   alembic_revision: Optional[str], tables: Dict[str, int], sha256: str, size_bytes: int,
+                   started: datetime.datetime, finished: datetime.datetime, tools: Dict[str, str],
+                   source: Dict[str, Any], snapshot: Optional[str]) -> Dict[str, Any]:
+    """The JSON written beside a dump. It never holds a password."""
+    return {
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "created_by": "dbops.migrations.pg_backup",
+        "database": database,
+        "source": source,
+        "file": file_name,
+        "format": options.fmt,
+        "compress": options.compress,
+        "jobs": options.jobs,
+        "server_version": server_version_text(server_version_num),
+        "server_version_num": server_version_num,
+        "alembic_revision": alembic_revision,
+        "snapshot_consistent": bool(snapshot),
+        "tables": dict(sorted(tables.items())),
+        "table_count": len(tables),
+        "row_count_total": sum(tables.values()),
+        "sha256": sha256,
+        "sha256_scope": "directory" if options.fmt == "directory" else "file",
+        "size_bytes": size_bytes,
+        "started_at": started.isoformat(),
+        "finished_at": finished.isoformat(),
+        "duration_s": round((finished - started).total_seconds(), 3),
+        "tools": tools,
+    }
+
+
+def compare_counts(expected: Dict[str, int], actual: Dict[str, int]) -> List[str]:
+    """Human-readable differences between manifest row counts and a restored copy."""
+    problems = []
+    for table in sorted(set(expected) | set(actual)):
+        if table not in actual:
+            problems.append("%s: missing after restore (expected %d rows)" % (table, expected[table]))
+        elif table not in expected:
+            problems.append("%s: present after restore but not in the manifest" % table)
+        elif expected[table] != actual[table]:
+            problems.append("%s: %d rows expected, %d restored" % (table, expected[table], actual[table]))
+    return problems
+
+
+_TOC_DATA_RE = re.compile(r"^\d+;\s*\d+\s+\d+\s+TABLE DATA\s+(\S+)\s+(\S+)\s", re.MULTILINE)
+
+
+def toc_tables(listing: str) -> List[str]:
+    """``schema.table`` of every TABLE DATA entry in ``pg_restore --list`` output."""
+    return sorted("%s.%s" % (m.group(1), m.group(2)) for m in _TOC_DATA_RE.finditer(listing))
+
+
+def toc_problems(listing: str, expected_tables: Iterable[str]) -> List[str]:
+    present = set(toc_tables(listing))
+    missing = sorted(set(expected_tables) - present)
+    return ["%s: no TABLE DATA entry in the archive" % t for t in missing]
+
+
+def qualified(schema: str, table: str) -> str:
+    return "%s.%s" % (schema, table)
+
+
+def split_qualified(name: str) -> Tuple[str, str]:
+    schema, _, table = name.partition(".")
+    return schema, table

@@ -1,0 +1,374 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: dbops developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: pg_backup
+short_description: Verified, atomic PostgreSQL backups with a manifest; restore and retention
+version_added: 0.1.0
+author: dbops developers (@dbops)
+description:
+  - Dumps a PostgreSQL database with C(pg_dump) into a dated file under O(dest), atomically
+    (temporary name inside O(dest), fsync, rename), with mode C(0600), and writes a JSON manifest
+    beside it (C(<dump>.manifest.json)) holding the database, server version, Alembic revision at
+    dump time, sha256, size, per-table row counts, duration and tool versions. It never holds a password.
+  - Row counts are taken in the dump's own snapshot. The module opens a C(REPEATABLE READ) transaction,
+    exports its snapshot with C(pg_export_snapshot), counts every table in it and hands the snapshot
+    to C(pg_dump --snapshot), so the counts describe exactly the data in the dump.
+  - Verifies the dump (O(verify)). V(list) checks the archive's table of contents with C(pg_restore --list)
+    (every counted table has a data entry). V(restore) also restores it into a scratch database and compares
+    row counts with the manifest, then drops the scratch database. A failed verification fails the task
+    and leaves no dump behind.
+  - Restores a dump or its manifest into O(target_db) (O(state=restored)). The restore goes into a new
+    database first. It replaces O(target_db) only when the restore succeeded and the row counts match
+    the manifest. It refuses a non-empty O(target_db) unless O(force=true).
+  - Prunes O(dest) to the newest O(keep) backups of the database (O(state=absent)); with O(state=present)
+    and O(keep), the backup just made is never removed.
+  - C(pg_dump) runs on the managed host, optionally as another OS user (O(run_as)), or inside the database
+    container (O(container)) when the host has no PostgreSQL client. The client must not be older than the
+    server; the module checks it and says what to install when it is.
+  - Passwords reach C(pg_dump), C(pg_restore) and C(psql) through the environment (C(PGPASSWORD)),
+    never through argv, messages or results.
+extends_documentation_fragment:
+  - dbops.migrations.postgres
+options:
+  state:
+    description:
+      - V(present) makes a new backup in O(dest).
+      - V(restored) restores O(src) into O(target_db).
+      - V(absent) removes all but the newest O(keep) backups of the database from O(dest).
+      - V(verified) checks an existing backup O(src) against its manifest (V(list) or V(restore) per O(verify)).
+    type: str
+    choices: [present, restored, absent, verified]
+    default: present
+  dest:
+    description:
+      - Folder for backups; created with mode C(0700) when missing. Required for V(present) and V(absent).
+      - Backups are named C(<database>_<UTC YYYYmmddTHHMMSSZ>.dump) (custom), C(.dir) (directory) or C(.sql) (plain).
+    type: path
+  src:
+    description:
+      - Backup to restore or verify. Either the dump (file or directory archive) or its C(.manifest.json).
+      - The format is read from the manifest or the archive's own header, never from the file name.
+    type: path
+  target_db:
+    description: Database to restore into (O(state=restored)); created when absent.
+    type: str
+  force:
+    description: Replace a non-empty O(target_db). The old database is dropped only after the new restore succeeded.
+    type: bool
+    default: false
+  keep:
+    description:
+      - Number of newest backups of the database to keep in O(dest). Required for O(state=absent), at least 1.
+      - With O(state=present), older backups are pruned after the new one succeeded; the new one always counts as kept.
+    type: int
+  format:
+    description:
+      - Archive format. V(custom) (one compressed file, parallel restore), V(directory) (parallel dump and
+        restore with O(jobs)) or V(plain) (SQL for psql, uncompressed).
+      - Default V(custom) for O(state=present); for O(state=restored) the format comes from the manifest or the archive.
+    type: str
+    choices: [custom, directory, plain]
+  jobs:
+    description:
+      - Parallel workers. For dumps only with O(format=directory) (one table per worker). For restores
+        of custom and directory archives (start with the number of CPU cores).
+      - A parallel dump aborts when another session asks for an exclusive lock while it runs (for example a migration).
+    type: int
+    default: 1
+  compress:
+    description:
+      - gzip level 0-9 for custom and directory archives (PostgreSQL 15 C(pg_dump) supports gzip only).
+      - Default V(1) for custom and directory archives. On two cores C(pg_dump) is CPU-bound and its own default level (6) is several times slower for
+        about 7% smaller files (see C(bench/backup/REPORT.md)).
+    type: int
+  verify:
+    description:
+      - V(none) skips verification; V(list) checks the table of contents (and the sha256 of an existing backup);
+        V(restore) restores into a scratch database and compares per-table row counts with the manifest.
+      - The scratch database is named C(<database>_verify_<random>) and always dropped.
+    type: str
+    choices: [none, list, restore]
+    default: list
+  lock_wait_timeout:
+    description: Passed to C(pg_dump --lock-wait-timeout) (for example V(30s)) so a dump fails instead of waiting forever for its locks.
+    type: str
+  no_owner:
+    description: Restore without ownership and privileges (C(pg_restore --no-owner --no-privileges)), for a target server that lacks the roles.
+    type: bool
+    default: false
+  bin_dir:
+    description:
+      - Folder holding C(pg_dump), C(pg_restore) and C(psql) (for example C(/usr/lib/postgresql/16/bin)).
+        Default is the E(PATH) of the host (or of the container).
+    type: path
+  run_as:
+    description:
+      - OS user that runs the client programs on the host (through C(runuser); needs C(become) as root),
+        like the guide's C(sudo -u postgres pg_dump). The backup, its manifest and a O(dest) the module creates
+        belong to that user (files C(0600), folders C(0700)). Every parent folder of O(dest) must be searchable by it.
+      - For peer authentication over the Unix socket use the task's C(become_user) instead, so the module's
+        own connection (snapshot, row counts) authenticates as that user too.
+    type: str
+  container:
+    description:
+      - Name or id of a running container (normally the database service) in which the client programs run
+        through C(docker exec); files move with C(docker cp). Connection options are seen from inside the container.
+      - Passwords are passed as C(docker exec -e NAME) (the value stays in the environment, not argv).
+    type: str
+attributes:
+  check_mode:
+    support: full
+    details: Connects and checks versions, then reports what would be written, restored or removed without writing anything.
+  diff_mode:
+    support: full
+    details: Shows the new backup, the target database change, or the backups that retention removes.
+  idempotent:
+    support: partial
+    details:
+      - V(present) makes a new backup on every run (always changed).
+      - V(absent) changes nothing when O(dest) already holds at most O(keep) backups.
+      - V(restored) is not changed when O(target_db) was already restored from the same backup (same sha256).
+notes:
+  - Keep backups away from the database host's only disk; O(dest) can be any mounted folder.
+seealso:
+  - name: pg_dump
+    description: The PostgreSQL reference for pg_dump.
+    link: https://www.postgresql.org/docs/current/app-pgdump.html
+'''
+
+EXAMPLES = r'''
+- name: Verified backup before a high-risk migration, keep the last 7
+  dbops.migrations.pg_backup:
+    db_url: "{{ database_url }}"
+    dest: /var/backups/postgresql
+    verify: restore
+    keep: 7
+  register: backup
+
+- name: Dump inside the database container (no client on the host)
+  dbops.migrations.pg_backup:
+    container: auto_trader-db-1
+    login_host: localhost
+    login_user: app
+    login_password: "{{ db_password }}"
+    login_db: auto_trader_prod
+    dest: /var/backups/postgresql
+
+- name: Parallel directory dump as the postgres OS user
+  become: true
+  dbops.migrations.pg_backup:
+    run_as: postgres
+    login_host: 127.0.0.1
+    login_user: app
+    login_password: "{{ db_password }}"
+    login_db: auto_trader_prod
+    dest: /var/backups/postgresql
+    format: directory
+    jobs: 2
+
+- name: Restore the backup into a fresh database
+  dbops.migrations.pg_backup:
+    state: restored
+    db_url: "{{ admin_url }}"
+    src: "{{ backup.manifest_path }}"
+    target_db: auto_trader_restored
+    jobs: 2
+
+- name: Check an existing backup by restoring it into a scratch database
+  dbops.migrations.pg_backup:
+    state: verified
+    db_url: "{{ admin_url }}"
+    src: /var/backups/postgresql/auto_trader_prod_20260101T020000Z.dump.manifest.json
+    verify: restore
+
+- name: Keep only the newest 14 backups
+  dbops.migrations.pg_backup:
+    state: absent
+    dest: /var/backups/postgresql
+    login_db: auto_trader_prod
+    keep: 14
+'''
+
+RETURN = r'''
+path:
+  description: The backup file (or directory archive) written, restored or verified.
+  returned: when state is present, restored or verified
+  type: str
+  sample: /var/backups/postgresql/auto_trader_prod_20261126T120000Z.dump
+manifest_path:
+  description: The JSON manifest beside the backup.
+  returned: when state is present, restored or verified
+  type: str
+  sample: /var/backups/postgresql/auto_trader_prod_20261126T120000Z.dump.manifest.json
+manifest:
+  description:
+    - The manifest content. Keys include C(database), C(server_version), C(alembic_revision), C(file),
+      C(format), C(compress), C(sha256), C(size_bytes), C(tables) (row counts per C(schema.table)),
+      C(row_count_total), C(started_at), C(duration_s), C(tools) and C(verification). Never a password.
+  returned: when state is present, restored or verified
+  type: dict
+  sample: {"database": "auto_trader_prod", "server_version": "15.18", "alembic_revision": "0004",
+           "tables": {"public.orders": 120000, "public.users": 5000}, "format": "custom"}
+size_bytes:
+  description: Size of the backup in bytes (sum of files for a directory archive).
+  returned: when state is present, restored or verified
+  type: int
+  sample: 340123456
+sha256:
+  description: sha256 of the dump file; for a directory archive, of its sorted C(sha256  name) lines.
+  returned: when state is present, restored or verified
+  type: str
+  sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+duration_s:
+  description: Seconds the whole operation took (dump, checksums and verification; or the restore).
+  returned: always
+  type: float
+  sample: 12.4
+verified:
+  description: True when the requested verification ran and passed (for a restore, when row counts matched the manifest).
+  returned: when state is present, restored or verified
+  type: bool
+  sample: true
+verification:
+  description: What was checked (C(mode), C(checks), C(scratch_db), C(restored_rows), C(duration_s)).
+  returned: when state is present or verified
+  type: dict
+  sample: {"mode": "restore", "verified": true, "checks": ["toc", "restore"], "restored_rows": 125000}
+target_db:
+  description: The database restored into.
+  returned: when state is restored
+  type: str
+  sample: auto_trader_restored
+restored_tables:
+  description: Row counts per table in the restored database.
+  returned: when state is restored and something was restored
+  type: dict
+  sample: {"public.users": 5000}
+removed:
+  description: Backups removed by retention (their manifests went with them).
+  returned: when state is present or absent
+  type: list
+  elements: str
+  sample: [/var/backups/postgresql/auto_trader_prod_20261101T020000Z.dump]
+kept:
+  description: Backups kept by retention, newest first.
+  returned: when state is absent
+  type: list
+  elements: str
+  sample: [/var/backups/postgresql/auto_trader_prod_20261126T020000Z.dump]
+'''
+
+import os
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.dbops.migrations.plugins.module_utils import _backup as bk
+from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
+    CONNECTION_MUTUALLY_EXCLUSIVE, ConnectionOptionsError, HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR,
+    connection_argument_spec, conninfo_from_params, mask_secrets)
+
+try:
+    from ansible_collections.dbops.migrations.plugins.module_utils._backup_run import Backup, Executor
+except ImportError:  # pragma: no cover - psycopg2 missing is reported below
+    Backup = Executor = None
+
+
+def _runner(module: AnsibleModule):
+    def run(argv, env):
+        # umask 077: nothing a client program writes is ever readable by others
+        return module.run_command(argv, environ_update=env, umask=0o077, check_rc=False)
+    return run
+
+
+def main() -> None:
+    spec = connection_argument_spec()
+    spec.update(
+        state=dict(type="str", default="present", choices=["present", "restored", "absent", "verified"]),
+        dest=dict(type="path"),
+        src=dict(type="path"),
+        target_db=dict(type="str"),
+        force=dict(type="bool", default=False),
+        keep=dict(type="int"),
+        format=dict(type="str", choices=["custom", "directory", "plain"]),
+        jobs=dict(type="int", default=1),
+        compress=dict(type="int"),
+        verify=dict(type="str", default="list", choices=["none", "list", "restore"]),
+        lock_wait_timeout=dict(type="str"),
+        no_owner=dict(type="bool", default=False),
+        bin_dir=dict(type="path"),
+        run_as=dict(type="str"),
+        container=dict(type="str"),
+    )
+    module = AnsibleModule(
+        argument_spec=spec,
+        mutually_exclusive=CONNECTION_MUTUALLY_EXCLUSIVE + [["run_as", "container"]],
+        required_if=[("state", "present", ["dest"]), ("state", "absent", ["dest", "keep"]),
+                     ("state", "restored", ["src", "target_db"]), ("state", "verified", ["src"])],
+        supports_check_mode=True,
+    )
+    params = module.params
+    state = params["state"]
+    secret = params.get("login_password")
+    try:
+        info = None
+        if state != "absent" or params.get("db_url") or params.get("login_db"):
+            info = conninfo_from_params(params)
+        if state == "absent":
+            result = _prune(module, info)
+        else:
+            if not HAS_PSYCOPG2 or Backup is None:
+                module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(PSYCOPG2_IMPORT_ERROR))
+            secret = info.password
+            executor = Executor(runner=_runner(module), bin_dir=params["bin_dir"], run_as=params["run_as"],
+                                container=params["container"],
+                                docker_bin=module.get_bin_path("docker", required=bool(params["container"])) or "docker",
+                                which=lambda name: module.get_bin_path(name))
+            backup = Backup(info=info, executor=executor, check_mode=module.check_mode)
+            if state == "present":
+                fmt = params["format"] or "custom"
+                compress = params["compress"]
+                if compress is None and fmt != "plain":
+                    compress = 1
+                options = bk.DumpOptions(fmt=fmt, jobs=params["jobs"], compress=compress,
+                                         lock_wait_timeout=params["lock_wait_timeout"])
+                result = backup.create(params["dest"], options, params["verify"], params["keep"])
+            elif state == "restored":
+                result = backup.restore(params["src"], params["target_db"], params["force"], params["jobs"],
+                                        params["format"], params["no_owner"])
+            else:
+                result = backup.verify_existing(params["src"], params["verify"])
+    except (bk.BackupError, ConnectionOptionsError) as exc:
+        module.fail_json(msg=mask_secrets(str(exc), secret))
+    except Exception as exc:  # an unexpected error still must not leak the password
+        module.fail_json(msg="pg_backup failed unexpectedly: %s" % mask_secrets(str(exc), secret),
+                         exception=mask_secrets(traceback.format_exc(), secret))
+    diff = result.pop("diff", None)
+    if module._diff and diff:
+        result["diff"] = diff
+    module.exit_json(**result)
+
+
+def _prune(module: AnsibleModule, info):
+    from ansible_collections.dbops.migrations.plugins.module_utils._backup_run import Backup as _Backup
+    params = module.params
+    if params["keep"] < 1:
+        module.fail_json(msg="keep must be at least 1 (got %d): retention never removes every backup; "
+                             "delete the folder by hand if that is what you mean" % params["keep"])
+    dest = os.path.abspath(params["dest"])
+    if not os.path.isdir(dest):
+        module.fail_json(msg="dest %s is not a folder; nothing to prune" % dest)
+    database = info.dbname if info else None
+    pruner = _Backup(info=info, executor=None, check_mode=module.check_mode)
+    result = pruner.prune(dest, params["keep"], database=database)
+    result["duration_s"] = 0.0
+    return result
+
+
+if __name__ == "__main__":
+    main()
