@@ -33,6 +33,7 @@ try:
     from alembic.operations import Operations
     from alembic.runtime.migration import MigrationContext
     from alembic.script import Script, ScriptDirectory
+    from alembic.script.revision import RevisionError, RevisionMap
     from alembic.util import CommandError
     HAS_ALEMBIC = True
     ALEMBIC_IMPORT_ERROR = None
@@ -150,15 +151,20 @@ def loop_data_changes(source: str) -> List[int]:
 # --------------------------------------------------------------------------- rendering
 
 @contextlib.contextmanager
-def _sys_path(paths: List[str]):
-    added = [p for p in paths if p not in sys.path]
-    sys.path[:0] = added
+def _restored_sys_path():
+    """ScriptDirectory.from_config prepends the project's prepend_sys_path for good; undo it afterwards."""
+    saved = list(sys.path)
     try:
         yield
     finally:
-        for path in added:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(path)
+        sys.path[:] = saved
+
+
+def _tolerant_scripts(cfg: "Config") -> "ScriptDirectory":
+    scripts = ScriptDirectory.from_config(cfg)
+    scripts.__class__ = TolerantScriptDirectory
+    scripts.revision_map = RevisionMap(scripts._load_revisions)
+    return scripts
 
 
 def _config(alembic_config: str) -> "Config":
@@ -195,12 +201,9 @@ def pending_units(alembic_config: str, from_revision: Optional[str] = None, to_r
                   current_revisions: Optional[List[str]] = None) -> List[MigrationUnit]:
     """One MigrationUnit per pending revision, oldest first."""
     cfg = _config(alembic_config)
-    prepend = []
-    with contextlib.suppress(Exception):
-        prepend = [p for p in cfg.get_prepend_sys_paths_list()]
-    with _sys_path(prepend):
+    with _restored_sys_path():
         try:
-            scripts = TolerantScriptDirectory.from_config(cfg)
+            scripts = _tolerant_scripts(cfg)
             lower = from_revision
             if lower is None:
                 lower = ",".join(current_revisions) if current_revisions else "base"
@@ -208,7 +211,7 @@ def pending_units(alembic_config: str, from_revision: Optional[str] = None, to_r
             revs = list(_iterate(scripts, upper, lower))
         except RiskInputError:
             raise
-        except CommandError as exc:
+        except (CommandError, RevisionError) as exc:
             raise RiskInputError("alembic project %s: %s -- check from_revision/to_revision against "
                                  "`alembic history`" % (alembic_config, exc))
         except Exception as exc:

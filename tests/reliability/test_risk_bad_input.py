@@ -1,0 +1,161 @@
+"""migration_risk on bad input: a clear error naming the file, revision or statement; never a silent "low"."""
+from __future__ import annotations
+
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import RiskInputError
+from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+from tests.helpers.ansible import run_module
+
+pytestmark = pytest.mark.integration
+
+HEADER = "from alembic import op\nimport sqlalchemy as sa\n"
+
+
+def _project(tmp_path: Path, revisions: dict) -> Path:
+    versions = tmp_path / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    (tmp_path / "migrations" / "env.py").write_text("raise RuntimeError('env.py must not run')\n")
+    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/migrations\n")
+    for name, body in revisions.items():
+        (versions / name).write_text(HEADER + textwrap.dedent(body))
+    return tmp_path / "alembic.ini"
+
+
+TWO_REVISIONS = {
+    "r1.py": '''
+        revision = "r1"
+        down_revision = None
+        def upgrade():
+            op.add_column("users", sa.Column("x", sa.Integer))
+        def downgrade():
+            op.drop_column("users", "x")
+        ''',
+    "r2.py": '''
+        revision = "r2"
+        down_revision = "r1"
+        def upgrade():
+            op.execute("UPDATE users SET x = 1 WHERE x IS NULL")
+        def downgrade():
+            pass
+        ''',
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.fault("migration_risk: SQL that does not parse", kind="bad_input",
+                   holds="module fails naming the line and the statement; no verdict is returned")
+def test_sql_that_does_not_parse(tmp_path):
+    sql_file = tmp_path / "m.sql"
+    sql_file.write_text("ALTER TABLE users ADD COLUMN a int;\nALTER TABLE users ALTR COLUMN a TYPE bigint;\n")
+    run = run_module("migration_risk", {"sql_file": str(sql_file)})
+    assert run.result.get("failed") is True
+    msg = run.result["msg"]
+    assert str(sql_file) in msg and "line 2" in msg and "ALTR COLUMN" in msg
+    assert "risk" not in run.result
+
+
+@pytest.mark.fault("migration_risk: alembic.ini missing", kind="bad_input",
+                   holds="error names the path and says what to give instead")
+def test_missing_alembic_ini(tmp_path):
+    run = run_module("migration_risk", {"alembic_config": str(tmp_path / "nope" / "alembic.ini")})
+    assert run.result.get("failed") is True
+    assert "alembic.ini" in run.result["msg"] and "does not exist" in run.result["msg"]
+
+
+@pytest.mark.fault("migration_risk: unknown revision", kind="bad_input",
+                   holds="error names the revision and points at alembic history")
+def test_unknown_revision(tmp_path):
+    ini = _project(tmp_path, TWO_REVISIONS)
+    with pytest.raises(RiskInputError) as err:
+        run_request(RiskRequest(alembic_config=str(ini), from_revision="deadbeef"))
+    assert "deadbeef" in str(err.value) and "alembic history" in str(err.value)
+
+
+@pytest.mark.fault("migration_risk: unreachable database", kind="bad_input",
+                   holds="error names the masked URL, never the password; no verdict")
+def test_unreachable_database():
+    url = "postgresql://app:s3cr3t-pw@127.0.0.1:%d/app" % _free_port()
+    run = run_module("migration_risk", {"sql": "SELECT 1", "db_url": url, "connect_timeout": 3})
+    assert run.result.get("failed") is True
+    assert "cannot connect" in run.result["msg"] and "127.0.0.1" in run.result["msg"]
+    assert "s3cr3t-pw" not in run.output and "s3cr3t-pw" not in str(run.result)
+
+
+@pytest.mark.fault("migration_risk: revision importing application code", kind="bad_input",
+                   holds="the revision is reported as not analysed and counts as high, never low")
+def test_revision_that_cannot_be_loaded_counts_as_high(tmp_path):
+    revisions = dict(TWO_REVISIONS)
+    revisions["r3.py"] = '''
+        from myapp.models import something_not_installed
+        revision = "r3"
+        down_revision = "r2"
+        def upgrade():
+            op.add_column("users", sa.Column("y", sa.Integer))
+        def downgrade():
+            op.drop_column("users", "y")
+        '''
+    ini = _project(tmp_path, revisions)
+    result = run_request(RiskRequest(alembic_config=str(ini), from_revision="r2"))
+    assert [r["revision"] for r in result["revisions"]] == ["r3"]
+    rev = result["revisions"][0]
+    assert rev["risk"] == "high" and rev["analysed"] is False and "myapp" in rev["error"]
+    assert result["risk"] == "high"
+    assert result["findings"][0]["rule"] == "revision-not-analysed"
+
+
+@pytest.mark.fault("migration_risk: upgrade() needs a live connection", kind="bad_input",
+                   holds="the revision is not analysed (high), with the reason")
+def test_revision_that_reads_results_offline(tmp_path):
+    revisions = {"r1.py": '''
+        revision = "r1"
+        down_revision = None
+        def upgrade():
+            rows = op.get_bind().execute(sa.text("SELECT id FROM users")).fetchall()
+            for row in rows:
+                op.execute("UPDATE users SET x = 1 WHERE id = %d" % row[0])
+        def downgrade():
+            pass
+        '''}
+    ini = _project(tmp_path, revisions)
+    result = run_request(RiskRequest(alembic_config=str(ini)))
+    rev = result["revisions"][0]
+    assert rev["risk"] in ("high", "critical") and rev["analysed"] is False
+    assert "offline" in rev["error"]
+
+
+@pytest.mark.fault("migration_risk: missing sql_file", kind="bad_input", holds="error names the file")
+def test_missing_sql_file(tmp_path):
+    with pytest.raises(RiskInputError) as err:
+        run_request(RiskRequest(sql_file=str(tmp_path / "missing.sql")))
+    assert "missing.sql" in str(err.value)
+
+
+@pytest.mark.fault("migration_risk: invalid config file", kind="bad_input",
+                   holds="unknown rule ids and keys are refused with the allowed values")
+def test_bad_config_file(tmp_path):
+    config = tmp_path / "risk.yml"
+    config.write_text("disabled_rules: [no-such-rule]\n")
+    with pytest.raises(RiskInputError) as err:
+        run_request(RiskRequest(sql="SELECT 1", config_file=str(config)))
+    assert "no-such-rule" in str(err.value)
+    config.write_text("thresholds: {small_rows: 5}\n")
+    with pytest.raises(RiskInputError) as err:
+        run_request(RiskRequest(sql="SELECT 1", config_file=str(config)))
+    assert "small_table_rows" in str(err.value)
+
+
+@pytest.mark.fault("migration_risk: no input", kind="bad_input", holds="module refuses with the input options")
+def test_no_input_at_all():
+    run = run_module("migration_risk", {})
+    assert run.result.get("failed") is True
+    assert "sql" in run.result["msg"] and "alembic_config" in run.result["msg"]
