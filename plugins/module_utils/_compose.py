@@ -1,0 +1,589 @@
+# -*- coding: utf-8 -*-
+"""Pure logic behind ``dbops.migrations.compose_deploy``.
+
+Nothing here talks to Docker: the action plugin gathers facts through community.docker
+modules (compose config, container lists, image inspection) and these functions turn
+them into plans, health verdicts, diffs and messages. Everything is unit-tested.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any, Iterable, Mapping, Sequence
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+NUMBER_LABEL = "com.docker.compose.container-number"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
+
+HEALTH_STATES = ("healthy", "unhealthy", "starting", "none")
+
+
+ARGUMENT_SPEC: dict[str, Any] = dict(
+    project_src=dict(type="path", required=True),
+    project_name=dict(type="str"),
+    files=dict(type="list", elements="path"),
+    profiles=dict(type="list", elements="str", default=[]),
+    services=dict(type="list", elements="str"),
+    env=dict(type="dict", default={}),
+    state=dict(type="str", default="present", choices=["present", "absent", "restarted"]),
+    pull=dict(type="str", default="missing", choices=["always", "missing", "never", "policy"]),
+    build=dict(type="str", default="never", choices=["always", "never", "policy"]),
+    backup_tag=dict(type="str", default="backup"),
+    rollback=dict(type="bool", default=False),
+    rollback_on_failure=dict(type="bool", default=True),
+    zero_downtime=dict(type="bool", default=True),
+    health=dict(type="dict", default={}, options=dict(
+        url=dict(type="str"),
+        status_code=dict(type="list", elements="int", default=[200]),
+        timeout=dict(type="int", default=60),
+        interval=dict(type="float", default=1.0),
+        successes=dict(type="int", default=3),
+        settle=dict(type="float", default=5.0),
+        containers=dict(type="bool", default=True),
+    )),
+    stop_timeout=dict(type="int", default=20),
+    log_lines=dict(type="int", default=40),
+    remove_volumes=dict(type="bool", default=False),
+    run=dict(type="str"),
+    run_command=dict(type="list", elements="str"),
+)
+
+
+class ComposeError(Exception):
+    """Bad input or an engine answer that stops the deploy before anything changes."""
+
+
+# --------------------------------------------------------------------------- images
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRef:
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def reference(self) -> str:
+        if self.digest:
+            return "%s@%s" % (self.repository, self.digest)
+        return "%s:%s" % (self.repository, self.tag or "latest")
+
+    def with_tag(self, tag: str) -> str:
+        return "%s:%s" % (self.repository, tag)
+
+
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def parse_image_ref(image: str) -> ImageRef:
+    """Split ``[registry[:port]/]name[:tag][@digest]`` (a port is not a tag)."""
+    if not image or not image.strip():
+        raise ComposeError("empty image reference")
+    image = image.strip()
+    digest = None
+    if "@" in image:
+        image, digest = image.split("@", 1)
+    last_slash = image.rfind("/")
+    colon = image.rfind(":")
+    if colon > last_slash:
+        return ImageRef(image[:colon], image[colon + 1:], digest)
+    return ImageRef(image, None if digest else "latest", digest)
+
+
+def valid_tag(tag: str) -> bool:
+    return bool(_TAG_RE.match(tag or ""))
+
+
+# --------------------------------------------------------------------------- compose config
+
+
+@dataclasses.dataclass
+class ServiceSpec:
+    name: str
+    image: str | None
+    has_healthcheck: bool
+    published_ports: list[str]
+    container_name: str | None
+    profiles: list[str]
+    replicas: int
+    build: bool
+
+    @property
+    def surge_capable(self) -> bool:
+        """A second copy can run beside the first: no fixed name, no host port, one replica."""
+        return not self.published_ports and not self.container_name and self.replicas == 1
+
+
+def _healthcheck_enabled(raw: Any) -> bool | None:
+    if not raw:
+        return None
+    if raw.get("disable"):
+        return False
+    test = raw.get("test")
+    if isinstance(test, list) and test and test[0] == "NONE":
+        return False
+    return True
+
+
+def _published_ports(raw: Any) -> list[str]:
+    ports = []
+    for port in raw or []:
+        if isinstance(port, Mapping):
+            published = port.get("published")
+            if published not in (None, "", 0, "0"):
+                host_ip = port.get("host_ip") or "0.0.0.0"
+                ports.append("%s:%s" % (host_ip, published))
+        elif isinstance(port, str) and ":" in port:
+            ports.append(port.rsplit(":", 1)[0])
+    return ports
+
+
+def parse_compose_config(text: str | Mapping[str, Any]) -> tuple[str, dict[str, ServiceSpec]]:
+    """``docker compose config --format json`` -> (project name, services)."""
+    data = json.loads(text) if isinstance(text, str) else text
+    if not isinstance(data, Mapping) or not isinstance(data.get("services"), Mapping):
+        raise ComposeError("compose config has no services")
+    services = {}
+    for name, raw in data["services"].items():
+        raw = raw or {}
+        deploy = raw.get("deploy") or {}
+        replicas = deploy.get("replicas")
+        if replicas is None:
+            replicas = raw.get("scale") or 1
+        healthcheck = _healthcheck_enabled(raw.get("healthcheck"))
+        services[name] = ServiceSpec(
+            name=name,
+            image=raw.get("image"),
+            # None: the image's own HEALTHCHECK decides (looked up later)
+            has_healthcheck=bool(healthcheck),
+            published_ports=_published_ports(raw.get("ports")),
+            container_name=raw.get("container_name"),
+            profiles=list(raw.get("profiles") or []),
+            replicas=int(replicas),
+            build=bool(raw.get("build")),
+        )
+    return str(data.get("name") or ""), services
+
+
+def select_services(available: Mapping[str, ServiceSpec], wanted: Sequence[str] | None,
+                    run: str | None = None, active_profiles: Sequence[str] = ()) -> list[str]:
+    """Services the deploy acts on; unknown names are an error that lists the real ones."""
+    names = list(wanted or [])
+    if run:
+        names.append(run)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ComposeError(
+            "unknown service%s %s; the compose project defines: %s. Check the service names "
+            "(and profiles) in the compose files." % (
+                "s" if len(unknown) > 1 else "", ", ".join(sorted(unknown)),
+                ", ".join(sorted(available))))
+    if wanted:
+        return list(wanted)
+    active = set(active_profiles)
+    return [name for name, spec in available.items()
+            if not spec.profiles or active.intersection(spec.profiles) or "*" in active]
+
+
+# --------------------------------------------------------------------------- containers
+
+
+@dataclasses.dataclass
+class Container:
+    id: str
+    name: str
+    service: str
+    number: int
+    image: str
+    image_id: str
+    state: str
+    health: str
+    oneoff: bool = False
+    exit_code: int | None = None
+    ports: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+_HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def health_from_status(status: str) -> str:
+    """``Up 3 seconds (health: starting)`` -> ``starting``; no marker -> ``none``."""
+    match = _HEALTH_IN_STATUS.search(status or "")
+    if not match:
+        return "none"
+    return "starting" if match.group(1) == "health: starting" else match.group(1)
+
+
+def _labels(raw: Any) -> dict[str, str]:
+    if isinstance(raw, Mapping):
+        return {str(k): str(v) for k, v in raw.items()}
+    if isinstance(raw, str):  # `docker compose ps --format json` joins labels with commas
+        out = {}
+        for item in raw.split(","):
+            key, _, value = item.partition("=")
+            out[key] = value
+        return out
+    return {}
+
+
+def parse_container_list(items: Iterable[Mapping[str, Any]], project: str) -> list[Container]:
+    """Containers of ``project`` from docker_host_info's verbose list (Docker API shape)."""
+    containers = []
+    for item in items or []:
+        labels = _labels(item.get("Labels"))
+        if labels.get(PROJECT_LABEL) != project:
+            continue
+        names = item.get("Names") or [item.get("Name", "")]
+        name = (names[0] if names else "").lstrip("/")
+        status = item.get("Status") or ""
+        exit_code = None
+        match = re.search(r"Exited \((-?\d+)\)", status)
+        if match:
+            exit_code = int(match.group(1))
+        containers.append(Container(
+            id=str(item.get("Id") or item.get("ID") or ""),
+            name=name,
+            service=labels.get(SERVICE_LABEL, ""),
+            number=int(labels.get(NUMBER_LABEL) or 0),
+            image=str(item.get("Image") or ""),
+            image_id=str(item.get("ImageID") or ""),
+            state=str(item.get("State") or "").lower(),
+            health=health_from_status(status),
+            oneoff=labels.get(ONEOFF_LABEL, "False").lower() == "true",
+            exit_code=exit_code,
+            ports=_container_ports(item.get("Ports")),
+        ))
+    return sorted(containers, key=lambda c: (c.service, c.number))
+
+
+def _container_ports(raw: Any) -> list[str]:
+    out = []
+    for port in raw or []:
+        if isinstance(port, Mapping) and port.get("PublicPort"):
+            out.append("%s:%s" % (port.get("IP") or "0.0.0.0", port["PublicPort"]))
+    return sorted(set(out))
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def ports_owned_by(port: str, service: str, containers: Iterable[Container]) -> bool:
+    """Is ``port`` published by a container of ``service`` (which the deploy replaces)?"""
+    _, number = split_host_port(port)
+    for container in containers:
+        if container.service == service and any(split_host_port(p)[1] == number for p in container.ports):
+            return True
+    return False
+
+
+def port_conflict_message(busy: Mapping[str, str]) -> str:
+    parts = ["%s (service %s)" % (port, service) for port, service in sorted(busy.items())]
+    return ("host port%s %s already in use by another process or container; nothing was changed. Free %s "
+            "or publish the service on another port (for example through env)." % (
+                "s" if len(parts) > 1 else "", ", ".join(parts), "them" if len(parts) > 1 else "it"))
+
+
+def by_service(containers: Iterable[Container], include_oneoff: bool = False) -> dict[str, list[Container]]:
+    out: dict[str, list[Container]] = {}
+    for container in containers:
+        if container.oneoff and not include_oneoff:
+            continue
+        out.setdefault(container.service, []).append(container)
+    return out
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclasses.dataclass
+class ServiceChange:
+    service: str
+    action: str                   # create | recreate | start | unchanged
+    before_image: str | None      # image reference running now
+    before_image_id: str | None
+    after_image: str | None       # reference the compose file asks for
+    after_image_id: str | None    # None: not present locally yet (pull or build)
+    strategy: str = "compose"     # compose | surge
+
+    @property
+    def changes(self) -> bool:
+        return self.action != "unchanged"
+
+    @property
+    def image_changes(self) -> bool:
+        if not self.after_image:
+            return False
+        if self.before_image_id is None:
+            return True
+        return self.before_image != self.after_image or self.before_image_id != self.after_image_id
+
+
+_ACTION_WORDS = {
+    "recreate": "recreate", "recreated": "recreate",
+    "creating": "create", "created": "create", "create": "create",
+    "starting": "start", "started": "start", "start": "start",
+    "running": "unchanged",
+}
+
+
+def services_from_dry_run(actions: Iterable[Mapping[str, Any]], project: str,
+                          containers: Iterable[Container], services: Iterable[str]) -> dict[str, str]:
+    """docker_compose_v2 check-mode ``actions`` -> {service: create|recreate|start}."""
+    by_name = {c.name: c.service for c in containers}
+    known = set(services)
+    out: dict[str, str] = {}
+    rank = {"start": 1, "create": 2, "recreate": 3}
+    for action in actions or []:
+        if action.get("what") not in ("container", "service"):
+            continue
+        status = str(action.get("status", "")).lower()
+        verb = _ACTION_WORDS.get(status)
+        if verb is None or verb == "unchanged":
+            continue
+        ident = str(action.get("id", ""))
+        service = by_name.get(ident)
+        if service is None:
+            service = _service_from_container_name(ident, project, known)
+        if service is None:
+            continue
+        if rank[verb] > rank.get(out.get(service, ""), 0):
+            out[service] = verb
+    return out
+
+
+def _service_from_container_name(name: str, project: str, services: set[str]) -> str | None:
+    # Compose names containers PROJECT-SERVICE-N; a temporary rename adds an ID_ prefix.
+    name = re.sub(r"^[0-9a-f]{12}_", "", name)
+    if name in services:
+        return name
+    prefix = project + "-"
+    if name.startswith(prefix):
+        rest = name[len(prefix):]
+        rest = re.sub(r"-\d+$", "", rest)
+        if rest in services:
+            return rest
+    return None
+
+
+def plan_changes(services: Mapping[str, ServiceSpec], targets: Sequence[str],
+                 containers: Sequence[Container], dry_run: Mapping[str, str],
+                 image_ids: Mapping[str, str | None], zero_downtime: bool = True) -> list[ServiceChange]:
+    """One entry per target service: what happens to it and how."""
+    current = by_service(containers)
+    plan = []
+    for name in targets:
+        spec = services[name]
+        running = [c for c in current.get(name, []) if c.running]
+        first = running[0] if running else (current.get(name) or [None])[0]
+        action = dry_run.get(name, "unchanged")
+        if not running and action == "unchanged":
+            action = "start" if current.get(name) else "create"
+        strategy = "compose"
+        if (zero_downtime and action == "recreate" and spec.surge_capable and len(running) == 1):
+            strategy = "surge"
+        plan.append(ServiceChange(
+            service=name, action=action,
+            before_image=first.image if first else None,
+            before_image_id=first.image_id if first else None,
+            after_image=spec.image,
+            after_image_id=image_ids.get(spec.image or ""),
+            strategy=strategy,
+        ))
+    return plan
+
+
+def render_diff(plan: Sequence[ServiceChange]) -> dict[str, str]:
+    """Ansible diff: one ``service: image (id)`` line per target service."""
+    def line(service, image, image_id):
+        if not image:
+            return "%s: (not running)\n" % service
+        short = (image_id or "").replace("sha256:", "")[:12] or "not present locally"
+        return "%s: %s (%s)\n" % (service, image, short)
+    before = "".join(line(c.service, c.before_image, c.before_image_id) for c in plan)
+    after = "".join(line(c.service, c.after_image, c.after_image_id) if c.changes
+                    else line(c.service, c.before_image, c.before_image_id) for c in plan)
+    return {"before": before, "after": after, "before_header": "running images",
+            "after_header": "images after deploy"}
+
+
+def backup_targets(plan: Sequence[ServiceChange], backup_tag: str) -> list[dict[str, str]]:
+    """Images to tag as REPO:backup_tag: the running image of each service that changes."""
+    out, seen = [], set()
+    for change in plan:
+        if not change.changes or not change.before_image_id or not change.before_image:
+            continue
+        ref = parse_image_ref(change.after_image or change.before_image)
+        target = ref.with_tag(backup_tag)
+        if target in seen:
+            continue
+        seen.add(target)
+        out.append({"service": change.service, "image_id": change.before_image_id,
+                    "source": change.before_image, "backup": target,
+                    "restore_to": ref.reference,
+                    "same_ref": parse_image_ref(change.before_image).reference == ref.reference})
+    return out
+
+
+# --------------------------------------------------------------------------- health
+
+
+@dataclasses.dataclass
+class HealthVerdict:
+    state: str                    # ok | pending | failed
+    check: str | None = None      # container | url | exited
+    service: str | None = None
+    container: str | None = None
+    reason: str = ""
+
+
+def evaluate_containers(containers: Sequence[Container], targets: Sequence[str],
+                        specs: Mapping[str, ServiceSpec], exclude_ids: Iterable[str] = (),
+                        image_healthchecks: Mapping[str, bool] | None = None) -> HealthVerdict:
+    """Are all target services' containers running and (where defined) healthy?"""
+    exclude = set(exclude_ids)
+    grouped = by_service([c for c in containers if c.id not in exclude])
+    pending = None
+    for service in targets:
+        if service not in specs:
+            continue
+        present = grouped.get(service, [])
+        if not present:
+            return HealthVerdict("failed", "exited", service, None,
+                                 "service %s has no container" % service)
+        for container in present:
+            if not container.running:
+                return HealthVerdict(
+                    "failed", "exited", service, container.name,
+                    "container %s is %s%s" % (container.name, container.state or "gone",
+                                              "" if container.exit_code is None
+                                              else " (exit code %d)" % container.exit_code))
+            if container.health == "unhealthy":
+                return HealthVerdict("failed", "container", service, container.name,
+                                     "container %s reports unhealthy" % container.name)
+            if container.health == "starting" and pending is None:
+                pending = HealthVerdict("pending", "container", service, container.name,
+                                        "container %s is still starting" % container.name)
+    return pending or HealthVerdict("ok")
+
+
+def url_ok(status: int | None, expected: Sequence[int]) -> bool:
+    return status is not None and status in expected
+
+
+@dataclasses.dataclass
+class UrlGate:
+    """Counts consecutive good answers from the health URL."""
+    needed: int
+    streak: int = 0
+    last_status: int | None = None
+    last_error: str = ""
+
+    def record(self, status: int | None, ok: bool, error: str = "") -> bool:
+        self.last_status, self.last_error = status, error
+        self.streak = self.streak + 1 if ok else 0
+        return self.passed
+
+    @property
+    def passed(self) -> bool:
+        return self.streak >= self.needed
+
+    def describe(self, url: str) -> str:
+        if self.last_status is None:
+            return "%s did not answer (%s)" % (url, self.last_error or "no response")
+        return "%s answered HTTP %s" % (url, self.last_status)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def tail_lines(text: str, count: int) -> list[str]:
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-count:] if count > 0 else []
+
+
+_PORT_PATTERNS = (
+    re.compile(r"[Bb]ind for ([\d.:\[\]a-f]+?:\d+) failed: port is already allocated"),
+    re.compile(r"listen tcp[46]? ([\d.:\[\]a-f]+?:\d+): bind: address already in use"),
+    re.compile(r"Ports are not available: .*?([\d.]+:\d+)"),
+)
+
+
+def explain_compose_failure(text: str) -> str:
+    """Turn compose/engine error output into one sentence that says what to do."""
+    text = text or ""
+    for pattern in _PORT_PATTERNS:
+        match = pattern.search(text)
+        if match:
+            return ("host port %s is already in use by another process or container; free it or "
+                    "publish the service on another port (for example through the compose env)."
+                    % match.group(1))
+    lowered = text.lower()
+    if "cannot connect to the docker daemon" in lowered or "is the docker daemon running" in lowered:
+        return "the Docker engine is not reachable; start it (systemctl start docker) or set DOCKER_HOST."
+    if "no such service" in lowered:
+        match = re.search(r"no such service:? ?([\w.-]+)", text, re.I)
+        return "unknown service %s; check the service names in the compose files." % (
+            match.group(1) if match else "")
+    if "no such image" in lowered or "pull access denied" in lowered or "manifest unknown" in lowered:
+        return ("an image is neither present locally nor pullable; build it first or fix the "
+                "image reference. Compose said: %s" % _first_error_line(text))
+    return _first_error_line(text)
+
+
+def _first_error_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if "error" in line.lower():
+            return line
+    return lines[-1] if lines else "compose failed without output"
+
+
+def explain_config_failure(text: str) -> str:
+    return ("the compose files are not valid: %s. Fix them, then check with `docker compose config`."
+            % _first_error_line(text))
+
+
+def compose_version_ok(version: str, minimum: tuple[int, int] = (2, 18)) -> bool:
+    match = re.search(r"(\d+)\.(\d+)", version or "")
+    return bool(match) and (int(match.group(1)), int(match.group(2))) >= minimum
+
+
+def dump_plan(plan: Sequence[ServiceChange]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(change) for change in plan]
+
+
+def compose_argv(docker: str, project_src: str, project: str | None, files: Sequence[str] | None,
+                 env_files: Sequence[str], profiles: Sequence[str], *tail: str) -> list[str]:
+    """``docker compose`` global flags for a project; relative files resolve against project_src."""
+    base = project_src.rstrip("/") or "/"
+    argv = [docker, "compose", "--project-directory", base]
+    if project:
+        argv += ["-p", project]
+    for name in files or []:
+        argv += ["-f", name if name.startswith("/") else base + "/" + name]
+    for env_file in env_files:
+        argv += ["--env-file", env_file]
+    for profile in profiles:
+        argv += ["--profile", profile]
+    return argv + list(tail)
+
+
+def container_dict(container: Container) -> dict[str, Any]:
+    return dataclasses.asdict(container)
+
+
+def container_from_dict(data: Mapping[str, Any]) -> Container:
+    return Container(**{f.name: data.get(f.name) for f in dataclasses.fields(Container)})
+
+
+def spec_from_dict(data: Mapping[str, Any]) -> ServiceSpec:
+    return ServiceSpec(**{f.name: data.get(f.name) for f in dataclasses.fields(ServiceSpec)})

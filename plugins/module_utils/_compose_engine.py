@@ -1,0 +1,146 @@
+# -*- coding: utf-8 -*-
+"""Target-side helpers for compose_deploy: read engine facts and wait for health.
+
+Runs inside the compose_deploy module on the target host, with the Docker SDK, so that
+polling a release's health is one module call instead of one per poll. It only reads
+(containers, images, logs, the health URL) and writes the env file; every change to the
+project goes through community.docker's modules, driven by the action plugin.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable, Mapping, Sequence
+
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu
+
+
+def docker_client(timeout: int = 10):
+    import docker  # imported late: a missing SDK becomes a clear error, not an import crash
+    return docker.from_env(timeout=timeout)
+
+
+def write_env_file(env: Mapping[str, Any]) -> tuple[str, str]:
+    """A 0700 directory holding a 0600 env file; returns (directory, file)."""
+    directory = tempfile.mkdtemp(prefix="dbops-compose-")
+    path = os.path.join(directory, "deploy.env")
+    lines = []
+    for key, value in env.items():
+        value = "" if value is None else str(value)
+        if "\n" in value:
+            raise cu.ComposeError("env value of %s contains a newline; compose env files cannot hold it" % key)
+        # single quotes keep `$` literal in compose env files
+        lines.append("%s=%s\n" % (key, value if "'" in value else "'%s'" % value))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("".join(lines))
+    return directory, path
+
+
+def containers(client, project: str) -> list[cu.Container]:
+    items = client.api.containers(all=True, filters={"label": "%s=%s" % (cu.PROJECT_LABEL, project)})
+    return cu.parse_container_list(items, project)
+
+
+def image_ids(client, refs: Sequence[str]) -> dict[str, str | None]:
+    import docker.errors
+    out: dict[str, str | None] = {}
+    for ref in refs:
+        if not ref:
+            continue
+        try:
+            out[ref] = client.api.inspect_image(ref)["Id"]
+        except docker.errors.ImageNotFound:
+            out[ref] = None
+    return out
+
+
+def container_logs(client, container_id: str, lines: int) -> list[str]:
+    import docker.errors
+    try:
+        raw = client.api.logs(container_id, stdout=True, stderr=True, tail=lines)
+    except docker.errors.NotFound:
+        return []
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return cu.tail_lines(text, lines)
+
+
+def health_log(client, container_id: str) -> list[str]:
+    """The healthcheck's own last outputs (why Docker calls it unhealthy)."""
+    import docker.errors
+    try:
+        state = client.api.inspect_container(container_id).get("State", {})
+    except docker.errors.NotFound:
+        return []
+    entries = (state.get("Health") or {}).get("Log") or []
+    return ["healthcheck exit %s: %s" % (e.get("ExitCode"), (e.get("Output") or "").strip()[:300])
+            for e in entries[-3:]]
+
+
+def fetch_status(url: str, timeout: float) -> tuple[int | None, str]:
+    request = urllib.request.Request(url, headers={"User-Agent": "dbops-compose-deploy"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (operator URL)
+            return response.status, ""
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except Exception as exc:  # refused, reset, timeout: the service is not there
+        return None, "%s: %s" % (type(exc).__name__, exc)
+
+
+def wait_healthy(client, project: str, specs: Mapping[str, cu.ServiceSpec], targets: Sequence[str], *,
+                 timeout: float, interval: float, settle: float = 0.0, url: str | None = None,
+                 status_codes: Sequence[int] = (200,), successes: int = 1,
+                 wait_containers: bool = True, exclude_ids: Sequence[str] = (),
+                 watch_ids: Sequence[str] = (), fetch: Callable[[str, float], tuple[int | None, str]] = fetch_status,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """Poll until every target container is running and healthy, stays so for ``settle``
+    seconds, and ``url`` answered ``successes`` times in a row; or until a failure/timeout."""
+    start = clock()
+    deadline = start + timeout
+    gate = cu.UrlGate(max(1, successes)) if url else None
+    healthy_since = None
+    verdict = cu.HealthVerdict("pending")
+    while True:
+        current = containers(client, project)
+        seen = {c.id for c in current}
+        visible = current if wait_containers else [c for c in current if c.health != "starting"]
+        verdict = cu.evaluate_containers(visible, targets, specs, exclude_ids)
+        gone = [i for i in watch_ids if i not in seen]
+        if gone and verdict.state != "failed":
+            verdict = cu.HealthVerdict("failed", "exited", None, gone[0][:12],
+                                       "container %s disappeared" % gone[0][:12])
+        now = clock()
+        if verdict.state == "failed":
+            break
+        if verdict.state == "ok":
+            healthy_since = now if healthy_since is None else healthy_since
+            url_done = True
+            if gate is not None and not gate.passed:
+                status, error = fetch(url, max(1.0, interval * 2))
+                gate.record(status, cu.url_ok(status, status_codes), error)
+                url_done = gate.passed
+            if now - healthy_since >= settle and url_done:
+                break
+        else:
+            healthy_since = None
+        if now >= deadline:
+            if verdict.state == "pending":
+                verdict = cu.HealthVerdict("failed", verdict.check, verdict.service, verdict.container,
+                                           "%s after %ss" % (verdict.reason, timeout))
+            elif gate is not None and not gate.passed:
+                verdict = cu.HealthVerdict("failed", "url", None, None, gate.describe(url))
+            elif verdict.state == "ok":
+                break
+            break
+        sleep(interval)
+    out: dict[str, Any] = {"state": verdict.state, "check": verdict.check, "service": verdict.service,
+                           "container": verdict.container, "reason": verdict.reason,
+                           "waited_s": round(clock() - start, 2)}
+    if gate is not None:
+        out["url_status"] = gate.last_status
+    return out

@@ -1,0 +1,494 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Documentation for the compose_deploy action plugin (plugins/action/compose_deploy.py)."""
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: compose_deploy
+short_description: Release a docker compose project with a backup tag, health gate and automatic rollback
+version_added: 0.1.0
+author: dbops developers (@dbops)
+description:
+  - Deploys a docker compose project the way an operator would, every time. Before the update it tags the image
+    each changing service runs now as C(REPOSITORY:backup_tag); then it brings the new release up, waits for the
+    container healthchecks and the O(health.url), and rolls back by itself when a check fails.
+  - A service that can run twice (no C(container_name), no published host port, one replica) is released without
+    downtime. A second container with the new image starts beside the old one; once it is healthy and has stayed
+    healthy for O(health.settle) seconds (and the health URL answered), the old container is stopped gracefully
+    and removed. When the new container fails its gate, it is removed and the old one never stopped serving.
+    A reverse proxy that resolves the service name through Docker's DNS (for nginx C(resolver 127.0.0.11 valid=1s)
+    with a variable C(proxy_pass) and C(proxy_next_upstream error timeout)) sends traffic to whichever
+    containers are alive.
+  - Other services (databases, proxies with host ports) are updated with C(docker compose up) semantics.
+  - With O(run), it runs a one-off service instead (for example the C(migration) profile) and returns its exit
+    code and logs; a non-zero exit code fails the task.
+  - This is an action plugin. The compose work is done by community.docker's C(docker_compose_v2),
+    C(docker_compose_v2_run), C(docker_image_tag), C(docker_image_info), C(docker_host_info) and
+    C(docker_container) on the target host; it needs the Docker CLI with the compose v2 plugin (2.18 or newer)
+    there. C(docker-compose) v1 is detected and reported, but not driven.
+options:
+  project_src:
+    description: Directory of the compose project (where the compose files live).
+    type: path
+    required: true
+  project_name:
+    description: Compose project name. Defaults to the name compose derives (the C(name) key or the directory).
+    type: str
+  files:
+    description: Compose files relative to O(project_src), merged in order, instead of the default file.
+    type: list
+    elements: path
+  profiles:
+    description: Compose profiles to enable.
+    type: list
+    elements: str
+    default: []
+  services:
+    description:
+      - Services to deploy. Defaults to every service that is not behind an inactive profile.
+      - An unknown name fails before anything changes.
+    type: list
+    elements: str
+  env:
+    description:
+      - Variables for compose interpolation (for example C(APP_VERSION), C(NGINX_PORT)).
+      - They are written to a 0600 env file in a temporary directory on the target (after the project's own
+        C(.env), so they win), never passed on a command line, and removed afterwards.
+    type: dict
+    default: {}
+  state:
+    description:
+      - V(present) deploys (or, with O(rollback), rolls back); V(absent) removes the project's containers and
+        networks (volumes only with O(remove_volumes)); V(restarted) restarts the services and waits for health.
+    type: str
+    choices: [present, absent, restarted]
+    default: present
+  pull:
+    description: Pull policy handed to C(docker compose up) (see community.docker.docker_compose_v2).
+    type: str
+    choices: [always, missing, never, policy]
+    default: missing
+  build:
+    description: Build policy handed to C(docker compose up).
+    type: str
+    choices: [always, never, policy]
+    default: never
+  backup_tag:
+    description:
+      - Tag given to the image each changing service runs now, as C(REPOSITORY:backup_tag), before the update.
+        Rollbacks restore from it.
+    type: str
+    default: backup
+  rollback:
+    description:
+      - Roll back on request, as the operations guide does by hand. C(REPOSITORY:backup_tag) is tagged again as the
+        reference the compose file names (C(docker tag IMAGE:backup IMAGE:latest)), and the project is redeployed
+        with the same health gate.
+    type: bool
+    default: false
+  rollback_on_failure:
+    description:
+      - When the new release fails its health gate, restore the backup tags and bring the previous release back.
+        The task still fails, with RV(rolled_back=true).
+    type: bool
+    default: true
+  zero_downtime:
+    description: Release services that can run twice with the surge described above. V(false) recreates in place.
+    type: bool
+    default: true
+  health:
+    description: The health gate.
+    type: dict
+    default: {}
+    suboptions:
+      url:
+        description:
+          - URL fetched from the target host after the containers are healthy, for example
+            V(http://127.0.0.1:8080/healthz) through the proxy. It must answer with one of O(health.status_code)
+            O(health.successes) times in a row.
+        type: str
+      status_code:
+        description: Good answers from O(health.url).
+        type: list
+        elements: int
+        default: [200]
+      timeout:
+        description: Seconds the release has to pass the gate.
+        type: int
+        default: 60
+      interval:
+        description: Seconds between checks.
+        type: float
+        default: 1.0
+      successes:
+        description: Consecutive good answers O(health.url) must give.
+        type: int
+        default: 3
+      settle:
+        description:
+          - Seconds a surged container must stay running and healthy before the old one is retired. Catches
+            releases that start and crash a little later while the old release still serves.
+        type: float
+        default: 5.0
+      containers:
+        description:
+          - Wait for container healthchecks (the image's C(HEALTHCHECK) or the compose C(healthcheck)). With V(false)
+            only "running" counts.
+        type: bool
+        default: true
+  stop_timeout:
+    description: Seconds an old container gets to finish in-flight requests after SIGTERM.
+    type: int
+    default: 20
+  log_lines:
+    description: How many of the failing service's last log lines to return.
+    type: int
+    default: 40
+  remove_volumes:
+    description: With O(state=absent), also remove named volumes.
+    type: bool
+    default: false
+  run:
+    description:
+      - Run this one-off service (its profiles are enabled for the run) instead of deploying, wait for it and
+        return its exit code and logs. Dependencies start as with C(docker compose run).
+    type: str
+  run_command:
+    description: Command (argument list) for O(run), instead of the service's own.
+    type: list
+    elements: str
+  worker:
+    description:
+      - Internal. The action plugin sets it when it runs the read-only steps (engine facts, the health wait,
+        logs) on the target. Do not set it in a task.
+    type: dict
+attributes:
+  check_mode:
+    support: full
+    details: Reports which services would be created or recreated (from C(docker compose up --dry-run)) and
+      their image changes; nothing is tagged, started or removed. With O(run), reports that it would run.
+  diff_mode:
+    support: full
+    details: Shows, per service, the image reference and ID running now and after the deploy.
+  idempotent:
+    support: full
+    details: A second deploy of the same release changes nothing and reports RV(changed=false).
+      O(run) and O(state=restarted) always act.
+  action:
+    support: full
+    details: Runs on the controller and executes community.docker modules on the target.
+  async:
+    support: none
+seealso:
+  - module: community.docker.docker_compose_v2
+  - module: community.docker.docker_compose_v2_run
+  - module: community.docker.docker_image_tag
+requirements:
+  - Docker CLI with the compose v2 plugin (2.18 or newer) on the target.
+  - community.docker 4.x on the controller.
+"""
+
+EXAMPLES = r"""
+- name: Release auto_trader 1.1.0 without dropping requests, rolling back on failure
+  dbops.migrations.compose_deploy:
+    project_src: /srv/auto_trader
+    files: [docker-compose.prod.yml]
+    env:
+      APP_VERSION: 1.1.0
+    backup_tag: backup
+    health:
+      url: http://127.0.0.1:8080/healthz
+      timeout: 60
+  register: release
+
+- name: Run the migration one-off service
+  dbops.migrations.compose_deploy:
+    project_src: /srv/auto_trader
+    files: [docker-compose.prod.yml]
+    run: migration
+
+- name: Roll back by hand to the image tagged backup
+  dbops.migrations.compose_deploy:
+    project_src: /srv/auto_trader
+    files: [docker-compose.prod.yml]
+    services: [app]
+    rollback: true
+
+- name: Stop and remove the stack (volumes stay)
+  dbops.migrations.compose_deploy:
+    project_src: /srv/auto_trader
+    files: [docker-compose.prod.yml]
+    state: absent
+"""
+
+RETURN = r"""
+project:
+  description: Compose project name.
+  returned: always
+  type: str
+  sample: auto_trader
+compose_version:
+  description: Version of C(docker compose) on the target.
+  returned: when compose was found
+  type: str
+  sample: 2.26.1
+services:
+  description: Services the deploy acted on.
+  returned: with O(state=present)
+  type: list
+  elements: str
+  sample: [db, app, nginx]
+plan:
+  description: One entry per service; what happened (or would happen) to it.
+  returned: with O(state=present)
+  type: list
+  elements: dict
+  contains:
+    service: {description: Service name., type: str, returned: always, sample: app}
+    action: {description: "V(create), V(recreate), V(start) or V(unchanged).", type: str, returned: always,
+             sample: recreate}
+    strategy: {description: "V(surge) (zero downtime) or V(compose) (in place).", type: str, returned: always,
+               sample: surge}
+    before_image: {description: Image reference running before., type: str, returned: always,
+                   sample: "auto_trader:1.0.0"}
+    before_image_id: {description: Image ID running before., type: str, returned: always, sample: "sha256:566d8b"}
+    after_image: {description: Image reference the compose file names., type: str, returned: always,
+                  sample: "auto_trader:1.1.0"}
+    after_image_id: {description: Its local image ID, if present., type: str, returned: always,
+                     sample: "sha256:9f2432"}
+backups:
+  description: Backup tags written before the update.
+  returned: when a deploy changed something
+  type: list
+  elements: str
+  sample: ["auto_trader:backup"]
+images:
+  description: Image reference per running service after the task.
+  returned: after a deploy or rollback
+  type: dict
+  sample: {app: "auto_trader:1.1.0", db: "dbops/postgres:15"}
+rolled_back:
+  description: Whether the previous release was brought back because the new one failed.
+  returned: always
+  type: bool
+  sample: true
+failed_check:
+  description: "Which check failed: V(container) (healthcheck unhealthy or never healthy), V(exited) (the
+    container stopped), V(url) (the health URL), V(compose) (compose up itself failed)."
+  returned: on failure
+  type: str
+  sample: container
+failed_service:
+  description: The service that failed its check.
+  returned: on failure
+  type: str
+  sample: app
+logs:
+  description: The failing service's last log lines (O(log_lines)).
+  returned: on failure
+  type: list
+  elements: str
+  sample: ["[INFO] Booting worker with pid: 8"]
+restored_images:
+  description: Image references tagged back from the backup tag.
+  returned: on rollback
+  type: list
+  elements: str
+  sample: ["auto_trader:latest"]
+rollback_error:
+  description: Why the automatic rollback itself failed.
+  returned: when the rollback failed
+  type: str
+  sample: "health check failed: container auto_trader-app-3 reports unhealthy"
+duration_s:
+  description: Seconds from the first change to the end of the deploy (or rollback).
+  returned: after a deploy
+  type: float
+  sample: 9.4
+rc:
+  description: Exit code of the one-off service.
+  returned: with O(run)
+  type: int
+  sample: 0
+run:
+  description: The one-off service's result.
+  returned: with O(run)
+  type: dict
+  contains:
+    service: {description: Service name., type: str, returned: always, sample: migration}
+    rc: {description: Exit code., type: int, returned: always, sample: 0}
+    stdout: {description: Standard output., type: str, returned: always, sample: "Running upgrade"}
+    stderr: {description: Standard error., type: str, returned: always, sample: ""}
+    logs: {description: Last output lines., type: list, elements: str, returned: always,
+           sample: ["INFO  [alembic.runtime.migration] Running upgrade  -> 0001"]}
+actions:
+  description: Compose actions taken with O(state=absent).
+  returned: with O(state=absent)
+  type: list
+  elements: dict
+  sample: [{what: container, id: auto_trader-app-1, status: Removed}]
+"""
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import traceback  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose_engine as engine  # noqa: E402
+
+try:
+    import docker  # noqa: F401
+    HAS_DOCKER_SDK, DOCKER_IMPORT_ERROR = True, None
+except ImportError:
+    HAS_DOCKER_SDK, DOCKER_IMPORT_ERROR = False, traceback.format_exc()
+
+
+def _client(module):
+    if not HAS_DOCKER_SDK:
+        module.fail_json(msg=missing_required_lib("docker (Docker SDK for Python)"), exception=DOCKER_IMPORT_ERROR)
+    try:
+        client = engine.docker_client()
+        client.ping()
+        return client
+    except Exception as exc:
+        module.fail_json(msg="the Docker engine is not reachable (%s); start it (systemctl start docker) or point "
+                             "DOCKER_HOST at it, then retry." % exc, engine_down=True)
+
+
+def _prepare(module, job):
+    """Env file, engine, compose version and the rendered compose config, in one call."""
+    _client(module)
+    docker_bin = module.get_bin_path("docker")
+    if not docker_bin:
+        module.fail_json(msg="the docker CLI is not installed on the target; install docker-ce-cli (or docker.io) "
+                             "and the compose plugin.")
+    rc, out, err = module.run_command([docker_bin, "compose", "version", "--short"])
+    if rc != 0:
+        legacy = module.get_bin_path("docker-compose")
+        hint = ""
+        if legacy:
+            _, lout, _ = module.run_command([legacy, "version", "--short"])
+            hint = " docker-compose %s (v1) is installed, but community.docker drives only v2;" % lout.strip()
+        module.fail_json(msg="docker compose v2 is not available (`docker compose version` failed: %s).%s install "
+                             "the compose plugin (docker-compose-plugin, 2.18 or newer)." % (err.strip() or out.strip(), hint))
+    version = out.strip()
+    if not cu.compose_version_ok(version):
+        module.fail_json(msg="docker compose %s is too old; 2.18 or newer is needed." % version)
+    src = job["project_src"]
+    if not os.path.isdir(src):
+        module.fail_json(msg="project_src %s is not a directory on the target; copy the compose project there first."
+                         % src)
+    env_files = []
+    dot_env = os.path.join(src, ".env")
+    if os.path.isfile(dot_env):
+        env_files.append(dot_env)
+    tmpdir = None
+    if job.get("env"):
+        try:
+            tmpdir, path = engine.write_env_file(job["env"])
+        except cu.ComposeError as exc:
+            module.fail_json(msg=str(exc))
+        env_files.append(path)
+    argv = cu.compose_argv(docker_bin, src, job.get("project_name"), job.get("files"), env_files, ["*"],
+                           "config", "--format", "json")
+    rc, out, err = module.run_command(argv, cwd=src)
+    if rc != 0:
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        module.fail_json(msg=cu.explain_config_failure(err or out))
+    try:
+        project, specs = cu.parse_compose_config(out)
+    except (ValueError, cu.ComposeError) as exc:
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        module.fail_json(msg=cu.explain_config_failure(str(exc)))
+    module.exit_json(changed=False, compose_version=version, tmpdir=tmpdir, env_files=env_files,
+                     project=job.get("project_name") or project, docker=docker_bin,
+                     specs={name: spec.__dict__ for name, spec in specs.items()})
+
+
+def _facts(module, job):
+    client = _client(module)
+    current = engine.containers(client, job["project"])
+    module.exit_json(changed=False, containers=[cu.container_dict(c) for c in current],
+                     image_ids=engine.image_ids(client, job.get("refs") or []))
+
+
+def _wait(module, job):
+    client = _client(module)
+    specs = {name: cu.spec_from_dict(raw) for name, raw in job["specs"].items()}
+    verdict = engine.wait_healthy(
+        client, job["project"], specs, job["targets"], timeout=job["timeout"], interval=job["interval"],
+        settle=job.get("settle", 0), url=job.get("url"), status_codes=job.get("status_code") or [200],
+        successes=job.get("successes", 1), wait_containers=job.get("containers", True),
+        exclude_ids=job.get("exclude_ids") or [], watch_ids=job.get("watch_ids") or [])
+    if verdict["state"] != "ok":
+        verdict["logs"] = _logs_for(client, job, verdict)
+    module.exit_json(changed=False, verdict=verdict)
+
+
+def _logs_for(client, job, verdict):
+    lines = job.get("log_lines", 40)
+    current = engine.containers(client, job["project"])
+    chosen = None
+    if verdict.get("container"):
+        chosen = next((c for c in current if c.name == verdict["container"] or c.id.startswith(verdict["container"])),
+                      None)
+    service = verdict.get("service") or job.get("log_service")
+    if chosen is None and service:
+        candidates = [c for c in current if c.service == service and c.id not in set(job.get("exclude_ids") or [])]
+        chosen = candidates[-1] if candidates else None
+    if chosen is None:
+        return []
+    if not verdict.get("service"):
+        verdict["service"] = chosen.service
+    return engine.health_log(client, chosen.id) + engine.container_logs(client, chosen.id, lines)
+
+
+def _ports(module, job):
+    """Which wanted host ports are taken by someone other than the service that will own them."""
+    import socket
+    client = _client(module)
+    current = engine.containers(client, job["project"])
+    busy = {}
+    for port, service in (job.get("ports") or {}).items():
+        if cu.ports_owned_by(port, service, current):
+            continue
+        host, number = cu.split_host_port(port)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((host, number))
+        except OSError:
+            busy[port] = service
+        finally:
+            sock.close()
+    module.exit_json(changed=False, busy=busy)
+
+
+def _cleanup(module, job):
+    path = job.get("tmpdir")
+    if path and os.path.basename(path).startswith("dbops-compose-"):
+        shutil.rmtree(path, ignore_errors=True)
+    module.exit_json(changed=False)
+
+
+def main():
+    # The action plugin of the same name does the orchestration; it calls this module on the
+    # target for the read-only parts (engine facts, the health wait, logs) with ``worker``.
+    module = AnsibleModule(argument_spec=dict(cu.ARGUMENT_SPEC, worker=dict(type="dict")),
+                           supports_check_mode=True)
+    job = module.params["worker"] or {}
+    job["project_src"] = module.params["project_src"]
+    handlers = {"prepare": _prepare, "facts": _facts, "wait": _wait, "ports": _ports, "cleanup": _cleanup}
+    handler = handlers.get(job.get("op"))
+    if handler is None:
+        module.fail_json(msg="dbops.migrations.compose_deploy runs through its action plugin; call it as a task "
+                             "with the documented options.")
+    handler(module, job)
+
+
+if __name__ == "__main__":
+    main()
