@@ -309,6 +309,9 @@ def restrict_mode(path: str, owner: Optional[Tuple[int, int]] = None) -> None:
 def ensure_dest(dest: str, check_mode: bool = False, owner: Optional[Tuple[int, int]] = None) -> bool:
     """Create ``dest`` with mode 0700 if missing; True when it was (or would be) created."""
     if os.path.isdir(dest):
+        if os.statvfs(dest).f_flag & os.ST_RDONLY:
+            raise BackupError("destination %s is on a read-only filesystem; choose a writable dest or remount it "
+                              "read-write (nothing was written)" % dest)
         if not check_mode and not os.access(dest, os.W_OK | os.X_OK):
             raise BackupError("destination %s is not writable by this user; fix its permissions or choose "
                               "another dest (nothing was written)" % dest)

@@ -457,6 +457,10 @@ class Backup:
 
     def _run_restore(self, path: str, fmt: str, dbname: str, jobs: int, no_owner: bool) -> None:
         env = self.tool_env(dbname)
+        # Session settings for a bulk load into a database nobody uses yet: more memory for index
+        # builds; no commit flush per table (the final rename is a synchronous commit after them).
+        env["PGOPTIONS"] = ("%s -c maintenance_work_mem=256MB -c synchronous_commit=off"
+                            % os.environ.get("PGOPTIONS", "")).strip()
         work = self.executor.work_dir(os.path.dirname(path))
         try:
             if self.executor.container:
