@@ -148,6 +148,53 @@ def loop_data_changes(source: str) -> List[int]:
     return lines
 
 
+SA_TYPES = {"string": "varchar", "varchar": "varchar", "unicode": "varchar", "text": "text", "unicodetext": "text",
+            "numeric": "numeric", "decimal": "numeric", "integer": "int4", "int": "int4", "biginteger": "int8",
+            "bigint": "int8", "smallinteger": "int2", "smallint": "int2", "boolean": "bool", "date": "date",
+            "float": "float8", "cidr": "cidr", "inet": "inet"}
+
+
+def _sa_type(node: ast.expr) -> Optional[Tuple[str, Tuple[int, ...]]]:
+    """sa.String(50) / sa.Numeric(12, 2) / sa.Text() / sa.Integer -> (pg type name, modifiers)."""
+    call_args: List[ast.expr] = []
+    if isinstance(node, ast.Call):
+        call_args = list(node.args) + [kw.value for kw in node.keywords if kw.arg in ("length", "precision", "scale")]
+        node = node.func
+    name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+    if not name or name.lower() not in SA_TYPES:
+        return None
+    mods: List[int] = []
+    for arg in call_args:
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, int):
+            mods.append(arg.value)
+    return SA_TYPES[name.lower()], tuple(mods)
+
+
+def existing_type_hints(source: str) -> Dict[Tuple[str, str], Tuple[str, Tuple[int, ...]]]:
+    """The current column types that op.alter_column(..., existing_type=...) declares."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    func = _function(tree, "upgrade")
+    hints: Dict[Tuple[str, str], Tuple[str, Tuple[int, ...]]] = {}
+    if func is None:
+        return hints
+    for node in ast.walk(func):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "alter_column" and len(node.args) >= 2):
+            continue
+        table, column = node.args[0], node.args[1]
+        if not (isinstance(table, ast.Constant) and isinstance(column, ast.Constant)):
+            continue
+        for kw in node.keywords:
+            if kw.arg == "existing_type":
+                found = _sa_type(kw.value)
+                if found:
+                    hints[(str(table.value), str(column.value))] = found
+    return hints
+
+
 # --------------------------------------------------------------------------- rendering
 
 @contextlib.contextmanager
@@ -257,6 +304,7 @@ def _unit_for(script: "Script") -> MigrationUnit:
     except Exception as exc:  # upgrade() needs a live connection or application code
         unit.error = "upgrade() cannot be rendered offline: %s: %s" % (type(exc).__name__, str(exc)[:300])
         return unit
+    unit.column_hints = existing_type_hints(source)
     for line in loop_data_changes(source):
         unit.extra_findings.append({"rule": "python-data-loop", "details": {"line": line},
                                     "statement": "upgrade() line %d" % line})

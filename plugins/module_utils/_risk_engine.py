@@ -83,6 +83,7 @@ class MigrationUnit:
     suppressions: Dict[str, str] = dataclasses.field(default_factory=dict)  # whole-unit: rule -> reason
     extra_findings: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # from the Python source
     lock_timeout_set: bool = False         # the runner sets lock_timeout for this unit
+    column_hints: Dict[Tuple[str, str], Tuple[str, Tuple[int, ...]]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -301,7 +302,8 @@ def parse_statements(sql: str, where: str) -> List[Statement]:
         suppress: Dict[str, str] = {}
         if has_suppressions:
             gap = raw[previous_end:start].decode("utf-8", "replace")
-            suppress = _suppressions(_leading_comments(gap) + "\n" + _inner_comments(text))
+            leading = _leading_comments(gap) if out else gap
+            suppress = _suppressions(leading + "\n" + _inner_comments(text))
             if out:
                 trailing = gap.split("\n", 1)[0]
                 out[-1].suppress.update(_suppressions(trailing))
@@ -409,6 +411,10 @@ class Engine:
                                               **extra.get("details", {}))
             out.append(finding)
         statements = parse_statements(unit.sql, where) if unit.sql.strip() else []
+        for key, hint in unit.column_hints.items():
+            # A declared existing_type is a hint; live facts, when present, win.
+            if self.facts is None or self.facts.table(key[0]) is None:
+                self.run.column_hints[key] = hint
         ctx = StatementContext(self.version, self.version_num, self.facts, self.run)
         lock_timeout_session = unit.lock_timeout_set
         lock_timeout_local = False

@@ -1,0 +1,141 @@
+"""Alembic rendering per revision (offline, env.py never runs) and the revision's Python checks."""
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.dbops.migrations.plugins.module_utils._risk_alembic import (
+    existing_type_hints, judge_downgrade, loop_data_changes, pending_units)
+from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import Engine, RiskInputError
+
+HEADER = "from alembic import op\nimport sqlalchemy as sa\n"
+
+
+def project(tmp_path: Path, revisions: dict) -> str:
+    versions = tmp_path / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    (tmp_path / "migrations" / "env.py").write_text("raise RuntimeError('env.py must never run')\n")
+    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/migrations\n"
+                                          "prepend_sys_path = %(here)s\n")
+    for name, body in revisions.items():
+        (versions / name).write_text(HEADER + textwrap.dedent(body))
+    return str(tmp_path / "alembic.ini")
+
+
+def rev(rid, down, upgrade, downgrade="op.execute('SELECT 1')"):
+    return textwrap.dedent('''
+        revision = %r
+        down_revision = %r
+        def upgrade():
+        %s
+        def downgrade():
+        %s
+        ''') % (rid, down, textwrap.indent(textwrap.dedent(upgrade).strip(), "    "),
+                textwrap.indent(textwrap.dedent(downgrade).strip(), "    "))
+
+
+def test_each_revision_rendered_separately_with_autocommit_blocks(tmp_path):
+    ini = project(tmp_path, {
+        "a.py": rev("a", None, "op.add_column('users', sa.Column('n', sa.Integer))"),
+        "b.py": rev("b", "a", """
+            with op.get_context().autocommit_block():
+                op.create_index('ix_users_n', 'users', ['n'], postgresql_concurrently=True)
+            op.create_index('ix_users_m', 'users', ['m'])
+            """),
+    })
+    path_before = list(sys.path)
+    units = pending_units(ini)
+    assert sys.path == path_before
+    assert [u.revision for u in units] == ["a", "b"]
+    assert "ADD COLUMN n INTEGER" in units[0].sql and "ix_users_n" not in units[0].sql
+    analysis = Engine().analyse(units)
+    by_rule = {f.rule: f for f in analysis.findings}
+    # CONCURRENTLY inside autocommit_block is outside the transaction: fine. The plain index is not.
+    assert "concurrent-index-in-transaction" not in by_rule
+    assert by_rule["create-index"].revision == "b"
+    assert [(r.revision, r.risk) for r in analysis.revisions] == [("a", "low"), ("b", "medium")]
+
+
+def test_concurrent_index_without_autocommit_block_fails_at_run_time(tmp_path):
+    ini = project(tmp_path, {"a.py": rev("a", None, "op.create_index('ix', 'users', ['n'], "
+                                                   "postgresql_concurrently=True)")})
+    analysis = Engine().analyse(pending_units(ini))
+    assert analysis.risk == "high" and analysis.findings[0].rule == "concurrent-index-in-transaction"
+
+
+def test_range_and_unknown_revision(tmp_path):
+    ini = project(tmp_path, {
+        "a.py": rev("a", None, "op.add_column('users', sa.Column('n', sa.Integer))"),
+        "b.py": rev("b", "a", "op.drop_column('users', 'n')"),
+        "c.py": rev("c", "b", "op.execute('UPDATE users SET m = 1')"),
+    })
+    assert [u.revision for u in pending_units(ini, from_revision="a", to_revision="b")] == ["b"]
+    assert [u.revision for u in pending_units(ini, current_revisions=["b"])] == ["c"]
+    with pytest.raises(RiskInputError, match="zzz"):
+        pending_units(ini, from_revision="zzz")
+
+
+def test_unloadable_revision_keeps_the_chain(tmp_path):
+    ini = project(tmp_path, {
+        "a.py": rev("a", None, "op.add_column('users', sa.Column('n', sa.Integer))"),
+        "b.py": "from app_not_installed import models\n" + rev("b", "a", "op.drop_column('users', 'n')"),
+        "c.py": rev("c", "b", "op.add_column('users', sa.Column('k', sa.Integer))"),
+    })
+    units = pending_units(ini)
+    assert [u.revision for u in units] == ["a", "b", "c"]
+    assert units[1].error and "app_not_installed" in units[1].error and units[2].error is None
+    analysis = Engine().analyse(units)
+    assert [(r.revision, r.risk) for r in analysis.revisions] == [("a", "low"), ("b", "high"), ("c", "low")]
+
+
+@pytest.mark.parametrize("body,usable,note", [
+    ("def downgrade():\n    op.drop_column('t', 'c')\n", True, ""),
+    ("def downgrade():\n    pass\n", False, "pass"),
+    ("def downgrade():\n    '''Nothing.'''\n", False, "pass"),
+    ("def downgrade():\n    raise NotImplementedError('no way back')\n", False, "raises"),
+    ("def upgrade():\n    pass\n", False, "missing"),
+])
+def test_downgrade_judgement(body, usable, note):
+    ok, text = judge_downgrade(body)
+    assert ok is usable and note in text
+
+
+def test_loops_and_existing_type_hints():
+    source = textwrap.dedent('''
+        def upgrade():
+            conn = op.get_bind()
+            for start in range(0, 10 ** 6, 5000):
+                conn.execute(sa.text("UPDATE orders SET x = 1 WHERE id BETWEEN :a AND :b"))
+            op.alter_column("users", "name", existing_type=sa.String(length=50), type_=sa.String(100))
+            op.alter_column("orders", "price", existing_type=sa.Numeric(12, 2), type_=sa.Numeric(14, 2))
+        ''')
+    assert loop_data_changes(source) == [5]
+    assert existing_type_hints(source) == {("users", "name"): ("varchar", (50,)),
+                                           ("orders", "price"): ("numeric", (12, 2))}
+
+
+def test_python_loop_and_widening_from_a_revision(tmp_path):
+    ini = project(tmp_path, {"a.py": rev("a", None, """
+        op.alter_column('users', 'name', existing_type=sa.String(50), type_=sa.String(120))
+        for batch in range(3):
+            op.execute('SELECT 1')
+        """)})
+    analysis = Engine().analyse(pending_units(ini))
+    rules = {f.rule: f for f in analysis.findings}
+    assert rules["alter-column-type-coercible"].risk == "low"
+    assert rules["python-data-loop"].risk == "critical"
+
+
+def test_bookkeeping_never_reported_from_alembic_sql_output():
+    sql = textwrap.dedent('''
+        BEGIN;
+        CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num));
+        INSERT INTO alembic_version (version_num) VALUES ('a') RETURNING alembic_version.version_num;
+        UPDATE alembic_version SET version_num='b' WHERE alembic_version.version_num = 'a';
+        COMMIT;
+        ''')
+    from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import analyse_sql
+    assert analyse_sql(sql).as_result()["findings"] == []

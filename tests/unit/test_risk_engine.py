@@ -1,0 +1,186 @@
+"""Engine behaviour: suppressions, configuration, parse errors, live facts (hand-made), checklist, reports."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.dbops.migrations.plugins.module_utils import _risk_report
+from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import (
+    ColumnFacts, DbFacts, TableFacts, type_modifiers)
+from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (
+    Engine, MigrationUnit, RiskInputError, analyse_sql, load_config, suppressions_in_python)
+
+
+def rules(result):
+    return [f["rule"] for f in result["findings"]]
+
+
+def facts(rows, size=None, version_num=150004, **columns):
+    table = TableFacts(name="orders", rows=rows, size_bytes=size if size is not None else rows * 100,
+                       columns={name: ColumnFacts(*spec) for name, spec in columns.items()})
+    return DbFacts(version_num=version_num, tables={"orders": table}, index_tables={"ix_orders_a": "orders"})
+
+
+# -- suppressions
+def test_suppression_comment_before_statement_needs_rule_and_keeps_reason():
+    sql = ("-- migration-risk: ignore create-index because the table holds 12 rows\n"
+           "CREATE INDEX ix ON orders (a);\nCREATE INDEX ix2 ON orders (b);")
+    result = analyse_sql(sql).as_result()
+    assert result["risk"] == "medium"  # the second index is not suppressed
+    assert [s["reason"] for s in result["suppressed"]] == ["the table holds 12 rows"]
+    assert rules(result).count("create-index") == 1
+
+
+def test_trailing_suppression_comment_applies_to_its_own_statement():
+    sql = "CREATE INDEX ix ON orders (a); -- migration-risk: ignore create-index reason: tiny\nSELECT 1;"
+    result = analyse_sql(sql).as_result()
+    assert result["risk"] == "low" and result["suppressed"][0]["rule"] == "create-index"
+
+
+def test_suppression_of_another_rule_does_not_hide_the_finding():
+    sql = "-- migration-risk: ignore drop-column because planned\nCREATE INDEX ix ON orders (a);"
+    assert analyse_sql(sql).as_result()["risk"] == "medium"
+
+
+def test_python_file_suppressions():
+    source = "# migration-risk: ignore update-all-rows, lock-timeout-missing because backfill of 30 rows\nx = 1\n"
+    assert suppressions_in_python(source) == {"update-all-rows": "backfill of 30 rows",
+                                              "lock-timeout-missing": "backfill of 30 rows"}
+    unit = MigrationUnit(sql="UPDATE orders SET a = 1;", revision="r1", suppressions=suppressions_in_python(source))
+    analysis = Engine().analyse([unit])
+    assert analysis.risk == "low" and analysis.suppressed[0].rule == "update-all-rows"
+
+
+# -- configuration
+def test_config_file_thresholds_disabled_rules_and_overrides(tmp_path):
+    path = tmp_path / "risk.yml"
+    path.write_text("thresholds:\n  small_table_rows: 500\n  large_table_rows: 1000\n"
+                    "disabled_rules: [lock-timeout-missing]\nrisk_overrides:\n  add-column: medium\n")
+    config = load_config(str(path))
+    big = Engine(facts=facts(5000), config=config).analyse([MigrationUnit(sql="CREATE INDEX ix ON orders (a)")])
+    assert big.risk == "high"
+    assert "lock-timeout-missing" not in [f.rule for f in big.findings]
+    added = Engine(config=config).analyse([MigrationUnit(sql="ALTER TABLE orders ADD COLUMN x int")])
+    assert added.risk == "medium"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("risk_overrides: {create-index: extreme}", "must be one of"),
+    ("surprise: 1", "unknown keys"),
+    ("- a\n- b", "must hold a mapping"),
+    ("thresholds: {small_table_rows: -1}", "non-negative"),
+    ("thresholds: {small_table_rows: [", "not valid YAML"),
+])
+def test_bad_config(tmp_path, text, needle):
+    path = tmp_path / "risk.yml"
+    path.write_text(text)
+    with pytest.raises(RiskInputError, match=needle):
+        load_config(str(path))
+
+
+# -- parse errors
+def test_parse_error_names_source_line_and_statement():
+    with pytest.raises(RiskInputError) as err:
+        Engine().analyse([MigrationUnit(sql="SELECT 1;\nALTER TABLE t ADD COLUMN (;\n", revision="0007",
+                                        source="0007_x.py")])
+    msg = str(err.value)
+    assert "revision 0007 (0007_x.py)" in msg and "line 2" in msg and "ALTER TABLE t ADD COLUMN (" in msg
+
+
+def test_empty_sql_is_low_with_no_findings():
+    result = analyse_sql("  -- nothing here\n").as_result()
+    assert result["risk"] == "low" and result["findings"] == []
+
+
+# -- live facts (hand-made DbFacts: pure logic)
+@pytest.mark.parametrize("rows,expected", [(10, "low"), (50000, "medium"), (2000000, "high")])
+def test_index_risk_follows_table_size(rows, expected):
+    analysis = Engine(facts=facts(rows)).analyse([MigrationUnit(sql="CREATE INDEX ix ON orders (a)")])
+    assert analysis.risk == expected
+    assert analysis.findings[0].rows_estimate == rows
+
+
+def test_lock_seconds_estimated_from_size():
+    analysis = Engine(facts=facts(2000000, size=600 * 10 ** 6)).analyse(
+        [MigrationUnit(sql="ALTER TABLE orders ALTER COLUMN a TYPE bigint")])
+    assert analysis.checklist()["estimated_lock_seconds"] == pytest.approx(10.0, abs=0.5)
+
+
+def test_varchar_widening_is_not_a_rewrite_with_facts():
+    f = facts(2000000, name=("varchar", (50,), False), qty=("int4", (), False))
+    ok = Engine(facts=f).analyse([MigrationUnit(sql="ALTER TABLE orders ALTER COLUMN name TYPE varchar(80)")])
+    assert ok.risk == "low" and ok.findings[0].rule == "alter-column-type-coercible"
+    bad = Engine(facts=f).analyse([MigrationUnit(sql="ALTER TABLE orders ALTER COLUMN qty TYPE bigint")])
+    assert bad.risk == "critical" and "Current type int4" in bad.findings[0].message
+
+
+def test_pg14_concurrent_index_bug_needs_the_minor_version():
+    sql = "CREATE INDEX CONCURRENTLY ix ON orders (a)"
+    assert Engine(facts=facts(10, version_num=140002)).analyse([MigrationUnit(sql=sql)]).risk == "high"
+    assert Engine(facts=facts(10, version_num=140004)).analyse([MigrationUnit(sql=sql)]).risk == "low"
+
+
+def test_drop_index_table_comes_from_facts():
+    analysis = Engine(facts=facts(10)).analyse([MigrationUnit(sql="DROP INDEX ix_orders_a")])
+    assert analysis.findings[0].table == "orders" and analysis.risk == "medium"
+
+
+def test_new_tables_carry_across_revisions_only_with_a_database():
+    units = lambda: [MigrationUnit(sql="CREATE TABLE n (a int)", revision="r1"),  # noqa: E731
+                     MigrationUnit(sql="CREATE INDEX ix ON n (a)", revision="r2")]
+    assert Engine().analyse(units()).risk == "medium"          # r1 may have shipped long ago
+    assert Engine(facts=facts(10)).analyse(units()).risk == "low"  # the database has no table n yet
+
+
+def test_existing_type_hint_decides_coercion_without_database():
+    unit = MigrationUnit(sql="ALTER TABLE users ALTER COLUMN name TYPE VARCHAR(200)", revision="r1",
+                         column_hints={("users", "name"): ("varchar", (100,))})
+    assert Engine().analyse([unit]).risk == "low"
+
+
+# -- checklist and result shape
+def test_checklist_and_paths():
+    result = analyse_sql("DROP TABLE legacy; UPDATE orders SET a = 1; TRUNCATE audit;").as_result()
+    checklist = result["checklist"]
+    assert result["risk"] == "critical" and result["recommended_path"] == "manual"
+    assert result["backup"] == "required"
+    assert checklist["drops"] == ["DROP TABLE legacy", "TRUNCATE audit"]
+    assert checklist["large_data"] == ["UPDATE WITHOUT WHERE orders", "TRUNCATE audit"]
+    assert checklist["rollback_plan"] is False
+    assert checklist["estimated_lock_seconds"] is None
+
+
+def test_unloadable_revision_is_high_and_not_analysed():
+    unit = MigrationUnit(sql="", revision="r9", error="cannot be imported: ModuleNotFoundError: app")
+    result = Engine().analyse([unit]).as_result()
+    assert result["risk"] == "high"
+    assert result["revisions"][0]["analysed"] is False and result["findings"][0]["rule"] == "revision-not-analysed"
+
+
+def test_statement_not_in_catalogue_is_reviewed_not_ignored():
+    result = analyse_sql("ALTER SYSTEM SET work_mem = '64MB'").as_result()
+    assert result["risk"] == "medium" and rules(result) == ["statement-unknown"]
+
+
+def test_type_modifiers_decoding():
+    assert type_modifiers("varchar", 54) == (50,)
+    assert type_modifiers("numeric", ((12 << 16) | 2) + 4) == (12, 2)
+    assert type_modifiers("int4", -1) == ()
+
+
+# -- reports
+def test_markdown_json_and_sarif():
+    result = analyse_sql("CREATE INDEX ix ON orders (a);\nALTER TABLE users DROP COLUMN x;").as_result()
+    text = _risk_report.markdown(result)
+    assert text.startswith("# Migration risk: CRITICAL")
+    assert "| - | critical | `drop-column` |" in text and "postgresql_concurrently=True" in text
+    data = json.loads(_risk_report.to_json(dict(result, report=text)))
+    assert "report" not in data and data["risk"] == "critical"
+    sarif = _risk_report.sarif(result, {"": "m.sql"})
+    run = sarif["runs"][0]
+    assert sarif["version"] == "2.1.0"
+    assert {r["id"] for r in run["tool"]["driver"]["rules"]} == {f["rule"] for f in result["findings"]}
+    levels = {r["ruleId"]: r["level"] for r in run["results"]}
+    assert levels["drop-column"] == "error" and levels["create-index"] == "warning"
+    assert run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "m.sql"
