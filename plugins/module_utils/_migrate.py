@@ -43,6 +43,7 @@ Runner = Callable[[List[str], Dict[str, str], Optional[str]], Tuple[int, str, st
 
 ADVISORY_CLASS = 0x44424F  # "DBO": the first key of the collection's advisory locks
 APP_NAME_PREFIX = "dbops-migrate-"
+INVALID_INDEX = "invalid_index"
 
 
 class MigrateError(Exception):
@@ -171,6 +172,7 @@ class Migrator:
         self.lock_key = lock_key(request.version_table, request.version_table_schema)
         self.tracker = BlockedTracker(self.app_name, self.mask, request.monitor_interval,
                                       keep_timeline=bool(request.timeline_file))
+        self._cleanup: set = set()
         self.result: Dict[str, Any] = {"changed": False, "applied": [], "attempts": 0,
                                        "invalid_indexes": [], "warnings": []}
         self.started = time.monotonic()
@@ -244,25 +246,46 @@ class Migrator:
             " AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)"
             " ORDER BY 1, 2")]
 
-    def drop_new_invalid_indexes(self, before: set, revision: str) -> List[Dict[str, Any]]:
-        found = []
-        for schema, name, table in self.invalid_indexes():
-            if (schema, name, table) in before:
-                continue
-            entry = {"schema": schema, "index": name, "table": table, "revision": revision, "dropped": False}
-            if self.request.drop_invalid_indexes:
-                try:
-                    self._query("SET lock_timeout = '5s'")
-                    self._query("DROP INDEX CONCURRENTLY IF EXISTS %s.%s" % (quote_ident(schema), quote_ident(name)))
-                    entry["dropped"] = True
-                except Exception as exc:  # reported; the next run tries again
-                    entry["error"] = self.mask(exc).strip()
-                finally:
-                    with contextlib.suppress(Exception):
-                        self._query("RESET lock_timeout")
-            found.append(entry)
-        self.result["invalid_indexes"].extend(found)
-        return found
+    def _index_entry(self, key: Tuple[str, str, str], revision: Optional[str]) -> Dict[str, Any]:
+        for entry in self.result["invalid_indexes"]:
+            if (entry["schema"], entry["index"], entry["table"]) == key:
+                entry["revision"] = entry.get("revision") or revision
+                return entry
+        entry = {"schema": key[0], "index": key[1], "table": key[2], "revision": revision, "dropped": False}
+        self.result["invalid_indexes"].append(entry)
+        return entry
+
+    def collect_invalid_indexes(self, baseline: set, revision: str, stderr: str) -> None:
+        """After a failed attempt: INVALID indexes this revision left (or tripped over) need dropping."""
+        invalid = set(self.invalid_indexes())
+        for key in invalid - baseline:
+            self._cleanup.add(key)
+            self._index_entry(key, revision)
+        # A pre-existing INVALID index with the name the revision builds: an earlier failed run left it.
+        for key in invalid & baseline:
+            if 'relation "%s" already exists' % key[1] in stderr:
+                self._cleanup.add(key)
+                self._index_entry(key, revision)["preexisting"] = True
+
+    def drop_invalid_indexes(self) -> bool:
+        """Drop the INVALID indexes queued for cleanup; True when none is left."""
+        if not self.request.drop_invalid_indexes:
+            return not self._cleanup
+        for key in sorted(self._cleanup):
+            entry = self._index_entry(key, None)
+            try:
+                # DROP INDEX CONCURRENTLY never blocks reads or writes, but waits for open transactions.
+                self._query("SET lock_timeout = '2s'")
+                self._query("DROP INDEX CONCURRENTLY IF EXISTS %s.%s" % (quote_ident(key[0]), quote_ident(key[1])))
+                entry["dropped"] = True
+                entry.pop("error", None)
+                self._cleanup.discard(key)
+            except Exception as exc:  # reported; retried before the next attempt and by the next run
+                entry["error"] = self.mask(exc).strip()
+            finally:
+                with contextlib.suppress(Exception):
+                    self._query("RESET lock_timeout")
+        return not self._cleanup
 
     # ------------------------------------------------------------ orphans and reconnection
     def terminate_orphans(self) -> int:
@@ -401,39 +424,51 @@ class Migrator:
             attempt += 1
             self.result["attempts"] += 1
             waits_before = len(self.tracker.own_waits)
-            self.log("%s %s (attempt %d)" % (step.direction, step.revision, attempt))
-            rc, out, err = self.alembic(step.direction, step.alembic_target)
-            kind = None if rc == 0 else classify_failure(rc, err or out)
-            if kind is not None and (kind == CONNECTION_LOST or not self.connection_alive()):
-                kind = CONNECTION_LOST
-                self.reconnect()
+            if self._cleanup and not self.drop_invalid_indexes():
+                # The leftover of the previous attempt is still there: building it again would fail.
+                kind, out, err = INVALID_INDEX, "", ""
+                current = self.current_revision()
             else:
-                self.terminate_orphans()
-            current = self.current_revision()
-            if current == step.to_rev:
-                if kind is not None:
-                    self.result["warnings"].append(
-                        "alembic reported a failure (%s) after revision %s was committed; the revision stands"
-                        % (kind, step.revision))
-                self._record_applied(step, attempt, began)
-                return
-            if kind is None:
-                raise MigrateError(
-                    "alembic exited 0 but the database is at revision %s instead of %s; check that env.py "
-                    "uses DATABASE_URL and the version table %s" % (current, step.to_rev, req.version_table),
-                    self._failure_result(current))
-            if current != step.from_rev:
-                raise MigrateError(
-                    "revision %s failed and the database is now at %s (expected %s or %s): %s"
-                    % (step.revision, current, step.from_rev, step.to_rev, error_tail(err or out)),
-                    self._failure_result(current))
-            self.drop_new_invalid_indexes(baseline_invalid, step.revision)
-            if kind in RETRYABLE and attempt <= len(delays):
+                self.log("%s %s (attempt %d)" % (step.direction, step.revision, attempt))
+                rc, out, err = self.alembic(step.direction, step.alembic_target)
+                kind = None if rc == 0 else classify_failure(rc, err or out)
+                if kind is not None and (kind == CONNECTION_LOST or not self.connection_alive()):
+                    kind = CONNECTION_LOST
+                    self.reconnect()
+                else:
+                    self.terminate_orphans()
+                current = self.current_revision()
+                if current == step.to_rev:
+                    if kind is not None:
+                        self.result["warnings"].append(
+                            "alembic reported a failure (%s) after revision %s was committed; the revision stands"
+                            % (kind, step.revision))
+                    self._record_applied(step, attempt, began)
+                    return
+                if kind is None:
+                    raise MigrateError(
+                        "alembic exited 0 but the database is at revision %s instead of %s; check that env.py "
+                        "uses DATABASE_URL and the version table %s" % (current, step.to_rev, req.version_table),
+                        self._failure_result(current))
+                if current != step.from_rev:
+                    raise MigrateError(
+                        "revision %s failed and the database is now at %s (expected %s or %s): %s"
+                        % (step.revision, current, step.from_rev, step.to_rev, error_tail(err or out)),
+                        self._failure_result(current))
+                self.collect_invalid_indexes(baseline_invalid, step.revision, err or out)
+                if kind == ERROR and self._cleanup:
+                    kind = INVALID_INDEX  # tripped over an earlier run's leftover: drop it and go again
+                if self._cleanup:
+                    self.drop_invalid_indexes()
+            if kind in RETRYABLE + (INVALID_INDEX,) and attempt <= len(delays):
                 self.log("%s on %s, retrying in %.1f s" % (kind, step.revision, delays[attempt - 1]))
                 self.sleep(delays[attempt - 1])
                 continue
-            raise MigrateError(self._failure_message(step, kind, attempt, err or out, waits_before),
-                               self._failure_result(current, step, kind, err or out, waits_before))
+            message = self._failure_message(step, kind, attempt, err or out, waits_before)
+            if self._cleanup and kind != INVALID_INDEX:
+                message += (" The INVALID index %s left by the failed build could not be dropped yet; the next run "
+                            "drops it first." % ", ".join("%s.%s" % key[:2] for key in sorted(self._cleanup)))
+            raise MigrateError(message, self._failure_result(current, step, kind, err or out, waits_before))
 
     # ------------------------------------------------------------ results
     def _record_applied(self, step: Step, attempts: int, began: float) -> None:
@@ -499,6 +534,13 @@ class Migrator:
                     "stays at revision %s. Rewrite the migration (batches, CONCURRENTLY, NOT VALID) or raise "
                     "statement_timeout." % (step.direction.capitalize(), step.revision, self.command.statement_timeout_ms,
                                             error_tail(stderr, 4), current))
+        if kind == INVALID_INDEX:
+            names = ", ".join("%s.%s" % key[:2] for key in sorted(self._cleanup))
+            who = "; ".join("pid %s (%s, transaction open %.1f s)" % (b["pid"], b["state"], b["xact_age_s"])
+                            for b in self.probable_blockers()) or "open transactions"
+            return ("revision %s left the INVALID index %s, which could not be dropped yet (DROP INDEX "
+                    "CONCURRENTLY waits for %s) after %d attempt(s). The database stays at revision %s; run again "
+                    "later and it is dropped first." % (step.revision, names, who, attempts, current))
         if kind == KILLED:
             return ("alembic was killed while applying revision %s; its transaction was rolled back and the "
                     "database stays at revision %s. Run again to resume." % (step.revision, current))

@@ -162,21 +162,25 @@ def columns(db, table: str) -> list[str]:
         (table,))]
 
 
-def module_args(db, config: Path, **extra) -> dict:
-    args = {"db_url": db.url, "config": str(config), "lock_timeout": "300ms", "retries": 2,
+def module_args(db, config_path: Path, **extra) -> dict:
+    args = {"db_url": db.url, "config": str(config_path), "lock_timeout": "300ms", "retries": 2,
             "retry_delay": 0.2, "lock_wait": 30}
     args.update(extra)
     return args
 
 
 class Holder:
-    """A session that keeps a transaction open (holding what its statement locked) in a thread."""
+    """A session that keeps a transaction open (holding what its statement locked) in a thread.
 
-    def __init__(self, db, sql: str, hold_s: float, application_name: str = "long-report"):
+    The transaction ends after ``hold_s`` seconds, on ``release()``, or when the block exits.
+    """
+
+    def __init__(self, db, sql: str, hold_s: float = 120, application_name: str = "long-report"):
         self.conn = psycopg2.connect(db.url, application_name=application_name)
         self.sql = sql
         self.hold_s = hold_s
         self.started = threading.Event()
+        self.released = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.pid = None
 
@@ -186,8 +190,12 @@ class Holder:
             self.pid = cur.fetchone()[0]
             cur.execute(self.sql)
             self.started.set()
-            time.sleep(self.hold_s)
+            self.released.wait(self.hold_s)
         self.conn.rollback()
+        self.ended = time.monotonic()
+
+    def release(self, after: float = 0.0) -> None:
+        threading.Timer(after, self.released.set).start()
 
     def __enter__(self) -> "Holder":
         self.thread.start()
@@ -195,7 +203,8 @@ class Holder:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.thread.join(self.hold_s + 10)
+        self.released.set()
+        self.thread.join(30)
         with contextlib.suppress(Exception):
             self.conn.close()
 
@@ -245,6 +254,25 @@ class Writers:
 
     def count(self) -> int:
         return sum(len(c) for c in self.commits)
+
+
+def wait_for_migration_lock_wait(db, timeout: float = 60.0) -> None:
+    """Until a backend of alembic_migrate is seen waiting for a lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dbops-migrate-%%'"
+                     " AND application_name NOT IN ('dbops-migrate-control', 'dbops-migrate-monitor')"
+                     " AND wait_event_type = 'Lock'"):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the migration never waited for a lock")
+
+
+def run_in_thread(func, *args, **kwargs) -> tuple[threading.Thread, dict]:
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("result", func(*args, **kwargs)), daemon=True)
+    thread.start()
+    return thread, box
 
 
 def alembic_env(db) -> dict:
