@@ -85,6 +85,7 @@ class ActionModule(ActionBase):
         self.tmpdir = res.get("tmpdir")
         self.env_files = res.get("env_files") or []
         self.compose_version = res["compose_version"]
+        self.docker = res["docker"]
         self.project = res["project"]
         self.specs = {name: cu.spec_from_dict(raw) for name, raw in res["specs"].items()}
         self.targets = cu.select_services(self.specs, self.p["services"], None, self.p["profiles"])
@@ -112,13 +113,13 @@ class ActionModule(ActionBase):
 
     def _wait_healthy(self, targets: list[str], *, exclude_ids: tuple[str, ...] = (),
                       watch_ids: tuple[str, ...] = (), settle: float = 0.0,
-                      log_service: str | None = None) -> tuple[cu.HealthVerdict, list[str]]:
+                      log_service: str | None = None, use_url: bool = True) -> tuple[cu.HealthVerdict, list[str]]:
         """Containers running and healthy, ``settle`` seconds stable, then the URL (one call)."""
         h = self.health
         res = self._worker(
             "wait", project=self.project, specs={n: s.__dict__ for n, s in self.specs.items()},
             targets=list(targets), timeout=h["timeout"], interval=h["interval"], settle=settle,
-            url=h.get("url"), status_code=h["status_code"], successes=h["successes"],
+            url=h.get("url") if use_url else None, status_code=h["status_code"], successes=h["successes"],
             containers=h["containers"], exclude_ids=list(exclude_ids), watch_ids=list(watch_ids),
             log_lines=self.p["log_lines"], log_service=log_service)
         v = res["verdict"]
@@ -182,26 +183,41 @@ class ActionModule(ActionBase):
                                                            "force_kill": True}, check=False)
 
     def _surge(self, change: cu.ServiceChange) -> None:
-        """Start the new release beside the old one, gate it, then retire the old one."""
+        """Start the new release beside the old one, hidden from the service name until it is
+        healthy and has stayed so for ``settle`` seconds; then let it take traffic, check the
+        health URL, and retire the old container gracefully."""
         service = change.service
         old = [c for c in self._containers() if c.service == service and not c.oneoff]
         old_ids = tuple(c.id for c in old)
-        self.timeline.append(("surge %s" % service, round(time.monotonic() - self.t0, 2)))
-        # no --no-deps: it changes compose's config hash and a later `up` would recreate again
-        self._up([service], scale={service: len([c for c in old if c.running]) + 1}, recreate="never")
-        new = [c for c in self._containers() if c.service == service and c.id not in old_ids and not c.oneoff]
-        verdict, logs = self._wait_healthy([service], exclude_ids=old_ids, watch_ids=tuple(c.id for c in new),
-                                           settle=self.health["settle"], log_service=service)
+        self._mark("surge %s" % service)
+        created = self._worker("surge_create", project=self.project, service=service,
+                               scale=len([c for c in old if c.running]) + 1, pull=self.p["pull"],
+                               build=self.p["build"], docker=self.docker, files=self.p["files"],
+                               env_files=self.env_files, profiles=self.p["profiles"])
+        new_ids = tuple(created.get("new_ids") or [])
+        new = [cu.Container(id=i, name=i[:12], service=service, number=0, image="", image_id="",
+                            state="running", health="none") for i in new_ids]
+        verdict, logs = self._wait_healthy([service], exclude_ids=old_ids, watch_ids=new_ids,
+                                           settle=self.health["settle"], log_service=service, use_url=False)
+        if verdict.state == "ok":
+            self._worker("expose", service=service, aliases=created.get("aliases") or {})
+            self._mark("exposed new %s" % service)
+            if self.health.get("url"):
+                verdict, logs = self._wait_healthy([service], exclude_ids=old_ids, watch_ids=new_ids,
+                                                   log_service=service)
         if verdict.state != "ok":
             for container in new:
                 self._remove_container(container)
-            self.timeline.append(("removed new %s" % service, round(time.monotonic() - self.t0, 2)))
+            self._mark("removed new %s" % service)
             raise DeployFailed("new release of %s failed its health gate: %s" % (service, verdict.reason),
                                failed_check=verdict.check, failed_service=service, logs=logs,
                                old_kept=True)
         for container in old:
             self._remove_container(container)
-        self.timeline.append(("retired old %s" % service, round(time.monotonic() - self.t0, 2)))
+        self._mark("retired old %s" % service)
+
+    def _mark(self, step: str) -> None:
+        self.timeline.append((step, round(time.monotonic() - self.t0, 2)))
 
     def _deploy(self, plan: list[cu.ServiceChange]) -> None:
         surged = [c for c in plan if c.strategy == "surge"]

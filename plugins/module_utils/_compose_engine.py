@@ -144,3 +144,30 @@ def wait_healthy(client, project: str, specs: Mapping[str, cu.ServiceSpec], targ
     if gate is not None:
         out["url_status"] = gate.last_status
     return out
+
+
+def _network_aliases(client, container_id: str) -> dict[str, list[str]]:
+    networks = client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
+    return {name: list(cfg.get("Aliases") or []) for name, cfg in networks.items()}
+
+
+def _reconnect(client, container_id: str, network: str, aliases: list[str]) -> None:
+    client.api.disconnect_container_from_network(container_id, network)
+    client.api.connect_container_to_network(container_id, network, aliases=aliases)
+
+
+def start_hidden(client, container_id: str, service: str) -> dict[str, list[str]]:
+    """Start a created container without the service-name alias, so that a proxy resolving
+    the service name cannot route to it before it is healthy. Returns its original aliases."""
+    original = _network_aliases(client, container_id)
+    for network, aliases in original.items():
+        _reconnect(client, container_id, network, [a for a in aliases if a != service])
+    client.api.start(container_id)
+    return original
+
+
+def expose(client, container_id: str, service: str, original: dict[str, list[str]]) -> None:
+    """Give a healthy container its service-name alias back: from now on it takes traffic."""
+    for network, aliases in original.items():
+        wanted = list(aliases) if service in aliases else list(aliases) + [service]
+        _reconnect(client, container_id, network, wanted)

@@ -468,6 +468,44 @@ def _ports(module, job):
     module.exit_json(changed=False, busy=busy)
 
 
+def _surge_create(module, job):
+    """Create one more container of a service (new release) and start it hidden from its
+    service name; the old containers keep all traffic until the new one is healthy."""
+    client = _client(module)
+    service = job["service"]
+    before = {c.id for c in engine.containers(client, job["project"])}
+    tail = ["create", "--no-recreate", "--scale", "%s=%d" % (service, job["scale"]), "--pull", job["pull"]]
+    if job["build"] == "never":
+        tail.append("--no-build")
+    elif job["build"] == "always":
+        tail.append("--build")
+    argv = cu.compose_argv(job["docker"], job["project_src"], job["project"], job.get("files"),
+                           job.get("env_files") or [], job.get("profiles") or [], *tail, service)
+    rc, out, err = module.run_command(argv, cwd=job["project_src"])
+    if rc != 0:
+        module.fail_json(msg="compose create failed: %s" % cu.explain_compose_failure(err or out))
+    new = [c for c in engine.containers(client, job["project"]) if c.id not in before and c.service == service]
+    aliases = {}
+    try:
+        for container in new:
+            aliases[container.id] = engine.start_hidden(client, container.id, service)
+    except Exception as exc:
+        for container in new:
+            try:
+                client.api.remove_container(container.id, force=True)
+            except Exception:
+                pass
+        module.fail_json(msg="could not start the new %s container: %s" % (service, exc))
+    module.exit_json(changed=True, new_ids=[c.id for c in new], aliases=aliases)
+
+
+def _expose(module, job):
+    client = _client(module)
+    for container_id, original in (job.get("aliases") or {}).items():
+        engine.expose(client, container_id, job["service"], original)
+    module.exit_json(changed=True)
+
+
 def _cleanup(module, job):
     path = job.get("tmpdir")
     if path and os.path.basename(path).startswith("dbops-compose-"):
@@ -482,7 +520,8 @@ def main():
                            supports_check_mode=True)
     job = module.params["worker"] or {}
     job["project_src"] = module.params["project_src"]
-    handlers = {"prepare": _prepare, "facts": _facts, "wait": _wait, "ports": _ports, "cleanup": _cleanup}
+    handlers = {"prepare": _prepare, "facts": _facts, "wait": _wait, "ports": _ports, "cleanup": _cleanup,
+                "surge_create": _surge_create, "expose": _expose}
     handler = handlers.get(job.get("op"))
     if handler is None:
         module.fail_json(msg="dbops.migrations.compose_deploy runs through its action plugin; call it as a task "

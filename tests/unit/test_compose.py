@@ -1,0 +1,371 @@
+"""Pure logic of compose_deploy: config parsing, container lists, plans, health, messages."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose_engine as engine
+
+# Recorded from `docker compose -f docker-compose.prod.yml --profile '*' config --format json`
+# (compose 2.26), trimmed to the keys compose_deploy reads.
+CONFIG = {
+    "name": "auto_trader",
+    "services": {
+        "db": {"image": "dbops/postgres:15", "healthcheck": {"test": ["CMD-SHELL", "pg_isready"]},
+               "ports": [{"mode": "ingress", "host_ip": "127.0.0.1", "target": 5432, "published": "55432",
+                          "protocol": "tcp"}]},
+        "app": {"image": "auto_trader:1.1.0", "depends_on": {"db": {"condition": "service_healthy"}}},
+        "nginx": {"image": "dbops/nginx:1.22", "healthcheck": {"test": ["CMD-SHELL", "nginx -t"]},
+                  "ports": [{"mode": "ingress", "host_ip": "127.0.0.1", "target": 80, "published": "8080",
+                             "protocol": "tcp"}]},
+        "migration": {"image": "auto_trader:1.1.0", "profiles": ["migration"]},
+        "worker": {"image": "auto_trader:1.1.0", "container_name": "worker",
+                   "healthcheck": {"disable": True}},
+    },
+}
+
+# Recorded from community.docker.docker_host_info (containers, verbose_output) during a surge.
+HOST_INFO = [
+    {"Id": "aaa111", "Names": ["/auto_trader-app-1"], "Image": "auto_trader:1.0.0", "ImageID": "sha256:old",
+     "State": "running", "Status": "Up 2 minutes (healthy)",
+     "Labels": {cu.PROJECT_LABEL: "auto_trader", cu.SERVICE_LABEL: "app", cu.NUMBER_LABEL: "1",
+                cu.ONEOFF_LABEL: "False"}, "Ports": []},
+    {"Id": "bbb222", "Names": ["/auto_trader-app-2"], "Image": "auto_trader:1.1.0", "ImageID": "sha256:new",
+     "State": "running", "Status": "Up 1 second (health: starting)",
+     "Labels": {cu.PROJECT_LABEL: "auto_trader", cu.SERVICE_LABEL: "app", cu.NUMBER_LABEL: "2",
+                cu.ONEOFF_LABEL: "False"}, "Ports": []},
+    {"Id": "ccc333", "Names": ["/auto_trader-db-1"], "Image": "dbops/postgres:15", "ImageID": "sha256:pg",
+     "State": "running", "Status": "Up 5 minutes (healthy)",
+     "Labels": {cu.PROJECT_LABEL: "auto_trader", cu.SERVICE_LABEL: "db", cu.NUMBER_LABEL: "1"},
+     "Ports": [{"IP": "127.0.0.1", "PrivatePort": 5432, "PublicPort": 55432, "Type": "tcp"}]},
+    {"Id": "ddd444", "Names": ["/auto_trader-nginx-1"], "Image": "dbops/nginx:1.22", "ImageID": "sha256:ngx",
+     "State": "running", "Status": "Up 5 minutes (healthy)",
+     "Labels": {cu.PROJECT_LABEL: "auto_trader", cu.SERVICE_LABEL: "nginx", cu.NUMBER_LABEL: "1"},
+     "Ports": [{"IP": "127.0.0.1", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}]},
+    {"Id": "eee555", "Names": ["/auto_trader-migration-run-1"], "Image": "auto_trader:1.0.0",
+     "ImageID": "sha256:old", "State": "exited", "Status": "Exited (0) 3 minutes ago",
+     "Labels": {cu.PROJECT_LABEL: "auto_trader", cu.SERVICE_LABEL: "migration", cu.ONEOFF_LABEL: "True"}},
+    {"Id": "fff666", "Names": ["/other-app-1"], "Image": "x", "State": "running", "Status": "Up",
+     "Labels": {cu.PROJECT_LABEL: "other", cu.SERVICE_LABEL: "app"}},
+]
+
+
+@pytest.mark.parametrize("image,repo,tag,digest", [
+    ("auto_trader", "auto_trader", "latest", None),
+    ("auto_trader:1.1.0", "auto_trader", "1.1.0", None),
+    ("registry.local:5000/team/app", "registry.local:5000/team/app", "latest", None),
+    ("registry.local:5000/team/app:2", "registry.local:5000/team/app", "2", None),
+    ("app@sha256:abc", "app", None, "sha256:abc"),
+    ("app:1@sha256:abc", "app", "1", "sha256:abc"),
+])
+def test_parse_image_ref(image, repo, tag, digest):
+    ref = cu.parse_image_ref(image)
+    assert (ref.repository, ref.tag, ref.digest) == (repo, tag, digest)
+    assert ref.with_tag("backup") == repo + ":backup"
+
+
+def test_parse_image_ref_rejects_empty():
+    with pytest.raises(cu.ComposeError):
+        cu.parse_image_ref(" ")
+
+
+@pytest.mark.parametrize("tag,ok", [("backup", True), ("pre-1.1.0_2", True), ("-x", False), ("a b", False),
+                                    ("", False), ("x" * 129, False)])
+def test_valid_tag(tag, ok):
+    assert cu.valid_tag(tag) is ok
+
+
+def test_parse_compose_config_reads_services():
+    name, specs = cu.parse_compose_config(json.dumps(CONFIG))
+    assert name == "auto_trader"
+    assert specs["db"].published_ports == ["127.0.0.1:55432"]
+    assert specs["db"].has_healthcheck and not specs["app"].has_healthcheck
+    assert not specs["worker"].has_healthcheck
+    assert specs["migration"].profiles == ["migration"]
+    # only the app can run twice: the others publish ports or have a fixed name
+    assert [n for n, s in specs.items() if s.surge_capable] == ["app", "migration"]
+
+
+def test_parse_compose_config_rejects_garbage():
+    with pytest.raises(cu.ComposeError):
+        cu.parse_compose_config({"version": "3"})
+
+
+def test_select_services_defaults_to_active_profiles():
+    _, specs = cu.parse_compose_config(CONFIG)
+    assert cu.select_services(specs, None) == ["db", "app", "nginx", "worker"]
+    assert "migration" in cu.select_services(specs, None, active_profiles=["migration"])
+    assert cu.select_services(specs, ["app"]) == ["app"]
+
+
+def test_select_services_unknown_names_list_the_real_ones():
+    _, specs = cu.parse_compose_config(CONFIG)
+    with pytest.raises(cu.ComposeError) as err:
+        cu.select_services(specs, ["app", "web"])
+    assert "unknown service web" in str(err.value) and "nginx" in str(err.value)
+    with pytest.raises(cu.ComposeError):
+        cu.select_services(specs, None, run="migrate")
+
+
+@pytest.mark.parametrize("status,health", [
+    ("Up 3 seconds (health: starting)", "starting"), ("Up 2 minutes (healthy)", "healthy"),
+    ("Up 1 minute (unhealthy)", "unhealthy"), ("Up 5 seconds", "none"), ("Exited (1) 2 seconds ago", "none"),
+])
+def test_health_from_status(status, health):
+    assert cu.health_from_status(status) == health
+
+
+def test_parse_container_list_keeps_only_the_project():
+    containers = cu.parse_container_list(HOST_INFO, "auto_trader")
+    assert [c.name for c in containers] == ["auto_trader-app-1", "auto_trader-app-2", "auto_trader-db-1",
+                                            "auto_trader-migration-run-1", "auto_trader-nginx-1"]
+    app2 = containers[1]
+    assert (app2.service, app2.number, app2.health, app2.image_id) == ("app", 2, "starting", "sha256:new")
+    migration = containers[3]
+    assert migration.oneoff and migration.exit_code == 0 and not migration.running
+    assert containers[2].ports == ["127.0.0.1:55432"]
+    assert "migration" not in cu.by_service(containers)
+
+
+def test_labels_as_comma_string_from_compose_ps():
+    item = {"ID": "x", "Name": "p-app-1", "State": "running", "Status": "Up",
+            "Labels": "com.docker.compose.project=p,com.docker.compose.service=app"}
+    assert cu.parse_container_list([item], "p")[0].service == "app"
+
+
+def _containers(*rows):
+    return [cu.Container(id=i, name="p-%s-%d" % (svc, n), service=svc, number=n, image=img, image_id=iid,
+                         state=state, health=health) for i, svc, n, img, iid, state, health in rows]
+
+
+def test_services_from_dry_run_maps_container_actions():
+    running = _containers(("1", "app", 1, "a:1", "sha256:1", "running", "healthy"))
+    actions = [
+        {"what": "container", "id": "p-app-1", "status": "Recreate"},
+        {"what": "container", "id": "0123456789ab_p-app-1", "status": "Starting"},
+        {"what": "container", "id": "p-db-1", "status": "Running"},
+        {"what": "container", "id": "p-nginx-1", "status": "Creating"},
+        {"what": "network", "id": "p_default", "status": "Creating"},
+    ]
+    assert cu.services_from_dry_run(actions, "p", running, ["app", "db", "nginx"]) == {
+        "app": "recreate", "nginx": "create"}
+
+
+def test_plan_changes_picks_surge_only_for_single_running_replica():
+    _, specs = cu.parse_compose_config(CONFIG)
+    running = _containers(("1", "app", 1, "auto_trader:1.0.0", "sha256:old", "running", "healthy"),
+                          ("2", "db", 1, "dbops/postgres:15", "sha256:pg", "running", "healthy"))
+    plan = cu.plan_changes(specs, ["db", "app", "nginx"], running, {"app": "recreate", "db": "recreate"},
+                           {"auto_trader:1.1.0": "sha256:new"})
+    by = {c.service: c for c in plan}
+    assert by["app"].strategy == "surge" and by["app"].image_changes
+    assert by["db"].strategy == "compose"           # publishes a host port
+    assert by["nginx"].action == "create"            # not running at all
+    no_surge = cu.plan_changes(specs, ["app"], running, {"app": "recreate"}, {}, zero_downtime=False)
+    assert no_surge[0].strategy == "compose"
+
+
+def test_plan_unchanged_when_dry_run_is_quiet():
+    _, specs = cu.parse_compose_config(CONFIG)
+    running = _containers(("1", "app", 1, "auto_trader:1.1.0", "sha256:new", "running", "healthy"))
+    plan = cu.plan_changes(specs, ["app"], running, {}, {"auto_trader:1.1.0": "sha256:new"})
+    assert not plan[0].changes and not plan[0].image_changes
+
+
+def test_render_diff_shows_image_change_per_service():
+    change = cu.ServiceChange("app", "recreate", "auto_trader:1.0.0", "sha256:aaaaaaaaaaaaaaaa",
+                              "auto_trader:1.1.0", "sha256:bbbbbbbbbbbbbbbb", "surge")
+    same = cu.ServiceChange("db", "unchanged", "dbops/postgres:15", "sha256:cccccccccccccc",
+                            "dbops/postgres:15", "sha256:cccccccccccccc")
+    diff = cu.render_diff([change, same])
+    assert "app: auto_trader:1.0.0 (aaaaaaaaaaaa)" in diff["before"]
+    assert "app: auto_trader:1.1.0 (bbbbbbbbbbbb)" in diff["after"]
+    assert "db: dbops/postgres:15" in diff["after"]
+
+
+def test_backup_targets_tag_the_running_image_under_the_new_repository():
+    plan = [cu.ServiceChange("app", "recreate", "auto_trader:1.0.0", "sha256:old", "auto_trader:1.1.0", None),
+            cu.ServiceChange("worker", "recreate", "auto_trader:1.0.0", "sha256:old", "auto_trader:1.1.0", None),
+            cu.ServiceChange("nginx", "create", None, None, "dbops/nginx:1.22", "sha256:n"),
+            cu.ServiceChange("db", "unchanged", "pg:15", "sha256:pg", "pg:15", "sha256:pg")]
+    targets = cu.backup_targets(plan, "backup")
+    assert targets == [{"service": "app", "image_id": "sha256:old", "source": "auto_trader:1.0.0",
+                        "backup": "auto_trader:backup", "restore_to": "auto_trader:1.1.0", "same_ref": False}]
+    latest = cu.backup_targets([cu.ServiceChange("app", "recreate", "a:latest", "sha256:1", "a", "sha256:2")],
+                               "backup")
+    assert latest[0]["same_ref"] is True and latest[0]["restore_to"] == "a:latest"
+
+
+def test_evaluate_containers_ok_pending_failed():
+    _, specs = cu.parse_compose_config(CONFIG)
+    good = _containers(("1", "app", 1, "", "", "running", "healthy"), ("2", "db", 1, "", "", "running", "none"))
+    assert cu.evaluate_containers(good, ["app", "db"], specs).state == "ok"
+    starting = _containers(("1", "app", 1, "", "", "running", "starting"))
+    verdict = cu.evaluate_containers(starting, ["app"], specs)
+    assert verdict.state == "pending" and verdict.check == "container"
+    sick = _containers(("1", "app", 1, "", "", "running", "unhealthy"))
+    assert cu.evaluate_containers(sick, ["app"], specs).check == "container"
+    dead = [cu.Container("1", "p-app-1", "app", 1, "", "", "exited", "none", exit_code=3)]
+    verdict = cu.evaluate_containers(dead, ["app"], specs)
+    assert verdict.state == "failed" and verdict.check == "exited" and "exit code 3" in verdict.reason
+    assert cu.evaluate_containers([], ["app"], specs).state == "failed"
+    # the old container is excluded while the new one is judged
+    mixed = _containers(("old", "app", 1, "", "", "running", "healthy"), ("new", "app", 2, "", "", "exited", "none"))
+    assert cu.evaluate_containers(mixed, ["app"], specs, exclude_ids=["new"]).state == "ok"
+    assert cu.evaluate_containers(mixed, ["app"], specs, exclude_ids=["old"]).state == "failed"
+
+
+def test_url_gate_needs_consecutive_successes():
+    gate = cu.UrlGate(3)
+    assert not gate.record(200, True)
+    assert not gate.record(200, True)
+    assert not gate.record(500, False)
+    assert "HTTP 500" in gate.describe("http://x/healthz")
+    for _ in range(3):
+        gate.record(200, True)
+    assert gate.passed
+    gate.record(None, False, "ConnectionRefusedError")
+    assert "did not answer" in gate.describe("http://x")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Error response from daemon: driver failed programming external connectivity on endpoint p-nginx-1: "
+     "Bind for 127.0.0.1:8080 failed: port is already allocated", "127.0.0.1:8080 is already in use"),
+    ("Error starting userland proxy: listen tcp4 127.0.0.1:18080: bind: address already in use",
+     "127.0.0.1:18080 is already in use"),
+    ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+     "not reachable"),
+    ("no such service: web", "unknown service web"),
+    ("Error response from daemon: pull access denied for nope, repository does not exist",
+     "neither present locally nor pullable"),
+])
+def test_explain_compose_failure(text, expected):
+    assert expected in cu.explain_compose_failure(text)
+
+
+def test_explain_config_failure_says_what_to_do():
+    msg = cu.explain_config_failure("yaml: line 3: mapping values are not allowed in this context")
+    assert "line 3" in msg and "docker compose config" in msg
+
+
+def test_ports_owned_by_the_replaced_service_are_not_conflicts():
+    containers = cu.parse_container_list(HOST_INFO, "auto_trader")
+    assert cu.ports_owned_by("127.0.0.1:8080", "nginx", containers)
+    assert not cu.ports_owned_by("127.0.0.1:8080", "app", containers)
+    msg = cu.port_conflict_message({"127.0.0.1:8080": "nginx"})
+    assert "127.0.0.1:8080 (service nginx)" in msg and "nothing was changed" in msg
+
+
+def test_compose_argv_resolves_relative_files():
+    argv = cu.compose_argv("docker", "/srv/app/", "p", ["docker-compose.prod.yml", "/etc/extra.yml"],
+                           ["/tmp/x/deploy.env"], ["migration"], "config")
+    assert argv == ["docker", "compose", "--project-directory", "/srv/app", "-p", "p",
+                    "-f", "/srv/app/docker-compose.prod.yml", "-f", "/etc/extra.yml",
+                    "--env-file", "/tmp/x/deploy.env", "--profile", "migration", "config"]
+
+
+@pytest.mark.parametrize("version,ok", [("2.26.1-4", True), ("2.18.0", True), ("2.17.3", False),
+                                        ("1.29.2", False), ("", False)])
+def test_compose_version_gate(version, ok):
+    assert cu.compose_version_ok(version) is ok
+
+
+def test_tail_lines():
+    assert cu.tail_lines("a\n\nb\nc\n", 2) == ["b", "c"]
+    assert cu.tail_lines("a", 0) == []
+
+
+def test_env_file_is_private_and_keeps_dollars(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine.tempfile, "tempdir", str(tmp_path))
+    directory, path = engine.write_env_file({"POSTGRES_PASSWORD": "pa$$word", "APP_VERSION": "1.1.0",
+                                             "QUOTE": "it's"})
+    import os
+    import stat
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    text = open(path).read()
+    assert "POSTGRES_PASSWORD='pa$$word'\n" in text and "QUOTE=it's\n" in text
+    with pytest.raises(cu.ComposeError):
+        engine.write_env_file({"BAD": "a\nb"})
+
+
+class FakeApi:
+    """Stands in for docker.APIClient.containers(): a scripted sequence of snapshots."""
+
+    def __init__(self, snapshots):
+        self.snapshots = list(snapshots)
+
+    def containers(self, all, filters):  # noqa: A002 (SDK signature)
+        return self.snapshots.pop(0) if len(self.snapshots) > 1 else self.snapshots[0]
+
+
+class FakeClient:
+    def __init__(self, snapshots):
+        self.api = FakeApi(snapshots)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def _item(cid, status, state="running", service="app"):
+    return {"Id": cid, "Names": ["/p-%s-1" % service], "Image": "a", "ImageID": "sha256:a", "State": state,
+            "Status": status, "Labels": {cu.PROJECT_LABEL: "p", cu.SERVICE_LABEL: service}}
+
+
+def _specs():
+    return {"app": cu.ServiceSpec("app", "a", True, [], None, [], 1, False)}
+
+
+def test_wait_healthy_waits_through_starting_then_settles():
+    clock = Clock()
+    client = FakeClient([[_item("n", "Up (health: starting)")]] * 3 + [[_item("n", "Up (healthy)")]])
+    verdict = engine.wait_healthy(client, "p", _specs(), ["app"], timeout=30, interval=1, settle=2,
+                                  clock=clock, sleep=clock.sleep)
+    assert verdict["state"] == "ok" and verdict["waited_s"] >= 5
+
+
+def test_wait_healthy_times_out_when_never_healthy():
+    clock = Clock()
+    client = FakeClient([[_item("n", "Up (health: starting)")]])
+    verdict = engine.wait_healthy(client, "p", _specs(), ["app"], timeout=10, interval=1,
+                                  clock=clock, sleep=clock.sleep)
+    assert verdict["state"] == "failed" and verdict["check"] == "container" and "after 10s" in verdict["reason"]
+
+
+def test_wait_healthy_catches_a_crash_during_settle():
+    clock = Clock()
+    client = FakeClient([[_item("n", "Up (healthy)")]] * 3 + [[_item("n", "Exited (3) 1 second ago", "exited")]])
+    verdict = engine.wait_healthy(client, "p", _specs(), ["app"], timeout=60, interval=1, settle=10,
+                                  clock=clock, sleep=clock.sleep)
+    assert verdict["state"] == "failed" and verdict["check"] == "exited" and "exit code 3" in verdict["reason"]
+
+
+def test_wait_healthy_url_must_answer_in_a_row():
+    clock = Clock()
+    client = FakeClient([[_item("n", "Up (healthy)")]])
+    answers = iter([(200, ""), (500, ""), (200, ""), (200, ""), (200, "")])
+    verdict = engine.wait_healthy(client, "p", _specs(), ["app"], timeout=60, interval=1, url="http://x",
+                                  successes=3, fetch=lambda url, t: next(answers), clock=clock, sleep=clock.sleep)
+    assert verdict["state"] == "ok" and verdict["url_status"] == 200
+    clock = Clock()
+    verdict = engine.wait_healthy(client, "p", _specs(), ["app"], timeout=5, interval=1, url="http://x",
+                                  successes=3, fetch=lambda url, t: (500, ""), clock=clock, sleep=clock.sleep)
+    assert verdict["state"] == "failed" and verdict["check"] == "url" and "HTTP 500" in verdict["reason"]
+
+
+def test_wait_healthy_notices_a_vanished_container():
+    clock = Clock()
+    client = FakeClient([[_item("other", "Up (healthy)")]])
+    verdict = engine.wait_healthy(client, "p", _specs(), ["app"], timeout=5, interval=1, watch_ids=["gone1234"],
+                                  clock=clock, sleep=clock.sleep)
+    assert verdict["state"] == "failed" and "disappeared" in verdict["reason"]
