@@ -39,6 +39,7 @@ RUNTIME_FAILURES = frozenset((
     "reindex-concurrently-unsupported", "detach-partition-concurrently-unsupported",
     "enum-add-value-in-transaction", "concurrent-index-pg14-bug"))
 CREATE_RULES = frozenset(("create-table", "create-table-as"))
+REMEMBERED_KINDS = frozenset(("CreateStmt", "CreateTableAsStmt", "IndexStmt", "DropStmt"))
 WRITE_BLOCKING_LOCKS = frozenset((R.SHARE, R.SHARE_ROW_EXCLUSIVE, R.EXCLUSIVE, R.ACCESS_EXCLUSIVE))
 
 # Throughput assumptions for lock-time estimates (bytes or rows per second, conservative).
@@ -268,13 +269,23 @@ class RunState:
 
 # --------------------------------------------------------------------------- parsing
 
-@dataclasses.dataclass
 class Statement:
-    node_type: str
-    node: Dict[str, Any]
-    text: str
-    line: int
-    suppress: Dict[str, str]
+    """One parsed statement; its line number is computed only when a finding needs it."""
+
+    __slots__ = ("node_type", "node", "text", "offset", "suppress", "_raw")
+
+    def __init__(self, node_type: str, node: Dict[str, Any], text: str, offset: int, suppress: Dict[str, str],
+                 raw: bytes):
+        self.node_type = node_type
+        self.node = node
+        self.text = text
+        self.offset = offset
+        self.suppress = suppress
+        self._raw = raw
+
+    @property
+    def line(self) -> int:
+        return self._raw.count(b"\n", 0, self.offset) + 1
 
 
 def parse_statements(sql: str, where: str) -> List[Statement]:
@@ -307,8 +318,7 @@ def parse_statements(sql: str, where: str) -> List[Statement]:
             if out:
                 trailing = gap.split("\n", 1)[0]
                 out[-1].suppress.update(_suppressions(trailing))
-        line = (sql.count("\n", 0, start) if ascii_only else raw.count(b"\n", 0, start)) + 1
-        out.append(Statement(node_type, stmt[node_type], text.strip(), line, suppress))
+        out.append(Statement(node_type, stmt[node_type], text.strip(), start, suppress, raw))
         previous_end = end
     if has_suppressions and out:
         tail = raw[previous_end:].decode("utf-8", "replace").split("\n", 1)[0]
@@ -421,6 +431,7 @@ class Engine:
         held: List[Tuple[str, str]] = []        # (table, lock) held in the current transaction
         held_reported = False
         timeout_reported = False
+        bookkeeping_possible = "alembic_version" in unit.sql
         for stmt in statements:
             kind = stmt.node_type
             node = stmt.node
@@ -444,7 +455,7 @@ class Engine:
                     else:
                         lock_timeout_session = enabled
                 continue
-            if _is_bookkeeping(kind, node):
+            if bookkeeping_possible and _is_bookkeeping(kind, node):
                 continue
             stmt_findings = self._statement_findings(kind, node, stmt, unit, ctx)
             for finding in stmt_findings:
@@ -470,7 +481,8 @@ class Engine:
                         out.append(self._migration_finding("lock-timeout-missing", unit, finding.table, stmt.text,
                                                            line=stmt.line, supp=stmt.suppress, lock=finding.lock))
                         timeout_reported = True
-            self._remember(kind, node, ctx)
+            if kind in REMEMBERED_KINDS:
+                self._remember(kind, node, ctx)
         return out
 
     # -- helpers
@@ -507,29 +519,34 @@ class Engine:
         table = details.get("table")
         facts = self.facts.table(table) if self.facts is not None else None
         risk = rule.risk
-        rows = facts.rows if facts else None
-        size = facts.size_bytes if facts else None
-        if rule.size_sensitive and facts is not None:
-            size_class = self._size_class(rows, size)
-            if size_class == "small" and rule.small_risk:
-                risk = rule.small_risk
-            elif size_class == "large" and rule.large_risk:
-                risk = rule.large_risk
-        risk = self.config.risk_overrides.get(rule.id, risk)
+        rows = size = None
+        if facts is not None:
+            rows, size = facts.rows, facts.size_bytes
+            if rule.work != R.INSTANT:
+                size_class = self._size_class(rows, size)
+                if size_class == "small" and rule.small_risk:
+                    risk = rule.small_risk
+                elif size_class == "large" and rule.large_risk:
+                    risk = rule.large_risk
+        if self.config.risk_overrides:
+            risk = self.config.risk_overrides.get(rule.id, risk)
         values = _SafeDict(details)
-        values.setdefault("table", table or "?")
+        if table is None:
+            values["table"] = "?"
         message = rule.message.format_map(values)
-        if facts is not None and rule.size_sensitive:
+        if facts is not None and rule.work != R.INSTANT:
             message += " %s has about %s rows (%s)." % (table, "?" if rows is None else format(rows, ","),
                                                         _human_bytes(size))
+        alternative = rule.safe_alternative
+        if "{" in alternative:
+            alternative = alternative.format_map(values)
         finding = Finding(
-            revision=unit.revision, statement=_excerpt(stmt.text), operation=rule.operation, rule=rule.id,
-            risk=risk, lock=details.get("_lock", rule.lock), blocks=details.get("_blocks", rule.blocks),
-            rewrites_table=rule.rewrites_table, table=table, target=_target(details, table),
-            rows_estimate=rows, message=message, safe_alternative=rule.safe_alternative.format_map(values),
-            lock_seconds=_lock_seconds(rule, rows, size, facts is not None), drop=rule.drop, data=rule.data,
-            work=rule.work, line=stmt.line, source=unit.source)
-        finding.suppressed_reason = _suppression_for(rule.id, stmt.suppress, unit.suppressions)
+            unit.revision, _excerpt(stmt.text), rule.operation, rule.id, risk, details.get("_lock", rule.lock),
+            details.get("_blocks", rule.blocks), rule.rewrites_table, table, rows, message, alternative,
+            _target(details, table), _lock_seconds(rule, rows, size, facts is not None), rule.drop, rule.data,
+            rule.work, stmt.line, unit.source)
+        if stmt.suppress or unit.suppressions:
+            finding.suppressed_reason = _suppression_for(rule.id, stmt.suppress, unit.suppressions)
         return finding
 
     def _migration_finding(self, rule_id: str, unit: MigrationUnit, table: Optional[str], statement: str,

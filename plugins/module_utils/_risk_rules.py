@@ -689,9 +689,24 @@ def m_alter_schema(node, ctx):
 def m_create_table(node, ctx):
     """A new table blocks nobody; foreign keys take SHARE ROW EXCLUSIVE on the referenced tables."""
     details = {"table": relation_name(node.get("relation")), "_blocks": "none"}
-    if walk_nodes(node.get("tableElts"), "pktable"):
+    if _references_other_table(node.get("tableElts") or ()):
         details.update(_lock=SHARE_ROW_EXCLUSIVE, _blocks="writes")
     return details
+
+
+def _references_other_table(elements) -> bool:
+    for element in elements:
+        con = element.get("Constraint")
+        if con is not None:
+            if con.get("contype") == "CONSTR_FOREIGN":
+                return True
+            continue
+        coldef = element.get("ColumnDef")
+        if coldef is not None:
+            for item in coldef.get("constraints") or ():
+                if item.get("Constraint", {}).get("contype") == "CONSTR_FOREIGN":
+                    return True
+    return False
 
 
 def m_create_trigger(node, ctx):
