@@ -184,3 +184,11 @@ def test_markdown_json_and_sarif():
     levels = {r["ruleId"]: r["level"] for r in run["results"]}
     assert levels["drop-column"] == "error" and levels["create-index"] == "warning"
     assert run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "m.sql"
+
+
+def test_every_rule_is_documented():
+    from pathlib import Path
+    from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "migration_risk.md").read_text()
+    missing = [rule_id for rule_id in R.ALL_RULE_IDS if "`%s`" % rule_id not in doc]
+    assert missing == []
