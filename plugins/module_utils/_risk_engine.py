@@ -138,6 +138,7 @@ class Analysis:
     server_version: int
     facts_used: bool
     trace: Optional[Dict[str, Any]] = None
+    alembic: bool = False
 
     @property
     def risk(self) -> str:
@@ -160,8 +161,11 @@ class Analysis:
         for rev in self.revisions:
             if not rev.has_downgrade:
                 notes.append("%s: %s" % (rev.revision, rev.downgrade_note or "no usable downgrade()"))
-        has_plan = bool(self.revisions) and all(rev.has_downgrade for rev in self.revisions)
-        if not self.revisions:
+        if self.alembic:
+            # Nothing pending needs nothing to roll back.
+            has_plan = all(rev.has_downgrade for rev in self.revisions)
+        else:
+            has_plan = False
             notes.append("plain SQL has no downgrade: restore the backup to roll back")
         return {"drops": drops, "large_data": large,
                 "estimated_lock_seconds": None if seconds is None else round(seconds, 1),
@@ -383,7 +387,7 @@ class Engine:
         self.carry_run_state = facts is not None
 
     # -- public
-    def analyse(self, units: Iterable[MigrationUnit]) -> Analysis:
+    def analyse(self, units: Iterable[MigrationUnit], alembic: bool = False) -> Analysis:
         findings: List[Finding] = []
         suppressed: List[Finding] = []
         revisions: List[RevisionVerdict] = []
@@ -408,7 +412,8 @@ class Engine:
                     risk = R.max_level(risk, "high")
                 revisions.append(RevisionVerdict(unit.revision, risk, unit.has_downgrade, unit.error is None,
                                                  unit.error, unit.downgrade_note, unit.source))
-        return Analysis(findings, suppressed, revisions, self.version, self.facts is not None)
+        alembic = alembic or bool(revisions)
+        return Analysis(findings, suppressed, revisions, self.version, self.facts is not None, alembic=alembic)
 
     def analyse_unit(self, unit: MigrationUnit) -> List[Finding]:
         where = ("revision %s (%s)" % (unit.revision, unit.source)) if unit.revision else unit.source

@@ -87,7 +87,7 @@ def run_request(request: RiskRequest) -> Dict[str, Any]:
     else:
         units = [MigrationUnit(sql=request.sql or "", source="sql")]
     engine = Engine(request.server_version, facts, config)
-    analysis = engine.analyse(units)
+    analysis = engine.analyse(units, alembic=bool(request.alembic_config))
     result = analysis.as_result()
     if request.trace:
         if info is None:

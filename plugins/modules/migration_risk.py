@@ -57,7 +57,7 @@ options:
     default: heads
   server_version:
     description:
-      - PostgreSQL major version to judge against when no database is given (11 to 18).
+      - PostgreSQL major version to judge against when no database is given (10 to 18).
       - With a database the server's own version is used.
     type: int
     default: 15
@@ -247,8 +247,8 @@ def main() -> None:
     secrets = (params.get("login_password"), params.get("db_url"))
     if params["trace"] and not has_connection_params(params):
         module.fail_json(msg="trace=true needs a database: set db_url or the login_* options", changed=False)
-    if params["server_version"] is not None and not 9 <= params["server_version"] <= 18:
-        module.fail_json(msg="server_version must be a PostgreSQL major version between 9 and 18 "
+    if params["server_version"] is not None and not 10 <= params["server_version"] <= 18:
+        module.fail_json(msg="server_version must be a PostgreSQL major version between 10 and 18 "
                              "(got %s)" % params["server_version"], changed=False)
     request = RiskRequest(
         sql=params["sql"], sql_file=params["sql_file"], alembic_config=params["alembic_config"],

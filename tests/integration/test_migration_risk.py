@@ -195,3 +195,12 @@ def test_module_end_to_end_with_login_options_keeps_the_password_out(pg_db):
     assert result["sarif"]["version"] == "2.1.0"
     assert "# Migration risk: CRITICAL" in result["report"]
     assert TEST_PASSWORD not in run.output and TEST_PASSWORD not in str(result)
+
+
+@pytest.mark.skipif(not (EXAMPLE_APP / "alembic.ini").exists(), reason="example app not present")
+def test_example_app_at_head_has_nothing_pending(pg_db):
+    _alembic(pg_db, "upgrade", "head")
+    result = run_request(RiskRequest(alembic_config=str(EXAMPLE_APP / "alembic.ini"),
+                                     connection_params={"db_url": pg_db.url}))
+    assert result["risk"] == "low" and result["revisions"] == [] and result["findings"] == []
+    assert result["checklist"]["rollback_plan"] is True and result["checklist"]["drops"] == []

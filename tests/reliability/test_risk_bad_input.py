@@ -159,3 +159,10 @@ def test_no_input_at_all():
     run = run_module("migration_risk", {})
     assert run.result.get("failed") is True
     assert "sql" in run.result["msg"] and "alembic_config" in run.result["msg"]
+
+
+@pytest.mark.fault("migration_risk: server_version out of range", kind="bad_input",
+                   holds="module refuses with the accepted range")
+def test_server_version_out_of_range():
+    run = run_module("migration_risk", {"sql": "SELECT 1", "server_version": 7})
+    assert run.result.get("failed") is True and "between 10 and 18" in run.result["msg"]
