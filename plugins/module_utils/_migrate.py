@@ -432,8 +432,8 @@ class Migrator:
                 self.log("%s %s (attempt %d)" % (step.direction, step.revision, attempt))
                 rc, out, err = self.alembic(step.direction, step.alembic_target)
                 kind = None if rc == 0 else classify_failure(rc, err or out)
-                if kind is not None and (kind == CONNECTION_LOST or not self.connection_alive()):
-                    kind = CONNECTION_LOST
+                if kind is not None and not self.connection_alive():
+                    kind = CONNECTION_LOST  # the server went away: our session and the runner lock with it
                     self.reconnect()
                 else:
                     self.terminate_orphans()

@@ -321,7 +321,7 @@ def argument_spec():
         version_table_schema=dict(type="str"),
         show_sql=dict(type="bool", default=True),
         drop_invalid_indexes=dict(type="bool", default=True),
-        env=dict(type="dict", default={}),
+        env=dict(type="dict", default={}, no_log=True),
         executor_db_url=dict(type="str", no_log=True),
         project_src=dict(type="path"),
         compose_files=dict(type="list", elements="path", default=[]),
