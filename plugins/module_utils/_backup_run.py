@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import os
 import pwd
+import threading
 import time
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -224,6 +225,51 @@ def scratch_name(base: str, purpose: str) -> str:
     return (base[:63 - len(suffix)] + suffix)
 
 
+def count_rows_parallel(info: ConnInfo, tables: List[str], jobs: int) -> Dict[str, int]:
+    """Exact row counts on up to ``jobs`` connections (a freshly restored database, nobody writing)."""
+    buckets = [tables[i::max(1, jobs)] for i in range(max(1, min(jobs, len(tables))))]
+    counters = [SnapshotCounter(info, None, bucket) for bucket in buckets]
+    for counter in counters:
+        counter.start()
+    counts: Dict[str, int] = {}
+    for counter in counters:
+        counts.update(counter.result())
+    return counts
+
+
+class SnapshotCounter(threading.Thread):
+    """Counts rows of ``tables`` (in an exported snapshot when given), on its own connection."""
+
+    def __init__(self, info: ConnInfo, snapshot: Optional[str], tables: List[str]):
+        super().__init__(daemon=True)
+        self.info, self.snapshot, self.tables = info, snapshot, tables
+        self.counts: Dict[str, int] = {}
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            conn = _connect(self.info, autocommit=False)
+            try:
+                conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+                with conn.cursor() as cur:
+                    if self.snapshot:
+                        cur.execute("SET TRANSACTION SNAPSHOT %s", (self.snapshot,))
+                    self.counts = count_rows(cur, self.tables)
+                conn.rollback()
+            finally:
+                conn.close()
+        except BaseException as exc:  # handed to the caller by result()
+            self.error = exc
+
+    def result(self) -> Dict[str, int]:
+        self.join()
+        if self.error is not None:
+            if isinstance(self.error, bk.BackupError):
+                raise self.error
+            raise bk.BackupError("counting rows in the dump's snapshot failed: %s" % self.error)
+        return self.counts
+
+
 # ---------------------------------------------------------------- the engine
 
 @dataclasses.dataclass
@@ -275,11 +321,16 @@ class Backup:
                 snapshot = cur.fetchone()[0]
                 revision = alembic_revision(cur)
                 tables = list_tables(cur)
-                counts = count_rows(cur, tables)
             staging = bk.make_staging(dest)
             try:
-                sha256, size = self._dump_into(staging, dest, name, options, snapshot)
-                conn.rollback()  # pg_dump is done with the snapshot
+                # Rows are counted in the same snapshot on a second session while pg_dump runs.
+                counter = SnapshotCounter(self.info, snapshot, tables)
+                counter.start()
+                try:
+                    sha256, size = self._dump_into(staging, dest, name, options, snapshot)
+                finally:
+                    counts = counter.result()
+                conn.rollback()  # pg_dump and the counter are done with the snapshot
                 finished = bk.utc_now()
                 manifest = bk.build_manifest(
                     database=self.database, file_name=name, options=options, server_version_num=server_num,
@@ -443,9 +494,10 @@ class Backup:
                 target = _connect(self.info.with_dbname(new_db))
                 try:
                     with target.cursor() as cur:
-                        counts = count_rows(cur, list_tables(cur))
+                        tables = list_tables(cur)
                 finally:
                     target.close()
+                counts = count_rows_parallel(self.info.with_dbname(new_db), tables, jobs)
                 ok = True
                 return counts
             finally:

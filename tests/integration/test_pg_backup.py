@@ -287,3 +287,23 @@ def test_run_as_other_os_user(shop_db, tmp_path):
         assert os.stat(run.result["manifest_path"]).st_uid == uid
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_rows_are_counted_in_the_exported_snapshot(shop_db):
+    """Rows committed after the snapshot was exported are not counted (and not dumped)."""
+    from ansible_collections.dbops.migrations.plugins.module_utils._backup_run import SnapshotCounter
+    from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url
+    holder = shop_db.connect(autocommit=False)
+    try:
+        holder.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_export_snapshot()")
+            snapshot = cur.fetchone()[0]
+        shop_db.execute("INSERT INTO audit.events SELECT g, '{}' FROM generate_series(5001, 5100) g")
+        counter = SnapshotCounter(parse_db_url(shop_db.url), snapshot, ["audit.events", "public.customers"])
+        counter.start()
+        assert counter.result() == {"audit.events": 300, "public.customers": 400}
+    finally:
+        holder.rollback()
+        holder.close()
+    assert shop_db.scalar("SELECT count(*) FROM audit.events") == 400
