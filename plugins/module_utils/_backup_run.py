@@ -69,6 +69,9 @@ class Executor:
     container: Optional[str] = None
     docker_bin: str = "docker"
     which: Optional[Which] = None
+    # How programs inside the container reach the server (the host's view may differ).
+    container_host: str = "localhost"
+    container_port: int = 5432
 
     def owner(self) -> Optional[Tuple[int, int]]:
         """Files made for ``run_as`` belong to that user, as with ``sudo -u USER pg_dump -f FILE``."""
@@ -116,6 +119,8 @@ class Executor:
         return argv
 
     def run(self, name: str, args: List[str], env: Dict[str, str]) -> Tuple[int, str, str]:
+        if self.container and env:
+            env = dict(env, PGHOST=self.container_host, PGPORT=str(self.container_port))
         return self.runner(self.argv(name, args, env), env)
 
     def docker(self, *args: str) -> Tuple[int, str, str]:

@@ -117,9 +117,19 @@ options:
   container:
     description:
       - Name or id of a running container (normally the database service) in which the client programs run
-        through C(docker exec); files move with C(docker cp). Connection options are seen from inside the container.
+        through C(docker exec); files move with C(docker cp).
       - Passwords are passed as C(docker exec -e NAME) (the value stays in the environment, not argv).
+      - The module's own session (snapshot export, row counts) still connects from the managed host with the
+        connection options; the programs in the container use O(container_login_host) and O(container_login_port).
     type: str
+  container_login_host:
+    description: Host the client programs inside O(container) connect to (V(localhost) for the database's own container).
+    type: str
+    default: localhost
+  container_login_port:
+    description: Port the client programs inside O(container) connect to.
+    type: int
+    default: 5432
 attributes:
   check_mode:
     support: full
@@ -150,10 +160,11 @@ EXAMPLES = r'''
     keep: 7
   register: backup
 
-- name: Dump inside the database container (no client on the host)
+- name: Dump inside the database container (no client on the host); the module connects through 127.0.0.1:5433
   dbops.migrations.pg_backup:
     container: auto_trader-db-1
-    login_host: localhost
+    login_host: 127.0.0.1
+    login_port: 5433
     login_user: app
     login_password: "{{ db_password }}"
     login_db: auto_trader_prod
@@ -304,6 +315,8 @@ def main() -> None:
         bin_dir=dict(type="path"),
         run_as=dict(type="str"),
         container=dict(type="str"),
+        container_login_host=dict(type="str", default="localhost"),
+        container_login_port=dict(type="int", default=5432),
     )
     module = AnsibleModule(
         argument_spec=spec,
@@ -326,7 +339,8 @@ def main() -> None:
                 module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(PSYCOPG2_IMPORT_ERROR))
             secret = info.password
             executor = Executor(runner=_runner(module), bin_dir=params["bin_dir"], run_as=params["run_as"],
-                                container=params["container"],
+                                container=params["container"], container_host=params["container_login_host"],
+                                container_port=params["container_login_port"],
                                 docker_bin=module.get_bin_path("docker", required=bool(params["container"])) or "docker",
                                 which=lambda name: module.get_bin_path(name))
             backup = Backup(info=info, executor=executor, check_mode=module.check_mode)
