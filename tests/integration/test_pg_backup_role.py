@@ -26,11 +26,12 @@ def test_playbook_backs_up_verifies_and_prunes(pg_db, tmp_path):
     for _ in range(3):
         run = run_playbook(REPO_ROOT / "playbooks" / "backup.yml", dict(_db_vars(pg_db, dest), backup_keep=2))
         assert run.rc == 0, run.output[-3000:]
-    dumps = sorted(n for n in os.listdir(dest) if n.endswith(".dump"))
+    dumps = sorted(n for n in os.listdir(dest) if n.endswith(".dir"))
     assert len(dumps) == 2
     manifest = json.loads((dest / (dumps[-1] + ".manifest.json")).read_text())
     assert manifest["tables"]["public.t"] == 1234 and manifest["alembic_revision"] == "0002"
     assert manifest["verification"]["mode"] == "restore" and manifest["verification"]["verified"]
+    assert (manifest["format"], manifest["jobs"], manifest["compress"]) == ("directory", 2, 1)
     assert "alembic revision 0002" in run.output
     assert pgh.TEST_PASSWORD not in run.output
 
@@ -59,5 +60,5 @@ def test_role_publishes_manifest_and_fails_the_play_without_a_good_backup(pg_db,
     assert "No good backup" in bad.output and "password authentication failed" in bad.output
     assert not out.exists(), "the play went on after a failed backup"
 
-    wrong = run_playbook(playbook, dict(_db_vars(pg_db, tmp_path / "b"), backup_jobs=2))
-    assert wrong.rc != 0 and "parallel dumps need backup_format directory" in wrong.output
+    wrong = run_playbook(playbook, dict(_db_vars(pg_db, tmp_path / "b"), backup_format="tar"))
+    assert wrong.rc != 0 and "backup_format" in wrong.output and "tar" in wrong.output

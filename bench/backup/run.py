@@ -1,0 +1,406 @@
+#!/usr/bin/env python3
+"""Backup benchmark: plain pg_dump/psql and pg_dump | gzip against pg_backup, on a >= 1 GB database.
+
+    .venv/bin/python bench/backup/run.py [--rows 1600000] [--repeat 3] [--work /var/tmp/dbops-bench-backup]
+
+Starts a private PostgreSQL 15 cluster (fsync on), generates the data set once, measures the
+disk's sequential write speed and gzip's single-core speed, then runs every cell ``--repeat``
+times in a shuffled order and writes ``bench/backup/REPORT.md`` plus ``results/*.json``.
+Every backup in every cell is restored and its row counts compared with the source.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from tests.helpers.ansible import COLLECTIONS_PATH, ensure_collection_link, run_module  # noqa: E402
+from tests.helpers import postgres as pgh  # noqa: E402
+
+ensure_collection_link()
+sys.path.insert(0, str(COLLECTIONS_PATH))
+from ansible_collections.dbops.migrations.plugins.module_utils import _backup as bk  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils._backup_run import Backup, Executor  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils._pg import ConnInfo  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+MiB = 1024 * 1024
+
+
+def runner(argv, env):
+    full = dict(os.environ)
+    full.update(env)
+    proc = subprocess.run(argv, env=full, capture_output=True, text=True, preexec_fn=lambda: os.umask(0o077))
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def sh(argv, env=None, **kw):
+    full = dict(os.environ)
+    full.update(env or {})
+    proc = subprocess.run(argv, env=full, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise RuntimeError("%s failed: %s" % (argv[0], proc.stderr[-2000:]))
+    return proc.stdout
+
+
+def generate(server, db, rows):
+    """Four tables of mixed, realistically compressible data, with primary keys and one index each."""
+    pgh.create_database(server, db)
+    ddl = []
+    for i in range(1, 5):
+        ddl.append(f"""
+CREATE TABLE t{i} (
+  id bigint PRIMARY KEY, account_id integer NOT NULL, symbol text NOT NULL, side text NOT NULL,
+  qty numeric(14,4) NOT NULL, price numeric(14,4) NOT NULL, created_at timestamptz NOT NULL,
+  ref text NOT NULL, note text);
+INSERT INTO t{i}
+SELECT g, ((g::bigint * 7919) % 50000)::int, (ARRAY['AAPL','MSFT','GOOG','AMZN','TSLA','NVDA','META','NFLX'])[1 + g % 8],
+       CASE WHEN g % 2 = 0 THEN 'buy' ELSE 'sell' END, (g % 1000) / 7.0, 100 + (g % 9973) / 13.0,
+       timestamptz '2025-01-01' + g * interval '1 second', md5(g::text || '{i}'),
+       CASE WHEN g % 5 = 0 THEN NULL ELSE 'order placed via api v' || (g % 4) || ' for client ' || (g % 313) END
+FROM generate_series(1, {rows}) g;
+CREATE INDEX t{i}_account ON t{i} (account_id, created_at);
+""")
+    with contextlib.closing(server.connect(db)) as conn, conn.cursor() as cur:
+        for statement in ddl:
+            cur.execute(statement)
+        cur.execute("VACUUM ANALYZE")
+        cur.execute("SELECT pg_database_size(current_database())")
+        return cur.fetchone()[0]
+
+
+def counts(server, db):
+    with contextlib.closing(server.connect(db)) as conn, conn.cursor() as cur:
+        return {t: cur.execute(f"SELECT count(*) FROM {t}") or cur.fetchone()[0] for t in ("t1", "t2", "t3", "t4")}
+
+
+def disk_write_speed(folder: Path) -> float:
+    """MB/s of a 1 GiB sequential write with fdatasync (dd)."""
+    target = folder / "dd.bin"
+    out = subprocess.run(["dd", "if=/dev/zero", "of=%s" % target, "bs=1M", "count=1024", "conv=fdatasync"],
+                         capture_output=True, text=True)
+    target.unlink(missing_ok=True)
+    start = time.monotonic()
+    subprocess.run(["dd", "if=/dev/zero", "of=%s" % target, "bs=1M", "count=1024", "conv=fdatasync"],
+                   capture_output=True, text=True, check=True)
+    seconds = time.monotonic() - start
+    target.unlink(missing_ok=True)
+    del out
+    return 1024 * MiB / seconds / 1e6
+
+
+def gzip_speed(sample: Path, level: int) -> float:
+    start = time.monotonic()
+    with open(sample, "rb") as src:
+        subprocess.run(["gzip", "-%d" % level, "-c"], stdin=src, stdout=subprocess.DEVNULL, check=True)
+    return sample.stat().st_size / (time.monotonic() - start) / 1e6
+
+
+def size_of(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.iterdir())
+    return path.stat().st_size
+
+
+class Bench:
+    def __init__(self, server, db, work: Path, expected):
+        self.server, self.db, self.work, self.expected = server, db, work, expected
+        self.env = server.libpq_env(db)
+        self.info = ConnInfo(host=server.host, port=server.port, user=server.user, password=server.password, dbname=db)
+        self.engine = Backup(info=self.info, executor=Executor(runner=runner, which=shutil.which))
+
+    def fresh(self):
+        name = "r_%d" % random.randint(0, 10**9)
+        return name
+
+    def checkpoint(self):
+        with contextlib.closing(self.server.connect()) as conn, conn.cursor() as cur:
+            cur.execute("CHECKPOINT")
+
+    def drop(self, name):
+        pgh.drop_database(self.server, name)
+
+    def verify_rows(self, name):
+        got = counts(self.server, name)
+        if got != self.expected:
+            raise RuntimeError("restore of %s lost rows: %s != %s" % (name, got, self.expected))
+
+    # ---- cells: each returns backup_s, restore_s, size, verified
+    def plain(self):
+        out = self.work / "plain.sql"
+        self.checkpoint()
+        t0 = time.monotonic()
+        sh(["pg_dump", "-Fp", "-f", str(out)], self.env)
+        backup_s = time.monotonic() - t0
+        target = self.fresh()
+        pgh.create_database(self.server, target)
+        t1 = time.monotonic()
+        sh(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(out), "-o", "/dev/null"], self.server.libpq_env(target))
+        restore_s = time.monotonic() - t1
+        self.verify_rows(target)
+        size = size_of(out)
+        self.drop(target)
+        out.unlink()
+        return dict(backup_s=backup_s, restore_s=restore_s, size=size, verified="restore+counts")
+
+    def gzip(self):
+        out = self.work / "plain.sql.gz"
+        self.checkpoint()
+        t0 = time.monotonic()
+        with open(out, "wb") as handle:
+            dump = subprocess.Popen(["pg_dump", "-Fp"], env={**os.environ, **self.env}, stdout=subprocess.PIPE)
+            gz = subprocess.Popen(["gzip", "-6"], stdin=dump.stdout, stdout=handle)
+            dump.stdout.close()
+            if gz.wait() or dump.wait():
+                raise RuntimeError("pg_dump | gzip failed")
+        backup_s = time.monotonic() - t0
+        target = self.fresh()
+        pgh.create_database(self.server, target)
+        t1 = time.monotonic()
+        gunzip = subprocess.Popen(["gzip", "-dc", str(out)], stdout=subprocess.PIPE)
+        psql = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null"], stdin=gunzip.stdout,
+                              env={**os.environ, **self.server.libpq_env(target)})
+        gunzip.wait()
+        if psql.returncode:
+            raise RuntimeError("gunzip | psql failed")
+        restore_s = time.monotonic() - t1
+        self.verify_rows(target)
+        size = size_of(out)
+        self.drop(target)
+        out.unlink()
+        return dict(backup_s=backup_s, restore_s=restore_s, size=size, verified="restore+counts")
+
+    def pg_backup(self, fmt="custom", compress=1, jobs=1, verify="list", restore_jobs=2, restore=True):
+        dest = self.work / "pgb"
+        self.checkpoint()
+        t0 = time.monotonic()
+        result = self.engine.create(str(dest), bk.DumpOptions(fmt=fmt, jobs=jobs, compress=compress), verify, None)
+        backup_s = time.monotonic() - t0
+        cell = dict(backup_s=backup_s, size=result["size_bytes"], verified=verify,
+                    verify_s=result["verification"].get("duration_s", 0.0))
+        if restore:
+            target = self.fresh()
+            t1 = time.monotonic()
+            res = self.engine.restore(result["manifest_path"], target, False, restore_jobs, None, False)
+            cell["restore_s"] = time.monotonic() - t1
+            assert res["verified"], res
+            self.verify_rows(target)
+            cell["verified"] = verify + "; restore+counts"
+            self.drop(target)
+        bk.remove_path(result["path"])
+        bk.remove_path(result["manifest_path"])
+        return cell
+
+
+def summarize(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_600_000, help="rows per table (4 tables)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--work", default="/var/tmp/dbops-bench-backup")
+    args = parser.parse_args()
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, mode=0o700)
+    clock = time.monotonic()
+    results = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "host": {"nproc": os.cpu_count(), "kernel": platform.release(),
+                        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+                        "pg_dump": sh(["pg_dump", "--version"]).strip(),
+                        "fs": sh(["df", "-T", str(work)]).splitlines()[-1].split()[1]}}
+    with pgh.private_cluster() as server:
+        with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
+            for setting, value in (("fsync", "on"), ("synchronous_commit", "on"), ("full_page_writes", "on"),
+                                   ("shared_buffers", "2GB"), ("max_wal_size", "8GB")):
+                cur.execute(f"ALTER SYSTEM SET {setting} = '{value}'")
+        server.restart()
+        pgh._wait_ready(server)
+        t0 = time.monotonic()
+        db_bytes = generate(server, "bench", args.rows)
+        results["dataset"] = {"tables": 4, "rows_per_table": args.rows, "db_bytes": db_bytes,
+                              "generate_s": round(time.monotonic() - t0, 1)}
+        print("generated %.2f GB in %.0f s" % (db_bytes / 1e9, time.monotonic() - t0), flush=True)
+        expected = counts(server, "bench")
+        bench = Bench(server, "bench", work, expected)
+
+        results["disk_write_MBps"] = round(disk_write_speed(work), 1)
+        sample = work / "sample.sql"
+        sh(["pg_dump", "-Fp", "-t", "t1", "-f", str(sample)], bench.env)
+        results["gzip_MBps"] = {lvl: round(gzip_speed(sample, lvl), 1) for lvl in (1, 6)}
+        sample.unlink()
+        print("disk %.0f MB/s, gzip %s" % (results["disk_write_MBps"], results["gzip_MBps"]), flush=True)
+
+        cells = {
+            "plain: pg_dump > sql; psql < sql": bench.plain,
+            "pg_dump | gzip -6; gunzip | psql": bench.gzip,
+            "pg_backup default (custom, gzip 1)": lambda: bench.pg_backup(),
+            "pg_backup best (directory, jobs 2, gzip 1)": lambda: bench.pg_backup("directory", 1, 2),
+        }
+        sweep = {
+            "custom, gzip 0": lambda: bench.pg_backup("custom", 0, restore=False),
+            "custom, gzip 3": lambda: bench.pg_backup("custom", 3, restore=False),
+            "custom, gzip 6 (pg_dump's default level)": lambda: bench.pg_backup("custom", 6, restore=False),
+            "directory, jobs 2, gzip 0": lambda: bench.pg_backup("directory", 0, 2, restore=False),
+            "directory, jobs 2, gzip 6": lambda: bench.pg_backup("directory", 6, 2, restore=False),
+        }
+        order = [name for name in cells for _ in range(args.repeat)]
+        random.shuffle(order)
+        raw = {name: [] for name in cells}
+        for name in order:
+            load = os.getloadavg()[0]
+            cell = cells[name]()
+            cell["load_before"] = load
+            raw[name].append(cell)
+            print("%-45s backup %.1fs restore %.1fs size %.0f MiB" % (name, cell["backup_s"], cell["restore_s"], cell["size"] / MiB), flush=True)
+        sweep_raw = {}
+        for name, fn in sweep.items():
+            sweep_raw[name] = fn()
+            print("%-45s backup %.1fs size %.0f MiB" % (name, sweep_raw[name]["backup_s"], sweep_raw[name]["size"] / MiB), flush=True)
+        t0 = time.monotonic()
+        verified = bench.pg_backup(verify="restore", restore=False)
+        verified["wall_s"] = time.monotonic() - t0
+        results["verify_restore_default"] = verified
+        print("verify=restore default: %.1f s" % verified["backup_s"], flush=True)
+        # the same default backup through ansible-playbook: orchestration overhead
+        t0 = time.monotonic()
+        run = run_module("pg_backup", dict(server.login_args("bench"), dest=str(work / "ansible")))
+        results["ansible_module_s"] = round(time.monotonic() - t0, 2)
+        results["ansible_module_ok"] = not run.result.get("failed")
+        shutil.rmtree(work / "ansible", ignore_errors=True)
+        results["cells"] = {name: {"runs": runs,
+                                   "backup_s": summarize([r["backup_s"] for r in runs]),
+                                   "restore_s": summarize([r["restore_s"] for r in runs]),
+                                   "to_verified_restore_s": summarize([r["backup_s"] + r["restore_s"] for r in runs]),
+                                   "load": summarize([r["load_before"] for r in runs]),
+                                   "size": runs[0]["size"], "verified": runs[0]["verified"]}
+                            for name, runs in raw.items()}
+        results["sweep"] = sweep_raw
+    results["total_s"] = round(time.monotonic() - clock, 1)
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=2, default=str))
+    (HERE / "REPORT.md").write_text(report(results))
+    shutil.rmtree(work, ignore_errors=True)
+    print("total %.0f s; wrote %s" % (results["total_s"], HERE / "REPORT.md"))
+
+
+def report(r):
+    cells = r["cells"]
+    plain = cells["plain: pg_dump > sql; psql < sql"]
+    gzip_cell = cells["pg_dump | gzip -6; gunzip | psql"]
+    default = cells["pg_backup default (custom, gzip 1)"]
+    best = cells["pg_backup best (directory, jobs 2, gzip 1)"]
+    logical = plain["size"]
+    disk = r["disk_write_MBps"]
+
+    def row(name, c):
+        b, rs, tv = c["backup_s"], c["restore_s"], c["to_verified_restore_s"]
+        mbps = logical / b["median"] / 1e6
+        return ("| %s | %.1f (%.1f–%.1f) | %.0f | %.0f%% | %.1f (%.1f–%.1f) | %.1f | %.0f | %.0f%% | %.1f | %s |" % (
+            name, b["median"], b["min"], b["max"], mbps, 100 * mbps / disk, rs["median"], rs["min"], rs["max"],
+            tv["median"], c["size"] / MiB, 100 * c["size"] / logical, c["load"]["median"], c["verified"]))
+
+    lines = [
+        "# Backup benchmark: pg_backup against pg_dump > sql and pg_dump | gzip",
+        "",
+        "Reproduce: `.venv/bin/python bench/backup/run.py` (about %d min on this machine; raw numbers in "
+        "`bench/backup/results/latest.json`, not committed)." % max(1, round(r["total_s"] / 60)),
+        "",
+        "## Machine and data",
+        "",
+        "- %d cores, %.0f GiB RAM, kernel %s, filesystem %s; %s; run started %s." % (
+            r["host"]["nproc"], r["host"]["mem_gib"], r["host"]["kernel"], r["host"]["fs"], r["host"]["pg_dump"], r["started"]),
+        "- Private PostgreSQL 15 cluster with fsync on, `shared_buffers=2GB`; warm caches (the data fits in RAM).",
+        "- Data set: %d tables x %s rows (bigint PK, int, short and free text, numeric, timestamptz, md5 text, "
+        "20%% NULLs; a primary key and one two-column index each): **%.2f GB** on disk (`pg_database_size`), "
+        "plain SQL dump %.0f MiB. Generated in %.0f s." % (
+            r["dataset"]["tables"], "{:,}".format(r["dataset"]["rows_per_table"]), r["dataset"]["db_bytes"] / 1e9,
+            logical / MiB, r["dataset"]["generate_s"]),
+        "- Disk sequential write, measured in the same run (`dd bs=1M count=1024 conv=fdatasync`): **%.0f MB/s**. "
+        "gzip on one core, on a plain dump of one table: level 1 %.0f MB/s, level 6 %.0f MB/s." % (
+            disk, r["gzip_MBps"][1], r["gzip_MBps"][6]),
+        "",
+        "## Backup, restore, time to a verified restore",
+        "",
+        "Median (min–max) of %d runs per cell, in shuffled order. *Logical MB/s* is the plain SQL size divided by the "
+        "backup time, so cells compare the same work; *%% of disk* is that against the disk's measured write speed. "
+        "*Restore* is the recovery time: into a new database, then row counts compared with the source "
+        "(for pg_backup: sha256 and table-of-contents check, `pg_restore --jobs 2` into a new database, row counts "
+        "compared with the manifest, rename into place). *To verified restore* = backup + restore." % plain["backup_s"]["n"],
+        "",
+        "| cell | backup s | logical MB/s | % of disk | restore s | to verified restore s | MiB | % of plain size | load avg | verified by |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        row("plain `pg_dump > file.sql`, `psql < file.sql`", plain),
+        row("`pg_dump \\| gzip -6`, `gunzip \\| psql`", gzip_cell),
+        row("pg_backup default: custom, gzip 1, verify list", default),
+        row("pg_backup best: directory, jobs 2, gzip 1", best),
+        "",
+        "pg_backup's backup time includes counting every table's rows in the dump's snapshot, the sha256 of the "
+        "archive, the manifest, fsync and the `pg_restore --list` check.",
+        "",
+        "## Compression level and format (backup only, one run each)",
+        "",
+        "| setting | backup s | logical MB/s | MiB | % of plain size |",
+        "|---|---|---|---|---|",
+    ]
+    sweep = dict(r["sweep"])
+    sweep["custom, gzip 1 (pg_backup default)"] = {"backup_s": default["backup_s"]["median"], "size": default["size"]}
+    sweep["directory, jobs 2, gzip 1"] = {"backup_s": best["backup_s"]["median"], "size": best["size"]}
+    for name, c in sorted(sweep.items()):
+        lines.append("| %s | %.1f | %.0f | %.0f | %.0f%% |" % (name, c["backup_s"], logical / c["backup_s"] / 1e6,
+                                                          c["size"] / MiB, 100 * c["size"] / logical))
+    v = r["verify_restore_default"]
+    g = gzip_cell["backup_s"]["median"]
+    def ratio(a, b, key, stat):
+        return a[key][stat] / b[key][stat]
+
+    goals = []
+    for label, cell in (("module default (custom)", default), ("best / role default (directory, jobs 2)", best)):
+        goals += [
+            ("%s: backup throughput >= 3x `pg_dump \\| gzip`" % label,
+             ratio(gzip_cell, cell, "backup_s", "median"), ratio(gzip_cell, cell, "backup_s", "min"), 3.0, "x"),
+            ("%s: output <= 45%% of plain SQL" % label, 100 * cell["size"] / logical, 100 * cell["size"] / logical, 45.0, "%"),
+            ("%s: restore <= 0.5x plain `psql <`" % label,
+             ratio(cell, plain, "restore_s", "median"), ratio(cell, plain, "restore_s", "min"), 0.5, "x"),
+        ]
+    lines += [
+        "",
+        "- pg_backup default with `verify: restore` (dump + scratch restore + row-count comparison + drop): "
+        "%.1f s in total, of which verification %.1f s." % (v["backup_s"], v["verify_s"]),
+        "- The default backup run through `ansible-playbook` (module `dbops.migrations.pg_backup`): %.1f s wall "
+        "time, ok=%s; the difference to the direct call is Ansible's start-up and module transfer." % (
+            r["ansible_module_s"], r["ansible_module_ok"]),
+        "",
+        "## Goals",
+        "",
+        "Ratios of medians, and of the fastest runs (min), which were least disturbed by other load on the machine.",
+        "",
+        "| goal | medians | fastest runs | met |",
+        "|---|---|---|---|",
+    ]
+    for name, value, best_value, target, unit in goals:
+        met = value >= target if "throughput" in name else value <= target
+        met_min = best_value >= target if "throughput" in name else best_value <= target
+        verdict = "yes" if met else ("on fastest runs only" if met_min else "**no**")
+        lines.append("| %s | %.2f%s | %.2f%s | %s |" % (name, value, unit, best_value, unit, verdict))
+    lines += ["", "## Choice of defaults", "", "DEFAULTS_PLACEHOLDER", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
