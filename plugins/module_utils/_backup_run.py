@@ -283,6 +283,7 @@ class Backup:
     executor: Executor
     check_mode: bool = False
     log: Callable[[str], None] = lambda message: None
+    _timings: Dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def database(self) -> str:
@@ -495,7 +496,10 @@ class Backup:
                 server_num = server_num or server_version_num(admin)
                 cur.execute(pgsql.SQL("CREATE DATABASE {} TEMPLATE template0").format(pgsql.Identifier(new_db)))
             try:
+                started = time.monotonic()
                 self._run_restore(path, fmt, new_db, jobs, no_owner)
+                self._timings["pg_restore_s"] = round(time.monotonic() - started, 3)
+                started = time.monotonic()
                 target = _connect(self.info.with_dbname(new_db))
                 try:
                     with target.cursor() as cur:
@@ -503,6 +507,7 @@ class Backup:
                 finally:
                     target.close()
                 counts = count_rows_parallel(self.info.with_dbname(new_db), tables, jobs)
+                self._timings["count_s"] = round(time.monotonic() - started, 3)
                 ok = True
                 return counts
             finally:
@@ -562,7 +567,9 @@ class Backup:
                 "checksum mismatch for %s: the manifest says sha256 %s, the file has %s; the backup is damaged or "
                 "was changed; nothing was restored; use another backup" % (dump, manifest.get("sha256"), sha256))
         if detected != "plain":
-            self.executor.version("pg_restore")
+            restore_version, _ = self.executor.version("pg_restore")
+            dumped_with = (manifest.get("tools") or {}).get("pg_dump")
+            bk.check_restore_version(restore_version, bk.parse_tool_version(dumped_with) if dumped_with else None)
             listing = self.list_archive(dump)
             problems = bk.toc_problems(listing, manifest.get("tables", {}).keys())
             if problems:
@@ -594,6 +601,7 @@ class Backup:
             if self.check_mode:
                 return dict(base, changed=True, verified=False, duration_s=0.0, diff=diff)
             scratch = scratch_name(target_db, "restore")
+            checks_s = time.monotonic() - clock
             counts = self._restore_into_new(dump, detected, scratch, jobs=jobs, server_num=server_num, keep=True,
                                             manifest=manifest, no_owner=no_owner)
             problems = bk.compare_counts(manifest.get("tables", {}), counts) if manifest else []
@@ -608,7 +616,8 @@ class Backup:
                 cur.execute(pgsql.SQL("COMMENT ON DATABASE {} IS {}").format(pgsql.Identifier(target_db), pgsql.Literal(mark)))
         finally:
             admin.close()
-        return dict(base, changed=True, verified=bool(manifest), restored_tables=counts,
+        timings = dict(self._timings, checks_s=round(checks_s, 3))
+        return dict(base, changed=True, verified=bool(manifest), restored_tables=counts, timings=timings,
                     duration_s=round(time.monotonic() - clock, 3), diff=diff)
 
     def _user_objects(self, dbname: str) -> int:

@@ -260,6 +260,11 @@ restored_tables:
   returned: when state is restored and something was restored
   type: dict
   sample: {"public.users": 5000}
+timings:
+  description: Seconds spent in the checks before the restore, in C(pg_restore) or C(psql), and in counting rows.
+  returned: when state is restored and something was restored
+  type: dict
+  sample: {"checks_s": 0.6, "pg_restore_s": 11.2, "count_s": 1.1}
 removed:
   description: Backups removed by retention (their manifests went with them).
   returned: when state is present or absent
