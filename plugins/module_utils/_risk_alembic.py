@@ -262,8 +262,8 @@ def pending_units(alembic_config: str, from_revision: Optional[str] = None, to_r
             raise RiskInputError("alembic project %s: %s -- check from_revision/to_revision against "
                                  "`alembic history`" % (alembic_config, exc))
         except Exception as exc:
-            raise RiskInputError("alembic project %s cannot be read: %s: %s" % (alembic_config, type(exc).__name__,
-                                                                                 exc))
+            raise RiskInputError("alembic project %s cannot be read: %s: %s"
+                                 % (alembic_config, type(exc).__name__, exc))
         units = []
         for script in reversed(revs):
             units.append(_unit_for(script))

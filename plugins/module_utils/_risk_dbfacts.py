@@ -50,7 +50,7 @@ class DbFacts:
             return None
         found = self.tables.get(name)
         if found is None and "." in name:
-            schema, _, bare = name.partition(".")
+            schema, _sep, bare = name.partition(".")
             if schema == "public":
                 found = self.tables.get(bare)
         return found

@@ -472,8 +472,8 @@ class Engine:
                 existing = finding.table is not None and not is_new
                 slow = finding.work != R.INSTANT and finding.risk != "low"
                 if ctx.in_transaction and slow and held and not held_reported:
-                    held_tables = ", ".join(sorted({t for t, _ in held}))
-                    strongest = max((lock for _, lock in held), key=lambda m: R.LOCK_STRENGTH[m])
+                    held_tables = ", ".join(sorted({held_table for held_table, _mode in held}))
+                    strongest = max((lock for _table, lock in held), key=lambda m: R.LOCK_STRENGTH[m])
                     out.append(self._migration_finding("lock-held-in-transaction", unit, finding.table,
                                                        stmt.text, held=held_tables, lock=strongest,
                                                        line=stmt.line, supp=stmt.suppress))

@@ -34,8 +34,8 @@ def markdown(result: Dict[str, Any]) -> str:
         lines += ["## Revisions", "", "| revision | risk | downgrade | analysed |", "|---|---|---|---|"]
         for rev in revisions:
             analysed = "yes" if rev.get("analysed", True) else "no: %s" % _cell(rev.get("error"), 120)
-            lines.append("| %s | %s | %s | %s |" % (rev["revision"], rev["risk"],
-                                                     "yes" if rev["has_downgrade"] else "no", analysed))
+            downgrade = "yes" if rev["has_downgrade"] else "no"
+            lines.append("| %s | %s | %s | %s |" % (rev["revision"], rev["risk"], downgrade, analysed))
         lines.append("")
     findings = result.get("findings") or []
     lines += ["## Findings (%d)" % len(findings), ""]

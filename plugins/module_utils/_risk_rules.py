@@ -122,20 +122,6 @@ VOLATILE_FUNCTIONS = frozenset((
     "random_normal", "gen_random_bytes", "statement_timestamp"))
 
 
-def walk_nodes(node: Any, key: str) -> bool:
-    """True when a node named ``key`` appears anywhere below ``node``."""
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if key in item:
-                return True
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
 def function_names(node: Any) -> List[str]:
     found: List[str] = []
     stack = [node]
@@ -154,7 +140,7 @@ def function_names(node: Any) -> List[str]:
 
 def is_volatile_expression(expr: Any) -> bool:
     for name in function_names(expr):
-        schema, _, func = name.rpartition(".")
+        schema, _sep, func = name.rpartition(".")
         if func in VOLATILE_FUNCTIONS:
             return True
         if schema and schema != "pg_catalog":
@@ -391,7 +377,7 @@ def _cmd(node, ctx, **extra):
 
 def m_add_column_serial(node, ctx):
     coldef = def_node(node, "ColumnDef")
-    name, _, _ = type_of(coldef.get("typeName"))
+    name = type_of(coldef.get("typeName"))[0]
     if name in SERIAL_TYPES:
         return _cmd(node, ctx, column=coldef.get("colname"))
     return None
@@ -496,7 +482,7 @@ def _fmt_type(name, mods):
 
 
 def m_alter_type(node, ctx):
-    coldef, name, mods, _ = _new_type(node)
+    coldef, name, mods, _is_array = _new_type(node)
     old = ctx.column_type(ctx.table, node.get("name"))
     details = _cmd(node, ctx, column=node.get("name"), new_type=_fmt_type(name, mods))
     if old is None and name in ("text", "varchar", "numeric") and coldef.get("raw_default") is None:
@@ -727,7 +713,7 @@ RULES: List[Rule] = [
     # ---- tables
     _r("create-table", "CreateStmt", "create table", AE, "low",
        "Creates a new table; nothing else is locked except the tables its foreign keys reference (briefly).",
-       match=lambda n, c: m_create_table(n, c)),
+       match=m_create_table),
     _r("create-table-as", "CreateTableAsStmt", "create table as", AE, "low",
        "Creates a new table from a query; the source tables are only read.", match=lambda n, c: {
            "table": relation_name((n.get("into") or {}).get("rel")), "_blocks": "none"}),

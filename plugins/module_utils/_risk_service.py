@@ -22,7 +22,7 @@ def subprocess_runner(argv: List[str], env: Dict[str, str]) -> Tuple[int, str, s
     """Default runner outside Ansible: argv list, extra environment, no shell."""
     full_env = dict(os.environ)
     full_env.update(env)
-    proc = subprocess.run(argv, env=full_env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(argv, env=full_env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
 

@@ -99,8 +99,9 @@ class _Scratch:
         os.close(fd)
         try:
             env = self.info.libpq_env()
-            rc, _, err = self.runner([pg_dump, "--schema-only", "--format=custom", "--no-owner", "--no-privileges",
-                                      "--file", dump_path], env)
+            dump_argv = [pg_dump, "--schema-only", "--format=custom", "--no-owner", "--no-privileges",
+                         "--file", dump_path]
+            rc, _out, err = self.runner(dump_argv, env)
             if rc != 0:
                 raise RiskInputError("trace: pg_dump --schema-only failed: %s"
                                      % mask_secrets(err.strip()[-500:], self.info.password))
@@ -112,8 +113,9 @@ class _Scratch:
             finally:
                 admin.close()
             restore_env = dict(env, PGDATABASE=self.name)
-            rc, _, err = self.runner([pg_restore, "--no-owner", "--no-privileges", "--exit-on-error",
-                                      "--dbname", self.name, dump_path], restore_env)
+            restore_argv = [pg_restore, "--no-owner", "--no-privileges", "--exit-on-error",
+                            "--dbname", self.name, dump_path]
+            rc, _out, err = self.runner(restore_argv, restore_env)
             if rc != 0:
                 raise RiskInputError("trace: restoring the schema into %s failed: %s"
                                      % (self.name, mask_secrets(err.strip()[-500:], self.info.password)))
@@ -143,7 +145,7 @@ class _Scratch:
 
 def _relations(cur) -> Dict[int, Tuple[str, int]]:
     cur.execute(_RELATIONS_SQL)
-    return {oid: (name, filenode) for oid, name, filenode, _ in cur.fetchall()}
+    return {oid: (name, filenode) for oid, name, filenode, _kind in cur.fetchall()}
 
 
 def _locks(cur) -> Set[Tuple[int, str]]:
@@ -204,8 +206,8 @@ def _trace_one(cur, revision: Optional[str], text: str) -> Dict[str, Any]:
     if error is None:
         after_locks = _locks(cur)
         after_rel = _relations(cur)
-        names = {oid: name for oid, (name, _) in before_rel.items()}
-        names.update({oid: name for oid, (name, _) in after_rel.items()})
+        names = {oid: entry[0] for oid, entry in before_rel.items()}
+        names.update({oid: entry[0] for oid, entry in after_rel.items()})
         for rel, mode in sorted(after_locks - before_locks):
             if rel in names:
                 locks.append({"table": names[rel], "mode": mode})
@@ -237,8 +239,8 @@ def _compare(analysis: Analysis, traced: List[Dict[str, Any]]) -> List[str]:
         strongest_new = max(new_modes, key=lambda m: R.LOCK_STRENGTH.get(m, 0)) if new_modes else None
         held = item["held"].get(finding.table)
         if strongest_new is not None and strongest_new != finding.lock:
-            out.append("%s: static analysis says %s on %s, the trace took %s" % (where, finding.lock, finding.table,
-                                                                                  strongest_new))
+            out.append("%s: static analysis says %s on %s, the trace took %s"
+                       % (where, finding.lock, finding.table, strongest_new))
         elif strongest_new is None and (held is None or R.LOCK_STRENGTH.get(held, 0)
                                         < R.LOCK_STRENGTH.get(finding.lock, 0)):
             out.append("%s: static analysis says %s on %s, the trace saw %s" % (

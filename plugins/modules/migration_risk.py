@@ -36,6 +36,7 @@ description:
   - Read-only; C(changed) is always false.
 extends_documentation_fragment:
   - dbops.migrations.postgres
+  - dbops.migrations.attributes
 options:
   sql:
     description: SQL text of the migration. Mutually exclusive with O(sql_file) and O(alembic_config).
@@ -144,39 +145,108 @@ findings:
   type: list
   elements: dict
   contains:
-    revision: {description: Alembic revision (null for plain SQL)., type: str, sample: '0005'}
-    statement: {description: The statement (shortened)., type: str, sample: UPDATE orders SET notional = quantity * price}
-    operation: {description: What the statement does., type: str, sample: update without WHERE}
-    rule: {description: Stable rule id (see docs/migration_risk.md)., type: str, sample: update-all-rows}
-    risk: {description: Risk of this finding., type: str, sample: critical}
-    lock: {description: PostgreSQL lock mode taken on the table., type: str, sample: ACCESS EXCLUSIVE}
-    blocks: {description: What the lock blocks (V(none), V(writes), V(reads_and_writes))., type: str, sample: writes}
-    rewrites_table: {description: Whether the table is rewritten., type: bool, sample: false}
-    table: {description: Table concerned (null when unknown)., type: str, sample: orders}
-    rows_estimate: {description: Row estimate from pg_class, null when unknown or without a database., type: int, sample: 2000000}
-    message: {description: Why it is risky., type: str, sample: UPDATE orders rewrites every row in one transaction.}
-    safe_alternative: {description: How to do it safely (an Alembic rewrite where one exists)., type: str, sample: "with op.get_context().autocommit_block(): ..."}
+    revision:
+      description: Alembic revision (null for plain SQL).
+      type: str
+      sample: '0005'
+    statement:
+      description: The statement (shortened).
+      type: str
+      sample: UPDATE orders SET notional = quantity * price
+    operation:
+      description: What the statement does.
+      type: str
+      sample: update without WHERE
+    rule:
+      description: Stable rule id (see docs/migration_risk.md).
+      type: str
+      sample: update-all-rows
+    risk:
+      description: Risk of this finding.
+      type: str
+      sample: critical
+    lock:
+      description: PostgreSQL lock mode taken on the table.
+      type: str
+      sample: ACCESS EXCLUSIVE
+    blocks:
+      description: What the lock blocks, V(none), V(writes) or V(reads_and_writes).
+      type: str
+      sample: writes
+    rewrites_table:
+      description: Whether the table is rewritten.
+      type: bool
+      sample: false
+    table:
+      description: Table concerned (null when unknown).
+      type: str
+      sample: orders
+    rows_estimate:
+      description: Row estimate from pg_class; null when unknown or without a database.
+      type: int
+      sample: 2000000
+    message:
+      description: Why it is risky.
+      type: str
+      sample: UPDATE orders rewrites every row in one transaction.
+    safe_alternative:
+      description: How to do it safely (an Alembic rewrite where one exists).
+      type: str
+      sample: "with op.get_context().autocommit_block(): ..."
 revisions:
   description: Pending Alembic revisions, oldest first (empty for plain SQL).
   returned: success
   type: list
   elements: dict
   contains:
-    revision: {description: Revision id., type: str, sample: '0004'}
-    risk: {description: Highest risk of the revision., type: str, sample: high}
-    has_downgrade: {description: Whether downgrade() really reverts (not missing, pass or raise)., type: bool, sample: true}
-    analysed: {description: False when the revision could not be rendered (it then counts as high)., type: bool, sample: true}
-    error: {description: Why the revision was not analysed., type: str, sample: null}
+    revision:
+      description: Revision id.
+      type: str
+      sample: '0004'
+    risk:
+      description: Highest risk of the revision.
+      type: str
+      sample: high
+    has_downgrade:
+      description: Whether downgrade() really reverts (it is not missing, only pass, or raising).
+      type: bool
+      sample: true
+    analysed:
+      description: False when the revision could not be rendered (it then counts as high).
+      type: bool
+      sample: true
+    error:
+      description: Why the revision was not analysed.
+      type: str
+      sample: null
 checklist:
   description: The guide's questions before migrating.
   returned: success
   type: dict
   contains:
-    drops: {description: Drops of tables, columns and data., type: list, elements: str, sample: [DROP COLUMN users.legacy_status in revision 0005]}
-    large_data: {description: Statements that process table data., type: list, elements: str, sample: [UPDATE WITHOUT WHERE orders in revision 0005]}
-    estimated_lock_seconds: {description: Estimated seconds the application is blocked, null when table sizes are unknown., type: float, sample: 12.5}
-    rollback_plan: {description: True when every pending revision has a usable downgrade()., type: bool, sample: true}
-    rollback_notes: {description: Revisions without a usable downgrade, and why., type: list, elements: str, sample: ["0006: downgrade() raises instead of reverting"]}
+    drops:
+      description: Drops of tables, columns or data.
+      type: list
+      elements: str
+      sample: [DROP COLUMN users.legacy_status in revision 0005]
+    large_data:
+      description: Statements that process table data.
+      type: list
+      elements: str
+      sample: [UPDATE WITHOUT WHERE orders in revision 0005]
+    estimated_lock_seconds:
+      description: Estimated seconds the application is blocked; null when table sizes are unknown.
+      type: float
+      sample: 12.5
+    rollback_plan:
+      description: True when every pending revision has a usable downgrade().
+      type: bool
+      sample: true
+    rollback_notes:
+      description: Revisions without a usable downgrade, each with the reason.
+      type: list
+      elements: str
+      sample: ["0006: downgrade() raises instead of reverting"]
 report:
   description: The verdict as a Markdown report.
   returned: success
@@ -196,7 +266,10 @@ server_version:
   type: int
   sample: 15
 trace:
-  description: Lock trace (only with O(trace=true)); statements with the locks they took, rewrites, durations, and disagreements with the static analysis.
+  description:
+    - Lock trace (only with O(trace=true)).
+    - Statements with the locks they took, rewrites and durations, statements not traced, and disagreements
+      with the static analysis.
   returned: when trace is true
   type: dict
 '''
