@@ -25,8 +25,9 @@ import types
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (
-    MigrationUnit, RiskInputError, suppressions_in_python)
+    MigrationUnit, RiskInputError, parse_statements, suppressions_in_python)
 
 try:
     from alembic.config import Config
@@ -230,8 +231,8 @@ def _config(alembic_config: str) -> "Config":
     return cfg
 
 
-def render_revision(script: "Script", version: int = 15) -> str:
-    """Offline SQL of one revision's upgrade(), BEGIN/COMMIT (and autocommit blocks) included."""
+def render_revision(script: "Script", direction: str = "upgrade") -> str:
+    """Offline SQL of one revision's upgrade() (or downgrade()), BEGIN/COMMIT and autocommit blocks included."""
     buffer = io.StringIO()
     context = MigrationContext.configure(
         dialect_name="postgresql",
@@ -240,8 +241,26 @@ def render_revision(script: "Script", version: int = 15) -> str:
     )
     with Operations.context(context):
         with context.begin_transaction():
-            script.module.upgrade()
+            getattr(script.module, direction)()
     return buffer.getvalue()
+
+
+def downgrade_drops(sql: str) -> List[str]:
+    """Tables and columns a downgrade drops: rolling back loses what was written to them since the upgrade."""
+    drops: List[str] = []
+    for stmt in parse_statements(sql, "downgrade()"):
+        node = stmt.node
+        if stmt.node_type == "DropStmt" and node.get("removeType") == "OBJECT_TABLE":
+            drops.extend(name for name in R._drop_objects(node) if name != "alembic_version")
+        elif stmt.node_type == "AlterTableStmt":
+            table = R.relation_name(node.get("relation"))
+            for item in node.get("cmds") or ():
+                cmd = item.get("AlterTableCmd") or {}
+                if cmd.get("subtype") == "AT_DropColumn":
+                    drops.append("%s.%s" % (table, cmd.get("name")))
+        elif stmt.node_type == "TruncateStmt":
+            drops.extend(R.relation_name(rel.get("RangeVar")) for rel in node.get("relations") or ())
+    return drops
 
 
 def pending_units(alembic_config: str, from_revision: Optional[str] = None, to_revision: Optional[str] = None,
@@ -304,6 +323,11 @@ def _unit_for(script: "Script") -> MigrationUnit:
     except Exception as exc:  # upgrade() needs a live connection or application code
         unit.error = "upgrade() cannot be rendered offline: %s: %s" % (type(exc).__name__, str(exc)[:300])
         return unit
+    if usable:
+        try:
+            unit.downgrade_drops = downgrade_drops(render_revision(script, "downgrade"))
+        except Exception as exc:  # the downgrade needs a live connection: judged from its source only
+            unit.downgrade_note = "downgrade() cannot be rendered offline (%s); review it by hand" % type(exc).__name__
     unit.column_hints = existing_type_hints(source)
     for line in loop_data_changes(source):
         unit.extra_findings.append({"rule": "python-data-loop", "details": {"line": line},

@@ -85,6 +85,7 @@ class MigrationUnit:
     extra_findings: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # from the Python source
     lock_timeout_set: bool = False         # the runner sets lock_timeout for this unit
     column_hints: Dict[Tuple[str, str], Tuple[str, Tuple[int, ...]]] = dataclasses.field(default_factory=dict)
+    downgrade_drops: List[str] = dataclasses.field(default_factory=list)  # what rolling back destroys
 
 
 @dataclasses.dataclass
@@ -128,6 +129,7 @@ class RevisionVerdict:
     downgrade_note: str = ""
     source: str = ""
     statements: int = 0
+    downgrade_drops: List[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -161,6 +163,12 @@ class Analysis:
         for rev in self.revisions:
             if not rev.has_downgrade:
                 notes.append("%s: %s" % (rev.revision, rev.downgrade_note or "no usable downgrade()"))
+                continue
+            if rev.downgrade_drops:
+                notes.append("%s: downgrade() drops %s; what was written there after the upgrade is lost on "
+                             "rollback (restore the backup to keep it)" % (rev.revision, ", ".join(rev.downgrade_drops)))
+            if rev.downgrade_note:
+                notes.append("%s: %s" % (rev.revision, rev.downgrade_note))
         if self.alembic:
             # Nothing pending needs nothing to roll back.
             has_plan = all(rev.has_downgrade for rev in self.revisions)
@@ -180,7 +188,8 @@ class Analysis:
             "backup": BACKUP_FOR_RISK[risk],
             "findings": [f.as_dict() for f in self.findings],
             "revisions": [{"revision": r.revision, "risk": r.risk, "has_downgrade": r.has_downgrade,
-                           "analysed": r.analysed, "error": r.error} for r in self.revisions],
+                           "analysed": r.analysed, "error": r.error, "downgrade_drops": r.downgrade_drops}
+                          for r in self.revisions],
             "checklist": self.checklist(),
             "suppressed": [dict(f.as_dict(), reason=f.suppressed_reason) for f in self.suppressed],
             "server_version": self.server_version,
@@ -411,7 +420,8 @@ class Engine:
                 if unit.error:
                     risk = R.max_level(risk, "high")
                 revisions.append(RevisionVerdict(unit.revision, risk, unit.has_downgrade, unit.error is None,
-                                                 unit.error, unit.downgrade_note, unit.source))
+                                                 unit.error, unit.downgrade_note, unit.source,
+                                                 downgrade_drops=list(unit.downgrade_drops)))
         alembic = alembic or bool(revisions)
         return Analysis(findings, suppressed, revisions, self.version, self.facts is not None, alembic=alembic)
 

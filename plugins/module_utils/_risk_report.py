@@ -35,6 +35,8 @@ def markdown(result: Dict[str, Any]) -> str:
         for rev in revisions:
             analysed = "yes" if rev.get("analysed", True) else "no: %s" % _cell(rev.get("error"), 120)
             downgrade = "yes" if rev["has_downgrade"] else "no"
+            if rev["has_downgrade"] and rev.get("downgrade_drops"):
+                downgrade += " (drops %s)" % _cell(", ".join(rev["downgrade_drops"]), 80)
             lines.append("| %s | %s | %s | %s |" % (rev["revision"], rev["risk"], downgrade, analysed))
         lines.append("")
     findings = result.get("findings") or []

@@ -219,6 +219,11 @@ revisions:
       description: Why the revision was not analysed.
       type: str
       sample: null
+    downgrade_drops:
+      description: Tables and columns the revision's downgrade() drops (data written after the upgrade is lost on rollback).
+      type: list
+      elements: str
+      sample: [orders.notional]
 checklist:
   description: The guide's questions before migrating.
   returned: success

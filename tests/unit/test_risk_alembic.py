@@ -139,3 +139,13 @@ def test_bookkeeping_never_reported_from_alembic_sql_output():
         ''')
     from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import analyse_sql
     assert analyse_sql(sql).as_result()["findings"] == []
+
+
+def test_downgrade_that_drops_data_is_noted(tmp_path):
+    ini = project(tmp_path, {"a.py": rev("a", None, "op.add_column('users', sa.Column('n', sa.Integer))",
+                                         "op.drop_column('users', 'n')")})
+    analysis = Engine().analyse(pending_units(ini), alembic=True)
+    checklist = analysis.checklist()
+    assert analysis.revisions[0].downgrade_drops == ["users.n"]
+    assert checklist["rollback_plan"] is True
+    assert any("drops users.n" in note for note in checklist["rollback_notes"])
