@@ -27,7 +27,7 @@ demo-down: ## stop the demo and remove its volumes
 	scripts/demo down
 
 test: bootstrap ## the whole suite: unit, integration, Docker, reliability, molecule
-	$(PY) -m pytest $(PYTEST_ARGS)
+	DBOPS_RELIABILITY_REPORT=docs/RELIABILITY.md $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: ## pure-logic tests only (no services)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

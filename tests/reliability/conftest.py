@@ -2,16 +2,18 @@
 
 Mark a test with ``@pytest.mark.fault("what is injected", holds="what must hold afterwards")``
 (or ``bad_input`` / ``secret`` as the ``kind``); the table is regenerated from every run
-that executes tests under tests/reliability.
+that executes tests under tests/reliability when DBOPS_RELIABILITY_REPORT names the file
+to write (``make test`` sets it to docs/RELIABILITY.md), so a partial run never overwrites it.
 """
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 
 import pytest
 
-REPORT = Path(__file__).resolve().parents[2] / "docs" / "RELIABILITY.md"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 _outcomes: dict[str, dict] = {}
 
 
@@ -38,8 +40,10 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not _outcomes:
+    target = os.environ.get("DBOPS_RELIABILITY_REPORT")
+    if not _outcomes or not target:
         return
+    report = REPO_ROOT / target
     rows = sorted(_outcomes.values(), key=lambda r: (r["kind"], r["name"]))
     lines = [
         "# Reliability: faults injected, bad input, secrets",
@@ -59,5 +63,5 @@ def pytest_sessionfinish(session, exitstatus):
                   "| case | what holds afterwards | result | seconds |", "|---|---|---|---|"]
         lines += ["| %s | %s | %s | %s |" % (r["name"], r["holds"], r["outcome"], r["seconds"]) for r in selected]
         lines.append("")
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text("\n".join(lines))
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(lines))
