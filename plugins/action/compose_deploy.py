@@ -137,11 +137,11 @@ class ActionModule(ActionBase):
         return self._module("community.docker.docker_compose_v2", args, check=True)
 
     def _plan(self) -> list[cu.ServiceChange]:
-        containers = self._containers()
+        refs = [self.specs[s].image for s in self.targets if self.specs[s].image]
+        containers, image_ids = self._facts(refs)
         dry = self._dry_run(self.p["services"])
         actions = cu.services_from_dry_run(dry.get("actions", []), self.project, containers, self.specs)
-        refs = [self.specs[s].image for s in self.targets if self.specs[s].image]
-        return cu.plan_changes(self.specs, self.targets, containers, actions, self._image_ids(refs),
+        return cu.plan_changes(self.specs, self.targets, containers, actions, image_ids,
                                zero_downtime=self.p["zero_downtime"])
 
     def _check_ports(self, plan: list[cu.ServiceChange]) -> None:

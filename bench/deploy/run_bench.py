@@ -1,0 +1,216 @@
+"""Requests dropped during a release: plain `docker compose up -d` against compose_deploy.
+
+    .venv/bin/python bench/deploy/run_bench.py [--runs 10] [--report bench/deploy/REPORT.md]
+
+Needs the Docker engine, `docker compose` and the local images (`make images`). It starts
+the example stack under a private project name, a free nginx port and a private image
+repository, and probes `GET /version` through nginx at 50 requests/s (open loop, 1 s
+timeout) while it releases alternately 1.0.0 and 2.0.0:
+
+- S0: `docker compose up -d` with the new APP_VERSION (what the guide's deploy script does);
+- S2: `dbops.migrations.compose_deploy` (surge, hidden start, health gate, graceful retire).
+
+Then two broken releases through compose_deploy: one never healthy, one that crashes 5 s
+after start. Everything it creates is removed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / ".collections"))
+
+import docker  # noqa: E402
+
+from bench.deploy.probe import Prober, summarize  # noqa: E402
+from tests.helpers.ansible import ensure_collection_link, run_module  # noqa: E402
+from tests.integration.test_compose_deploy import DeployStack, Releases  # noqa: E402
+
+RATE = 50.0
+TIMEOUT = 1.0
+HEALTH_TIMEOUT = 30
+VERSIONS = {"a": "1.0.0", "b": "2.0.0"}
+
+
+def probe_during(stack: DeployStack, action, expect_version: str, tail_max: float = 30.0):
+    """Probe from 2 s before ``action`` until the expected version served 2 s in a row."""
+    prober = Prober(stack.base_url + "/version", rate=RATE, timeout=TIMEOUT).start()
+    time.sleep(2)
+    started = time.monotonic()
+    outcome = action()
+    duration = time.monotonic() - started
+    deadline = time.monotonic() + tail_max
+    while time.monotonic() < deadline:
+        recent = [s for s in list(prober.samples)[-100:] if s.t > time.monotonic() - 2.5]
+        if len(recent) > 80 and all(s.ok and s.version == expect_version for s in recent):
+            break
+        time.sleep(0.5)
+    samples = prober.stop()
+    return summarize(samples), duration, outcome, samples
+
+
+def baseline_p99(stack: DeployStack, seconds: float = 10) -> float | None:
+    prober = Prober(stack.base_url + "/version", rate=RATE, timeout=TIMEOUT).start()
+    time.sleep(seconds)
+    return summarize(prober.stop())["p99_ms"]
+
+
+def plain_up(stack: DeployStack, tag: str):
+    stack.env["APP_VERSION"] = tag
+    return lambda: stack.compose("up", "-d")
+
+
+def with_module(stack: DeployStack, tag: str, **health):
+    def action():
+        stack.env["APP_VERSION"] = tag
+        return run_module("compose_deploy", stack.args(health={"timeout": HEALTH_TIMEOUT, **health}))
+    return action
+
+
+def environment() -> dict:
+    def out(argv):
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+        except Exception as exc:
+            return "unavailable (%s)" % exc
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(), "kernel": platform.release(),
+        "docker": out(["docker", "version", "--format", "{{.Server.Version}}"]),
+        "compose": out(["docker", "compose", "version", "--short"]),
+        "commit": out(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+        "loadavg": open("/proc/loadavg").read().split()[:3],
+    }
+
+
+def fmt(values, digits=1):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return "%s (min %s, max %s)" % (round(statistics.median(values), digits), round(min(values), digits),
+                                    round(max(values), digits))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--report", default=str(Path(__file__).with_name("REPORT.md")))
+    parser.add_argument("--json", default=str(Path(__file__).with_name("results.json")))
+    args = parser.parse_args()
+    ensure_collection_link()
+    client = docker.from_env()
+    releases = Releases(client)
+    releases.tag_base("a")
+    releases.build("b", VERSIONS["b"])
+    releases.build("unhealthy", "9.0.0-unhealthy", "unhealthy")
+    releases.build("crash_after", "9.0.0-crash-after", "crash_after")
+    stack = DeployStack(releases, "a")
+    results: dict = {"env": environment(), "runs": [], "faults": []}
+    try:
+        first = with_module(stack, "a")()
+        assert not first.result.get("failed"), first.result.get("msg")
+        results["baseline_p99_ms"] = baseline_p99(stack)
+        current = "a"
+        for index in range(args.runs):
+            for strategy in ("S0", "S2"):
+                nxt = "b" if current == "a" else "a"
+                action = plain_up(stack, nxt) if strategy == "S0" else with_module(stack, nxt)
+                summary, duration, outcome, _ = probe_during(stack, action, VERSIONS[nxt])
+                failed_task = bool(getattr(outcome, "result", {}).get("failed"))
+                row = {"strategy": strategy, "run": index + 1, "to": VERSIONS[nxt], "duration_s": round(duration, 2),
+                       "task_failed": failed_task, **summary}
+                results["runs"].append(row)
+                print(json.dumps(row), flush=True)
+                current = nxt
+                time.sleep(2)
+        for fault, health in (("unhealthy", {}), ("crash_after", {"settle": 8})):
+            before = VERSIONS[current]
+            summary, duration, outcome, _ = probe_during(stack, with_module(stack, fault, **health), before)
+            result = outcome.result
+            timeline = {step["step"]: step["t"] for step in result.get("timeline", [])}
+            surge = next((t for s, t in timeline.items() if s.startswith("surge")), None)
+            removed = next((t for s, t in timeline.items() if s.startswith("removed new")), None)
+            row = {"fault": fault, "rolled_back": result.get("rolled_back"), "failed_check": result.get("failed_check"),
+                   "task_s": round(duration, 2),
+                   "detect_and_rollback_s": round(removed - surge, 2) if surge is not None and removed else None,
+                   "version_after": summary["last_version"], "expected": before, **summary}
+            results["faults"].append(row)
+            print(json.dumps(row), flush=True)
+            stack.env["APP_VERSION"] = current
+    finally:
+        stack.down()
+        releases.cleanup()
+    Path(args.json).write_text(json.dumps(results, indent=1))
+    write_report(results, Path(args.report))
+    return 0
+
+
+def write_report(results: dict, path: Path) -> None:
+    env = results["env"]
+    rows = results["runs"]
+    lines = [
+        "# Benchmark: requests dropped during a release",
+        "",
+        "Reproduce: `make images && .venv/bin/python bench/deploy/run_bench.py` (writes this file and",
+        "`results.json`). Measured %s on %s cores, kernel %s, Docker %s, compose %s, commit %s; load average"
+        % (env["date"], env["nproc"], env["kernel"], env["docker"], env["compose"], env["commit"]),
+        "at start %s (the machine was shared with other jobs, so latencies are noisy)." % " ".join(env["loadavg"]),
+        "",
+        "Setup: the example stack (PostgreSQL, auto_trader under gunicorn with 2 workers, nginx 1.22 with",
+        "`resolver 127.0.0.11 valid=1s`, a variable `proxy_pass`, `proxy_connect_timeout 500ms` and",
+        "`proxy_next_upstream error timeout`). An open-loop prober sends `GET /version` through nginx at",
+        "%d requests/s with a %.0f s timeout, from 2 s before the release until the new version has served" % (RATE, TIMEOUT),
+        "2 s in a row; any non-200 or timeout is a failed request. Releases alternate 1.0.0 and 2.0.0.",
+        "",
+        "- **S0**: `docker compose up -d` with the new `APP_VERSION` (recreate in place).",
+        "- **S2**: `dbops.migrations.compose_deploy` through `ansible-playbook`: a second app container",
+        "  starts hidden from the `app` DNS name, must be healthy and stay so for 5 s, then joins the",
+        "  name, the health URL must answer 200 three times, and the old container is stopped with",
+        "  SIGTERM (gunicorn finishes in-flight requests) and removed.",
+        "",
+        "Baseline p99 latency without a release: %s ms." % results.get("baseline_p99_ms"),
+        "",
+        "## Healthy releases (%d runs each)" % max([r["run"] for r in rows] or [0]),
+        "",
+        "| strategy | runs with 0 failed | failed requests, median (min, max) | longest failure window s | "
+        "p99 ms | deploy duration s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for strategy in ("S0", "S2"):
+        sel = [r for r in rows if r["strategy"] == strategy]
+        if not sel:
+            continue
+        zero = sum(1 for r in sel if r["failed"] == 0 and not r["task_failed"])
+        lines.append("| %s | %d / %d | %s | %s | %s | %s |" % (
+            strategy, zero, len(sel), fmt([r["failed"] for r in sel], 0),
+            fmt([r["longest_failure_s"] for r in sel], 2), fmt([r["p99_ms"] for r in sel]),
+            fmt([r["duration_s"] for r in sel])))
+    lines += ["", "Every run:", "", "| strategy | run | to | failed / total | longest failure s | p99 ms | duration s |",
+              "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append("| %s | %d | %s | %d / %d | %s | %s | %s |" % (
+            r["strategy"], r["run"], r["to"], r["failed"], r["total"], r["longest_failure_s"], r["p99_ms"],
+            r["duration_s"]))
+    lines += ["", "## Broken releases through compose_deploy", "",
+              "Health timeout %d s; the crash-after-5-s release is judged with `settle: 8`." % HEALTH_TIMEOUT, "",
+              "| release | rolled back | failed check | new container start to removal s | task s | "
+              "failed / total | version served after |", "|---|---|---|---|---|---|---|"]
+    for f in results["faults"]:
+        lines.append("| %s | %s | %s | %s | %s | %d / %d | %s (before: %s) |" % (
+            f["fault"], f["rolled_back"], f["failed_check"], f["detect_and_rollback_s"], f["task_s"], f["failed"],
+            f["total"], f["version_after"], f["expected"]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
