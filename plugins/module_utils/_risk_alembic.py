@@ -20,6 +20,7 @@ import ast
 import contextlib
 import io
 import os
+import re
 import sys
 import types
 from pathlib import Path
@@ -49,9 +50,13 @@ def _ids_from_source(path: Path) -> Dict[str, Any]:
     """revision / down_revision / branch_labels / depends_on read statically from a script."""
     found: Dict[str, Any] = {"revision": None, "down_revision": None, "branch_labels": None, "depends_on": None}
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (OSError, SyntaxError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
         return found
+    try:
+        tree = ast.parse(text, filename=str(path))
+    except (SyntaxError, ValueError):
+        return _ids_by_pattern(text, found)
     for node in tree.body:
         targets: List[ast.expr] = []
         value = None
@@ -65,6 +70,19 @@ def _ids_from_source(path: Path) -> Dict[str, Any]:
                     found[target.id] = ast.literal_eval(value)
                 except ValueError:
                     pass
+    return found
+
+
+_ID_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=]+)?=\s*(.+?)\s*(?:#.*)?$", re.MULTILINE)
+
+
+def _ids_by_pattern(text: str, found: Dict[str, Any]) -> Dict[str, Any]:
+    """A script that does not even parse: read its ids line by line, as Alembic's templates write them."""
+    for name, value in _ID_LINE.findall(text):
+        try:
+            found[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
     return found
 
 
@@ -91,7 +109,8 @@ if HAS_ALEMBIC:
     def _placeholder_script(path: Path, exc: Exception) -> Optional["Script"]:
         ids = _ids_from_source(path)
         if not ids["revision"]:
-            return None
+            raise RiskInputError("revision script %s cannot be loaded (%s: %s) and its revision id cannot be read: "
+                                 "fix the file" % (path, type(exc).__name__, exc))
         module = types.ModuleType("migration_risk_unloadable_%s" % ids["revision"])
         for key, value in ids.items():
             setattr(module, key, value)

@@ -17,6 +17,7 @@ import re
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
+from ansible_collections.dbops.migrations.plugins.module_utils._pg import mask_secrets
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import DbFacts, TableFacts
 
 try:
@@ -698,8 +699,13 @@ def _human_bytes(size: Optional[int]) -> str:
     return "%d B" % size
 
 
+_PASSWORD_LITERAL = re.compile(r"(password\s*(?:=\s*)?)'(?:[^']|'')*'", re.IGNORECASE)
+
+
 def _excerpt(text: str) -> str:
     text = " ".join(text.split())
+    if "assword" in text or "ASSWORD" in text or "://" in text:
+        text = mask_secrets(_PASSWORD_LITERAL.sub(r"\1'********'", text))
     return text if len(text) <= STATEMENT_EXCERPT else text[:STATEMENT_EXCERPT - 3] + "..."
 
 

@@ -166,3 +166,31 @@ def test_no_input_at_all():
 def test_server_version_out_of_range():
     run = run_module("migration_risk", {"sql": "SELECT 1", "server_version": 7})
     assert run.result.get("failed") is True and "between 10 and 18" in run.result["msg"]
+
+
+@pytest.mark.fault("migration_risk: trace without a database", kind="bad_input",
+                   holds="module refuses and says which options to set")
+def test_trace_without_database():
+    run = run_module("migration_risk", {"sql": "SELECT 1", "trace": True})
+    assert run.result.get("failed") is True and "db_url" in run.result["msg"]
+
+
+@pytest.mark.fault("migration_risk: revision file with a Python syntax error", kind="bad_input",
+                   holds="reported as not analysed (high) with the error, the other revisions still analysed")
+def test_revision_with_syntax_error(tmp_path):
+    revisions = dict(TWO_REVISIONS)
+    revisions["r3.py"] = 'revision = "r3"\ndown_revision = "r2"\ndef upgrade(:\n    pass\n'
+    ini = _project(tmp_path, revisions)
+    result = run_request(RiskRequest(alembic_config=str(ini)))
+    verdicts = {r["revision"]: (r["risk"], r["analysed"]) for r in result["revisions"]}
+    assert verdicts["r3"] == ("high", False) and verdicts["r1"][1] is True
+    assert "SyntaxError" in [r for r in result["revisions"] if r["revision"] == "r3"][0]["error"]
+
+
+@pytest.mark.fault("migration_risk: trace tools missing", kind="bad_input",
+                   holds="clear error naming the tool; no scratch database is left behind")
+def test_trace_with_missing_client_tools(pg_db, tmp_path):
+    with pytest.raises(RiskInputError, match="pg_dump not found"):
+        run_request(RiskRequest(sql="ALTER TABLE t ADD COLUMN x int", connection_params={"db_url": pg_db.url},
+                                trace=True, trace_bin_dir=str(tmp_path)))
+    assert pg_db.scalar("SELECT count(*) FROM pg_database WHERE datname LIKE 'dbops_trace_%'") == 0

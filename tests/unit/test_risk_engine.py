@@ -192,3 +192,10 @@ def test_every_rule_is_documented():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "migration_risk.md").read_text()
     missing = [rule_id for rule_id in R.ALL_RULE_IDS if "`%s`" % rule_id not in doc]
     assert missing == []
+
+
+def test_password_literals_never_reach_the_result():
+    sql = ("CREATE USER MAPPING FOR app SERVER remote OPTIONS (user 'app', password 's3cret');"
+           "ALTER SYSTEM SET primary_conninfo = 'host=x password=s3cret'")
+    result = analyse_sql(sql).as_result()
+    assert "s3cret" not in json.dumps(result)
