@@ -1,0 +1,172 @@
+"""deploy.yml, rollback.yml and maintenance.yml end to end against a private copy of the example stack.
+
+One stack per test class (bringing a stack up is the slow part); the tests of a class run in
+order and each one starts from the state the previous one left.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers.release import compose_ps, new_release
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+VERIFY = [
+    {"name": "orders keep their quantity", "query": "SELECT sum(quantity) FROM orders", "expect": 30},
+    {"name": "notional backfilled", "query": "SELECT count(*) FROM orders WHERE notional IS NULL", "expect": 0},
+]
+
+
+@pytest.fixture(scope="class")
+def release(docker_client, tmp_path_factory):
+    rel = new_release(docker_client, tmp_path_factory.mktemp("release"))
+    yield rel
+    rel.close()
+
+
+def explain(run, rel) -> str:
+    return f"rc={run.rc}\n{run.stdout[-6000:]}\n{run.stderr[-3000:]}\n{compose_ps(rel)}"
+
+
+class TestLowPathFromFreshStack:
+    def test_auto_on_an_empty_database_takes_the_low_path(self, release):
+        run = release.play("deploy", {"risk": "auto"}, collection_form=True)
+        assert run.rc == 0, explain(run, release)
+        status, body = release.stack.get("/healthz")
+        assert status == 200 and body["revision"] == "0005" and body["version"] == "1.0.0"
+        summary = release.reports()[-1]
+        assert summary["path"] == "low" and summary["risk"] == "low"
+        assert summary["revisions_applied"] == ["0001", "0002", "0003", "0004", "0005"]
+        assert summary["backup"] == "none" and summary["health"].startswith("ok")
+        assert "revisions applied: 0001, 0002, 0003, 0004, 0005" in run.stdout
+        assert not release.lock_held()
+
+    def test_second_run_changes_nothing(self, release):
+        app_before = release.container_ids("app")
+        run = release.deploy(risk="low")
+        assert run.rc == 0, explain(run, release)
+        assert release.reports()[-1]["revisions_applied"] == []
+        assert release.container_ids("app") == app_before
+
+    def test_bad_risk_value_fails_before_anything(self, release):
+        run = release.deploy(risk="extreme")
+        assert run.rc != 0
+        assert "risk must be one of low, medium, high or auto (got extreme)" in run.output
+        assert "Take the release lock" not in run.stdout
+
+
+class TestHighPathGateAndRollback:
+    def test_setup_at_0004_with_data(self, release):
+        run = release.deploy(risk="auto", migration_target="0004")
+        assert run.rc == 0, explain(run, release)
+        assert release.revision() == "0004"
+        release.seed(3)
+
+    def test_risk_low_for_a_critical_migration_changes_nothing(self, release):
+        app_before = release.container_ids("app")
+        run = release.deploy(risk="low")
+        assert run.rc != 0
+        assert "are CRITICAL risk and need the high path; risk=low is not enough" in run.output
+        assert "-e risk=high" in run.output and "Nothing was changed" in run.output
+        assert release.revision() == "0004"
+        assert release.backups() == []
+        assert release.container_ids("app") == app_before
+        assert release.stack.get("/api/stats")[0] == 200  # no maintenance page
+        assert not release.lock_held()
+
+    def test_high_path_without_approval_is_refused(self, release):
+        run = release.deploy(risk="high")
+        assert run.rc != 0
+        assert "needs an explicit approval: run again with -e approve=true" in run.output
+        assert release.revision() == "0004" and release.backups() == []
+
+    def test_high_path_refuses_to_run_without_backup(self, release):
+        run = release.deploy(risk="high", approve=True, backup=False)
+        assert run.rc != 0 and "never migrates without a verified backup" in run.output
+        assert release.revision() == "0004"
+
+    def test_high_path_with_verification(self, release):
+        run = release.deploy(risk="auto", approve=True, verify_queries=VERIFY)
+        assert run.rc == 0, explain(run, release)
+        assert release.revision() == "0005"
+        summary = release.reports()[-1]
+        assert summary["path"] == "high" and summary["risk"] == "critical"
+        assert summary["revisions_applied"] == ["0005"]
+        assert summary["maintenance"] == "was on, now off"
+        assert "2 verification queries passed" in summary["verification"]
+        manifests = release.backups()
+        assert len(manifests) == 1 and summary["backup_manifest"] == str(manifests[0])
+        manifest = json.loads(manifests[0].read_text())
+        assert manifest["alembic_revision"] == "0004" and manifest["tables"]["public.orders"] == 3
+        assert "Maintenance mode on" in run.stdout and "Maintenance mode off" in run.stdout
+        assert release.stack.get("/api/stats")[0] == 200  # maintenance is off again
+        assert release.scalar("SELECT count(*) FROM orders") == 3
+
+    def test_rollback_database_to_the_manifest_revision(self, release):
+        manifest = release.backups()[-1]
+        run = release.play("rollback", {"rollback": "database", "backup_manifest": str(manifest)})
+        assert run.rc == 0, explain(run, release)
+        assert release.revision() == "0004"
+        assert release.scalar("SELECT count(*) FROM orders") == 3
+
+    def test_restore_requires_confirm(self, release):
+        run = release.play("rollback", {"rollback": "restore", "backup_manifest": str(release.backups()[-1])})
+        assert run.rc != 0 and "-e confirm=true" in run.output
+        assert release.revision() == "0004"
+
+    def test_failed_verification_keeps_maintenance_on_and_prints_the_rollback(self, release):
+        bad = [{"name": "impossible", "query": "SELECT count(*) FROM users", "expect": 999}]
+        run = release.deploy(risk="high", approve=True, verify_queries=bad)
+        assert run.rc != 0
+        assert "Data verification failed: impossible: expected 999, got 3" in run.output
+        assert "Maintenance mode stays ON" in run.output
+        manifest = release.backups()[-1]
+        assert f"-e rollback=database -e backup_manifest={manifest}" in run.output
+        assert f"-e rollback=restore -e backup_manifest={manifest} -e confirm=true" in run.output
+        assert release.stack.get("/api/stats")[0] == 503  # maintenance page
+        failed = release.reports("deploy-*-failed.json")[-1]
+        assert failed["step"] == "migration" and failed["maintenance"] == "on"
+        run = release.play("maintenance", {"state": "off"})
+        assert run.rc == 0, explain(run, release)
+        assert release.stack.get("/api/stats")[0] == 200
+
+
+class TestBrokenReleaseAndMediumPath:
+    def test_setup_at_0002(self, release):
+        run = release.deploy(migration_target="0002")
+        assert run.rc == 0, explain(run, release)
+        release.seed(2)
+
+    def test_medium_path_takes_a_backup_after_approval(self, release):
+        run = release.deploy(risk="medium", approve=True, migration_target="0003")
+        assert run.rc == 0, explain(run, release)
+        summary = release.reports()[-1]
+        assert summary["path"] == "medium" and summary["revisions_applied"] == ["0003"]
+        assert len(release.backups()) == 1 and summary["backup_manifest"] == str(release.backups()[0])
+        assert release.revision() == "0003"
+
+    def test_broken_release_is_rolled_back(self, release):
+        release.build_variant("6.6.6", fault="crash")
+        run = release.deploy(app_version="6.6.6", skip_migrate=True)
+        assert run.rc != 0
+        assert "The previous release was brought back automatically" in run.output
+        status, body = release.stack.get("/healthz")
+        assert status == 200 and body["version"] == "1.0.0"
+        failed = release.reports("deploy-*-failed.json")[-1]
+        assert failed["step"] == "deploy" and failed["path"] == "skip"
+        assert not release.lock_held()
+
+    def test_code_only_release(self, release):
+        release.build_variant("1.1.0")
+        run = release.deploy(app_version="1.1.0", skip_migrate=True)
+        assert run.rc == 0, explain(run, release)
+        assert release.stack.get("/healthz")[1]["version"] == "1.1.0"
+        assert release.revision() == "0003"
+
+    def test_rollback_app_to_the_backup_tag(self, release):
+        # 1.1.0 runs now; the backup tag holds 1.0.0 and takes 1.1.0's place.
+        run = release.play("rollback", {"rollback": "app", "app_version": "1.1.0"})
+        assert run.rc == 0, explain(run, release)
+        assert release.stack.get("/healthz")[1]["version"] == "1.0.0"
