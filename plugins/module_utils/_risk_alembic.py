@@ -302,9 +302,10 @@ def pending_units(alembic_config: str, from_revision: Optional[str] = None, to_r
         except Exception as exc:
             raise RiskInputError("alembic project %s cannot be read: %s: %s"
                                  % (alembic_config, type(exc).__name__, exc))
+        base = os.path.dirname(os.path.abspath(alembic_config))
         units = []
         for script in reversed(revs):
-            units.append(_unit_for(script))
+            units.append(_unit_for(script, base))
     return units
 
 
@@ -321,14 +322,14 @@ def _iterate(scripts: "ScriptDirectory", upper: str, lower: str):
     return out
 
 
-def _unit_for(script: "Script") -> MigrationUnit:
+def _unit_for(script: "Script", base: str) -> MigrationUnit:
     path = Path(script.path)
     try:
         source = path.read_text(encoding="utf-8")
     except OSError:
         source = ""
     usable, note = judge_downgrade(source)
-    unit = MigrationUnit(sql="", revision=script.revision, source=os.path.basename(script.path),
+    unit = MigrationUnit(sql="", revision=script.revision, source=os.path.relpath(str(script.path), base),
                          has_downgrade=usable, downgrade_note=note, suppressions=suppressions_in_python(source))
     load_error = getattr(script.module, LOAD_ERROR_ATTR, None)
     if load_error:

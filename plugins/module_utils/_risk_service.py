@@ -95,6 +95,7 @@ def run_request(request: RiskRequest) -> Dict[str, Any]:
         from ansible_collections.dbops.migrations.plugins.module_utils._risk_trace import trace_units
         result["trace"] = trace_units(info, units, analysis, request.runner, request.trace_bin_dir)
     result["report"] = _risk_report.markdown(result)
+    # Lines are lines of the SQL text; for revisions they would point into the rendered SQL, not the file.
     result["sarif"] = _risk_report.sarif(dict(result, findings=[
-        dict(f.as_dict(), line=f.line) for f in analysis.findings]), uri_for_revision)
+        dict(f.as_dict(), line=None if f.revision else f.line) for f in analysis.findings]), uri_for_revision)
     return result

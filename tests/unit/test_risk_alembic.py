@@ -149,3 +149,12 @@ def test_downgrade_that_drops_data_is_noted(tmp_path):
     assert analysis.revisions[0].downgrade_drops == ["users.n"]
     assert checklist["rollback_plan"] is True
     assert any("drops users.n" in note for note in checklist["rollback_notes"])
+
+
+def test_sarif_points_at_the_revision_file(tmp_path):
+    from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+    ini = project(tmp_path, {"a.py": rev("a", None, "op.drop_column('users', 'n')")})
+    result = run_request(RiskRequest(alembic_config=ini))
+    location = result["sarif"]["runs"][0]["results"][0]["locations"][0]["physicalLocation"]
+    assert location == {"artifactLocation": {"uri": "migrations/versions/a.py"}}
+    assert result["report"].startswith("# Migration risk: CRITICAL")
