@@ -112,6 +112,7 @@ class Finding:
     line: int = 0
     source: str = ""
     suppressed_reason: Optional[str] = None
+    size_class: str = "unknown"
 
     PINNED = ("revision", "statement", "operation", "rule", "risk", "lock", "blocks", "rewrites_table", "table",
               "rows_estimate", "message", "safe_alternative")
@@ -481,7 +482,7 @@ class Engine:
                     continue
                 out.append(finding)
                 existing = finding.table is not None and not is_new
-                slow = finding.work != R.INSTANT and finding.risk != "low"
+                slow = finding.work != R.INSTANT and finding.size_class != "small"
                 if ctx.in_transaction and slow and held and not held_reported:
                     held_tables = ", ".join(sorted({held_table for held_table, _mode in held}))
                     strongest = max((lock for _table, lock in held), key=lambda m: R.LOCK_STRENGTH[m])
@@ -536,6 +537,7 @@ class Engine:
         facts = self.facts.table(table) if self.facts is not None else None
         risk = rule.risk
         rows = size = None
+        size_class = "unknown"
         if facts is not None:
             rows, size = facts.rows, facts.size_bytes
             if rule.work != R.INSTANT:
@@ -561,6 +563,7 @@ class Engine:
             details.get("_blocks", rule.blocks), rule.rewrites_table, table, rows, message, alternative,
             _target(details, table), _lock_seconds(rule, rows, size, facts is not None), rule.drop, rule.data,
             rule.work, stmt.line, unit.source)
+        finding.size_class = size_class
         if stmt.suppress or unit.suppressions:
             finding.suppressed_reason = _suppression_for(rule.id, stmt.suppress, unit.suppressions)
         return finding

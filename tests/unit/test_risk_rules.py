@@ -158,6 +158,10 @@ CASES = [
     # -- transactions: locks held across slow statements
     ("held-lock", "BEGIN; ALTER TABLE users ADD COLUMN x int; CREATE INDEX ix ON orders (a); COMMIT;", "medium",
      "lock-held-in-transaction", 15),
+    ("validate-same-transaction", "BEGIN; ALTER TABLE orders ADD CONSTRAINT ck CHECK (q > 0) NOT VALID;"
+     "ALTER TABLE orders VALIDATE CONSTRAINT ck; COMMIT;", "medium", "lock-held-in-transaction", 15),
+    ("validate-own-transaction", "ALTER TABLE orders ADD CONSTRAINT ck CHECK (q > 0) NOT VALID;"
+     "ALTER TABLE orders VALIDATE CONSTRAINT ck;", "low", "validate-constraint", 15),
     # -- lock_timeout advice does not raise the level
     ("no-lock-timeout", "ALTER TABLE users ADD COLUMN x int", "low", "lock-timeout-missing", 15),
     # -- bookkeeping and quiet statements
