@@ -421,6 +421,9 @@ def m_add_column_not_null_no_default(node, ctx):
     coldef = def_node(node, "ColumnDef")
     types = constraint_types(coldef)
     if "CONSTR_NOTNULL" in types and "CONSTR_DEFAULT" not in types:
+        facts = ctx.table_facts(ctx.table)
+        if facts is not None and facts.rows == 0:
+            return None  # an empty table accepts it; a plain add column
         return _cmd(node, ctx, column=coldef.get("colname"))
     return None
 

@@ -199,3 +199,9 @@ def test_password_literals_never_reach_the_result():
            "ALTER SYSTEM SET primary_conninfo = 'host=x password=s3cret'")
     result = analyse_sql(sql).as_result()
     assert "s3cret" not in json.dumps(result)
+
+
+def test_not_null_column_without_default_is_fine_on_an_empty_table():
+    sql = "ALTER TABLE orders ADD COLUMN email text NOT NULL"
+    assert Engine(facts=facts(0)).analyse([MigrationUnit(sql=sql)]).risk == "low"
+    assert Engine(facts=facts(5)).analyse([MigrationUnit(sql=sql)]).risk == "high"
