@@ -102,11 +102,15 @@ def summarize(samples: list[Sample]) -> dict:
             run_start = None
     latencies = sorted(s.latency for s in samples if s.ok)
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None
+    errors: dict[str, int] = {}
+    for s in failed:
+        key = str(s.status) if s.status is not None else (s.error or "error")
+        errors[key] = errors.get(key, 0) + 1
     versions: dict[str, int] = {}
     for s in samples:
         if s.version:
             versions[s.version] = versions.get(s.version, 0) + 1
     return {"total": len(samples), "failed": len(failed), "longest_failure_s": round(longest, 3),
             "p99_ms": round(p99 * 1000, 1) if p99 is not None else None,
-            "versions": versions,
+            "versions": versions, "errors": errors,
             "last_version": next((s.version for s in reversed(samples) if s.version), None)}

@@ -421,6 +421,8 @@ def backup_targets(plan: Sequence[ServiceChange], backup_tag: str) -> list[dict[
     for change in plan:
         if not change.changes or not change.before_image_id or not change.before_image:
             continue
+        if not change.image_changes:  # recreated for config only: its image stays, no backup needed
+            continue
         ref = parse_image_ref(change.after_image or change.before_image)
         target = ref.with_tag(backup_tag)
         if target in seen:

@@ -306,6 +306,14 @@ duration_s:
   returned: after a deploy
   type: float
   sample: 9.4
+timeline:
+  description: Steps of the deploy with seconds since the task started (surge, exposure, health verdicts, retirement,
+    rollback).
+  returned: after a deploy
+  type: list
+  elements: dict
+  sample: [{step: surge app, t: 4.1}, {step: health ok, t: 11.0}, {step: exposed new app, t: 12.2},
+           {step: retired old app, t: 16.9}]
 rc:
   description: Exit code of the one-off service.
   returned: with O(run)

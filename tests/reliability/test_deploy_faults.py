@@ -41,7 +41,7 @@ def stack(releases):
 def faulty_release(stack, releases, fault: str, **health):
     releases.build(fault, "9.9.9-" + fault, fault)
     started = time.monotonic()
-    with Prober(stack.base_url + "/version", rate=50, timeout=1.0) as prober:
+    with Prober(stack.base_url + "/version", rate=20, timeout=3.0) as prober:
         run = stack.deploy(fault, health={"timeout": HEALTH_TIMEOUT, **health})
     elapsed = time.monotonic() - started
     stack.env["APP_VERSION"] = "1"

@@ -189,7 +189,8 @@ def test_backup_targets_tag_the_running_image_under_the_new_repository():
     plan = [cu.ServiceChange("app", "recreate", "auto_trader:1.0.0", "sha256:old", "auto_trader:1.1.0", None),
             cu.ServiceChange("worker", "recreate", "auto_trader:1.0.0", "sha256:old", "auto_trader:1.1.0", None),
             cu.ServiceChange("nginx", "create", None, None, "dbops/nginx:1.22", "sha256:n"),
-            cu.ServiceChange("db", "unchanged", "pg:15", "sha256:pg", "pg:15", "sha256:pg")]
+            cu.ServiceChange("db", "unchanged", "pg:15", "sha256:pg", "pg:15", "sha256:pg"),
+            cu.ServiceChange("proxy", "recreate", "ngx:1", "sha256:n1", "ngx:1", "sha256:n1")]
     targets = cu.backup_targets(plan, "backup")
     assert targets == [{"service": "app", "image_id": "sha256:old", "source": "auto_trader:1.0.0",
                         "backup": "auto_trader:backup", "restore_to": "auto_trader:1.1.0", "same_ref": False}]
