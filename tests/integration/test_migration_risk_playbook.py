@@ -53,3 +53,16 @@ def test_bad_variables_fail_before_anything_runs(tmp_path):
                                   "migration_check_report_dir": str(tmp_path / "r")})
     assert run.rc != 0 and "exactly one of" in run.output
     assert not (tmp_path / "r").exists()
+
+
+def test_trace_summary_and_disagreements_are_printed(pg_db, tmp_path):
+    pg_db.execute("CREATE TABLE events (id int PRIMARY KEY, at timestamp)")
+    run = run_playbook(PLAYBOOK, {"migration_check_sql": "SET timezone = 'UTC';\n"
+                                                         "ALTER TABLE events ALTER COLUMN at TYPE timestamptz;",
+                                  "migration_check_db_url": pg_db.url, "migration_check_trace": True,
+                                  "migration_check_report_dir": str(tmp_path / "r")})
+    assert run.rc == 0, run.output
+    assert "trace: Traced 2 statement(s)" in run.stdout
+    assert "disagrees: ALTER TABLE events ALTER COLUMN at TYPE timestamptz" in run.stdout
+    assert "## Lock trace" in (tmp_path / "r" / "risk.md").read_text()
+    assert TEST_PASSWORD not in run.output
