@@ -1,0 +1,18 @@
+"""rollback.yml for the database: back to the backup's revision, data kept, app healthy."""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tests"))
+import checks  # noqa: E402
+
+
+def test_back_at_the_manifest_revision(host):
+    manifest = json.loads(host.file(checks.manifests()[-1]).content_string)
+    status, body = checks.get_json(host, checks.base_url(host) + "/healthz")
+    assert status == 200 and body["revision"] == manifest["alembic_revision"] == "0004"
+
+
+def test_rows_kept(host):
+    status, stats = checks.get_json(host, checks.base_url(host) + "/api/stats")
+    assert status == 200 and stats == {"users": 3, "accounts": 3, "orders": 3}
