@@ -297,6 +297,11 @@ def pending_units(alembic_config: str, from_revision: Optional[str] = None, to_r
         except RiskInputError:
             raise
         except (CommandError, RevisionError) as exc:
+            if from_revision is None and current_revisions:
+                raise RiskInputError(
+                    "the database is at revision %s, which alembic project %s does not know (%s): is the code "
+                    "older than the database? Check out the release that matches, or give from_revision"
+                    % (", ".join(current_revisions), alembic_config, exc))
             raise RiskInputError("alembic project %s: %s -- check from_revision/to_revision against "
                                  "`alembic history`" % (alembic_config, exc))
         except Exception as exc:

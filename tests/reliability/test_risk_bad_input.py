@@ -194,3 +194,14 @@ def test_trace_with_missing_client_tools(pg_db, tmp_path):
         run_request(RiskRequest(sql="ALTER TABLE t ADD COLUMN x int", connection_params={"db_url": pg_db.url},
                                 trace=True, trace_bin_dir=str(tmp_path)))
     assert pg_db.scalar("SELECT count(*) FROM pg_database WHERE datname LIKE 'dbops_trace_%'") == 0
+
+
+@pytest.mark.fault("migration_risk: database at a revision the project does not know", kind="bad_input",
+                   holds="error names the database revision and what to do; nothing is judged low")
+def test_database_ahead_of_the_code(pg_db, tmp_path):
+    pg_db.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+    pg_db.execute("INSERT INTO alembic_version VALUES ('f00dcafe')")
+    ini = _project(tmp_path, TWO_REVISIONS)
+    with pytest.raises(RiskInputError) as err:
+        run_request(RiskRequest(alembic_config=str(ini), connection_params={"db_url": pg_db.url}))
+    assert "f00dcafe" in str(err.value) and "database" in str(err.value)
