@@ -550,7 +550,7 @@ class Engine:
             risk = self.config.risk_overrides.get(rule.id, risk)
         values = _SafeDict(details)
         if table is None:
-            values["table"] = "?"
+            values["table"] = "its table"
         message = rule.message.format_map(values)
         if facts is not None and rule.work != R.INSTANT:
             message += " %s has about %s rows (%s)." % (table, "?" if rows is None else format(rows, ","),

@@ -208,17 +208,18 @@ ALT_INDEX = ("with op.get_context().autocommit_block():\n"
              "(CREATE INDEX CONCURRENTLY outside the migration's transaction; if it fails, drop the INVALID "
              "index before retrying)")
 ALT_DROP_INDEX = ("with op.get_context().autocommit_block():\n"
-                  "    op.drop_index('{index}', table_name='{table}', postgresql_concurrently=True)")
-ALT_FK = ("op.create_foreign_key('fk_name', '{table}', 'parent', ['parent_id'], ['id'], postgresql_not_valid=True)\n"
+                  "    op.drop_index('{index}', postgresql_concurrently=True)")
+ALT_FK = ("op.create_foreign_key('{constraint}', '{table}', '{referenced}', {fk_columns}, {pk_columns}, "
+          "postgresql_not_valid=True)\n"
           "# then, in a later revision (its own transaction):\n"
-          "op.execute('ALTER TABLE {table} VALIDATE CONSTRAINT fk_name')")
-ALT_CHECK = ("op.create_check_constraint('ck_name', '{table}', 'condition', postgresql_not_valid=True)\n"
-             "# then, in a later revision:\nop.execute('ALTER TABLE {table} VALIDATE CONSTRAINT ck_name')")
+          "op.execute('ALTER TABLE {table} VALIDATE CONSTRAINT {constraint}')")
+ALT_CHECK = ("op.create_check_constraint('{constraint}', '{table}', '<condition>', postgresql_not_valid=True)\n"
+             "# then, in a later revision:\nop.execute('ALTER TABLE {table} VALIDATE CONSTRAINT {constraint}')")
 ALT_UNIQUE = ("with op.get_context().autocommit_block():\n"
-              "    op.create_index('uq_{table}_col', '{table}', ['col'], unique=True, postgresql_concurrently=True)\n"
-              "op.execute('ALTER TABLE {table} ADD CONSTRAINT uq_{table}_col UNIQUE USING INDEX uq_{table}_col')")
+              "    op.create_index('{constraint}', '{table}', {columns}, unique=True, postgresql_concurrently=True)\n"
+              "op.execute('ALTER TABLE {table} ADD CONSTRAINT {constraint} UNIQUE USING INDEX {constraint}')")
 ALT_PK = ("with op.get_context().autocommit_block():\n"
-          "    op.create_index('{table}_pkey_idx', '{table}', ['id'], unique=True, postgresql_concurrently=True)\n"
+          "    op.create_index('{table}_pkey_idx', '{table}', {columns}, unique=True, postgresql_concurrently=True)\n"
           "op.execute('ALTER TABLE {table} ADD CONSTRAINT {table}_pkey PRIMARY KEY USING INDEX {table}_pkey_idx')\n"
           "(make the key columns NOT NULL first, the four-step way)")
 ALT_NOT_NULL = ("Four steps, each in its own revision:\n"
@@ -263,7 +264,7 @@ ALT_VACUUM_FULL = ("Use pg_repack (online) or plain VACUUM; VACUUM FULL belongs 
                    "not in a migration.")
 ALT_CLUSTER = "Use pg_repack --order-by (online), or run CLUSTER in a maintenance window."
 ALT_REINDEX = ("with op.get_context().autocommit_block():\n"
-               "    op.execute('REINDEX INDEX CONCURRENTLY index_name')  # PostgreSQL 12+")
+               "    op.execute('REINDEX {reindex_target}')  # CONCURRENTLY needs PostgreSQL 12+")
 ALT_TABLESPACE = "Move the table with pg_repack --tablespace, or in a maintenance window."
 ALT_CONCURRENT_TXN = ("Run it outside the transaction: with op.get_context().autocommit_block(): ... "
                       "(a plain SQL file must not wrap it in BEGIN/COMMIT)")
@@ -432,7 +433,8 @@ def m_add_column_index(node, ctx):
     coldef = def_node(node, "ColumnDef")
     types = constraint_types(coldef)
     if "CONSTR_UNIQUE" in types or "CONSTR_PRIMARY" in types:
-        return _cmd(node, ctx, column=coldef.get("colname"))
+        column = coldef.get("colname")
+        return _cmd(node, ctx, column=column, constraint="%s_%s_key" % (ctx.table, column), columns=repr([column]))
     return None
 
 
@@ -440,7 +442,8 @@ def m_add_column_check(node, ctx):
     coldef = def_node(node, "ColumnDef")
     con = constraint_types(coldef).get("CONSTR_CHECK")
     if con is not None and not con.get("skip_validation"):
-        return _cmd(node, ctx, column=coldef.get("colname"))
+        column = coldef.get("colname")
+        return _cmd(node, ctx, column=column, constraint=con.get("conname") or "%s_%s_check" % (ctx.table, column))
     return None
 
 
@@ -525,9 +528,14 @@ def m_constraint(contype, not_valid=None, using_index=None):
             return None
         if using_index is not None and bool(con.get("indexname")) != using_index:
             return None
-        details = _cmd(node, ctx, constraint=con.get("conname"))
+        keys = names_of(con.get("keys")) or names_of(con.get("fk_attrs"))
+        suffix = {"CONSTR_FOREIGN": "fkey", "CONSTR_UNIQUE": "key", "CONSTR_PRIMARY": "pkey"}.get(contype, "check")
+        details = _cmd(node, ctx, constraint=con.get("conname") or "%s_%s_%s" % (ctx.table, "_".join(keys), suffix),
+                       columns=repr(keys or ["col"]))
         if contype == "CONSTR_FOREIGN":
             details["referenced"] = relation_name(con.get("pktable"))
+            details["fk_columns"] = repr(names_of(con.get("fk_attrs")))
+            details["pk_columns"] = repr(names_of(con.get("pk_attrs")) or ["id"])
         return details
     return matcher
 
@@ -631,8 +639,8 @@ def m_reindex(concurrent):
 def _reindex_table(node, ctx):
     rel = relation_name(node.get("relation"))
     if node.get("kind") == "REINDEX_OBJECT_INDEX" and rel:
-        return {"table": ctx.index_table(rel) or None, "index": rel}
-    return {"table": rel}
+        return {"table": ctx.index_table(rel) or None, "index": rel, "reindex_target": "INDEX CONCURRENTLY " + rel}
+    return {"table": rel, "reindex_target": "TABLE CONCURRENTLY %s" % rel}
 
 
 def m_enum_add_pre12_txn(node, ctx):

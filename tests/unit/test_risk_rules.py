@@ -232,3 +232,10 @@ def test_rules_are_well_formed():
 ])
 def test_binary_coercible(old, new, expected):
     assert R.binary_coercible(old, new) is expected
+
+
+@pytest.mark.parametrize("case_id,sql,expected,rule,version", CASES, ids=[c[0] for c in CASES])
+def test_messages_and_alternatives_have_no_unfilled_placeholders(case_id, sql, expected, rule, version):
+    for finding in analyse_sql(sql, server_version=version).as_result()["findings"]:
+        for text in (finding["message"], finding["safe_alternative"]):
+            assert "?" not in text.replace("?)", "") and "{" not in text, (finding["rule"], text)
