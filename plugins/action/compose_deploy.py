@@ -1,11 +1,13 @@
 # -*- coding: utf-8 -*-
 """Action plugin for dbops.migrations.compose_deploy.
 
-It orchestrates community.docker's modules on the target (docker_compose_v2,
-docker_compose_v2_run, docker_image_tag, docker_host_info, docker_image_info,
-docker_container) plus ansible.builtin.uri for the health URL, and adds what they lack:
-a backup tag before the update, a health gate, a zero-downtime surge for services that
-can run twice, and an automatic rollback. Decisions live in module_utils/_compose.py.
+Every change goes through community.docker's modules on the target (docker_compose_v2,
+docker_compose_v2_run, docker_image_tag, docker_container). The read-only steps (engine
+facts, the health wait with its URL gate, logs) and the hidden start of a surge container
+run in one call each through the compose_deploy module on the target, with the Docker SDK
+(module_utils/_compose_engine.py). What this adds: a backup tag before the update, a health
+gate, a zero-downtime surge for services that can run twice, and an automatic rollback.
+Decisions live in module_utils/_compose.py.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu
+
 
 class DeployFailed(Exception):
     def __init__(self, msg: str, **extra: Any):
@@ -190,10 +193,14 @@ class ActionModule(ActionBase):
         old = [c for c in self._containers() if c.service == service and not c.oneoff]
         old_ids = tuple(c.id for c in old)
         self._mark("surge %s" % service)
-        created = self._worker("surge_create", project=self.project, service=service,
-                               scale=len([c for c in old if c.running]) + 1, pull=self.p["pull"],
-                               build=self.p["build"], docker=self.docker, files=self.p["files"],
-                               env_files=self.env_files, profiles=self.p["profiles"])
+        try:
+            created = self._worker("surge_create", project=self.project, service=service,
+                                   scale=len([c for c in old if c.running]) + 1, pull=self.p["pull"],
+                                   build=self.p["build"], docker=self.docker, files=self.p["files"],
+                                   env_files=self.env_files, profiles=self.p["profiles"])
+        except DeployFailed as exc:
+            # nothing new runs (the worker removes what it created); the old release serves on
+            raise DeployFailed(exc.msg, failed_check="compose", failed_service=service, logs=[], old_kept=True)
         new_ids = tuple(created.get("new_ids") or [])
         new = [cu.Container(id=i, name=i[:12], service=service, number=0, image="", image_id="",
                             state="running", health="none") for i in new_ids]

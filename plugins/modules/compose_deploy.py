@@ -23,10 +23,11 @@ description:
   - Other services (databases, proxies with host ports) are updated with C(docker compose up) semantics.
   - With O(run), it runs a one-off service instead (for example the C(migration) profile) and returns its exit
     code and logs; a non-zero exit code fails the task.
-  - This is an action plugin. The compose work is done by community.docker's C(docker_compose_v2),
-    C(docker_compose_v2_run), C(docker_image_tag), C(docker_image_info), C(docker_host_info) and
-    C(docker_container) on the target host; it needs the Docker CLI with the compose v2 plugin (2.18 or newer)
-    there. C(docker-compose) v1 is detected and reported, but not driven.
+  - This is an action plugin. Changes are made by community.docker's C(docker_compose_v2),
+    C(docker_compose_v2_run), C(docker_image_tag) and C(docker_container) on the target host; engine facts, the
+    health wait and logs are read there in one call each through this module with the Docker SDK for Python. It
+    needs the Docker CLI with the compose v2 plugin (2.18 or newer) on the target. C(docker-compose) v1 is
+    detected and reported, but not driven.
 options:
   project_src:
     description: Directory of the compose project (where the compose files live).
@@ -186,6 +187,7 @@ seealso:
   - module: community.docker.docker_image_tag
 requirements:
   - Docker CLI with the compose v2 plugin (2.18 or newer) on the target.
+  - Docker SDK for Python (C(docker)) on the target.
   - community.docker 4.x on the controller.
 """
 
