@@ -683,6 +683,16 @@ def m_alter_schema(node, ctx):
     return None
 
 
+def m_create_partition(node, ctx):
+    """CREATE TABLE ... PARTITION OF locks the parent (and scans a default partition)."""
+    if not node.get("partbound"):
+        return None
+    parents = [relation_name(r.get("RangeVar")) for r in node.get("inhRelations") or () if "RangeVar" in r]
+    if not parents:
+        return None
+    return {"table": parents[0], "partition": relation_name(node.get("relation"))}
+
+
 def m_create_table(node, ctx):
     """A new table blocks nobody; foreign keys take SHARE ROW EXCLUSIVE on the referenced tables."""
     details = {"table": relation_name(node.get("relation")), "_blocks": "none"}
@@ -722,6 +732,11 @@ ATC = "AlterTableCmd:"
 
 RULES: List[Rule] = [
     # ---- tables
+    _r("create-partition", "CreateStmt", "create partition", AE, "low",
+       "Creating partition {partition} takes ACCESS EXCLUSIVE on {table} briefly (and scans its default "
+       "partition, if there is one, under the same lock).",
+       "Set lock_timeout first; with a default partition, create the table standalone and ATTACH PARTITION it "
+       "after adding a matching CHECK constraint.", m_create_partition),
     _r("create-table", "CreateStmt", "create table", AE, "low",
        "Creates a new table; nothing else is locked except the tables its foreign keys reference (briefly).",
        match=m_create_table),

@@ -145,6 +145,8 @@ CASES = [
      "('2022-01-01')", "medium", "attach-partition", 15),
     ("attach-partition-pg11", "ALTER TABLE measurements ATTACH PARTITION m2021 FOR VALUES FROM ('2021-01-01') TO "
      "('2022-01-01')", "high", "attach-partition-pre12", 11),
+    ("create-partition", "CREATE TABLE m2021 PARTITION OF measurements FOR VALUES FROM ('2021-01-01') TO "
+     "('2022-01-01')", "low", "create-partition", 15),
     # -- tables created earlier in the same run are not risky
     ("same-run-index", "CREATE TABLE n (a int, b text); CREATE INDEX ix_n ON n (a)", "low", "create-table", 15),
     ("same-run-fk", "CREATE TABLE n (a int); ALTER TABLE n ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES users(id)",
