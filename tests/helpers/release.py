@@ -35,10 +35,12 @@ def base_image(client) -> str:
 
 
 class Release:
-    def __init__(self, docker_client, tmp_path: Path, app_version: str = "1.0.0"):
+    def __init__(self, docker_client, tmp_path: Path, app_version: str = "1.0.0", password: str = TEST_PASSWORD):
         self.client = docker_client
         self.tmp = tmp_path
+        self.password = password
         self.stack = ComposeStack(app_version=app_version)
+        self.stack.env["POSTGRES_PASSWORD"] = password
         self.project = self.stack.project
         self.image = "dbops-test-" + self.project
         self.stack.env["APP_IMAGE"] = self.image
@@ -76,7 +78,7 @@ class Release:
             "dbops_db_port": self.stack.db_port,
             "dbops_db_name": "auto_trader",
             "dbops_db_user": "auto_trader",
-            "dbops_db_password": TEST_PASSWORD,
+            "dbops_db_password": self.password,
             "dbops_db_container": f"{self.project}-db-1",
             "dbops_alembic_config": str(APP_DIR / "alembic.ini"),
             "dbops_nginx_port": self.stack.nginx_port,
@@ -107,7 +109,8 @@ class Release:
     # ------------------------------------------------------------ state
     def connect(self):
         import psycopg2
-        return psycopg2.connect(self.stack.db_url, connect_timeout=5)
+        return psycopg2.connect(host="127.0.0.1", port=self.stack.db_port, dbname="auto_trader", user="auto_trader",
+                                password=self.password, connect_timeout=5)
 
     def scalar(self, sql: str):
         with self.connect() as conn, conn.cursor() as cur:
@@ -161,8 +164,8 @@ class Release:
         self.remove_images()
 
 
-def new_release(docker_client, tmp_path: Path, app_version: str = "1.0.0") -> Release:
-    return Release(docker_client, tmp_path / ("r" + uuid.uuid4().hex[:6]), app_version)
+def new_release(docker_client, tmp_path: Path, app_version: str = "1.0.0", password: str = TEST_PASSWORD) -> Release:
+    return Release(docker_client, tmp_path / ("r" + uuid.uuid4().hex[:6]), app_version, password)
 
 
 def compose_ps(release: Release) -> str:

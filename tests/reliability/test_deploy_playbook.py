@@ -1,0 +1,130 @@
+"""deploy.yml under bad input, concurrent runs, and with a recognisable secret."""
+from __future__ import annotations
+
+import concurrent.futures
+import uuid
+
+import pytest
+
+from tests.helpers.release import compose_ps, new_release
+from tests.helpers.secrets import ArgvWatcher, files_containing, find_secret
+
+
+@pytest.fixture
+def idle_release(docker_client, tmp_path):
+    """An inventory for a stack that is never started: anything that touches it would fail differently."""
+    rel = new_release(docker_client, tmp_path)
+    yield rel
+    rel.remove_images()
+
+
+def assert_nothing_started(rel):
+    assert not rel.lock_held()
+    assert not rel.report_dir.exists()
+    assert rel.container_ids("db") == [] and rel.container_ids("app") == []
+
+
+BAD_RISKS = [
+    ("extreme", "extreme"),
+    ("LOW", "LOW"),
+    ("", ""),
+    (5, "5"),
+    (["low"], "['low']"),
+    ("low; rm -rf /", "low; rm -rf /"),
+]
+
+
+@pytest.mark.parametrize("risk,shown", BAD_RISKS, ids=[str(r[1]) or "empty" for r in BAD_RISKS])
+@pytest.mark.fault("deploy.yml with risk outside low|medium|high|auto", kind="bad_input",
+                   holds="fails first with the accepted values; no lock, no container, no report")
+def test_risk_outside_the_list_fails_before_anything(idle_release, risk, shown):
+    run = idle_release.deploy(risk=risk)
+    assert run.rc != 0
+    assert "risk must be one of low, medium, high or auto" in run.output
+    assert f"(got {shown})" in run.output
+    assert "Run again with -e risk=auto" in run.output
+    assert "TASK [Take the release lock" not in run.stdout
+    assert_nothing_started(idle_release)
+
+
+WRONG_TYPES = [
+    ({"approve": "maybe"}, "approve"),
+    ({"skip_migrate": "sometimes"}, "skip_migrate"),
+    ({"verify_queries": "SELECT 1"}, "verify_queries"),
+    ({"verify_queries": [{"name": "no query"}]}, "query"),
+    ({"protected_tables": {"users": 1}}, "protected_tables"),
+    ({"deploy_lock_wait": "soon"}, "deploy_lock_wait"),
+]
+
+
+@pytest.mark.parametrize("extra,named", WRONG_TYPES, ids=[w[1] + "-" + type(list(w[0].values())[0]).__name__
+                                                          for w in WRONG_TYPES])
+@pytest.mark.fault("deploy.yml with a variable of the wrong type", kind="bad_input",
+                   holds="fails naming the variable before the lock; nothing started")
+def test_wrong_types_fail_naming_the_variable(idle_release, extra, named):
+    run = idle_release.deploy(risk="auto", **extra)
+    assert run.rc != 0
+    assert "Validate the other deploy variables" in run.stdout
+    assert named in run.output
+    assert_nothing_started(idle_release)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.fault("two deploy.yml runs started at once on a fresh stack", kind="fault",
+                   holds="one migrates, the other waits for the lock and finds nothing to do; migrations run once")
+def test_two_deploys_at_once_migrate_once(docker_client, tmp_path):
+    rel = new_release(docker_client, tmp_path)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            runs = list(pool.map(lambda _i: rel.deploy(risk="auto"), range(2)))
+        outputs = "\n=====\n".join(r.output[-4000:] for r in runs)
+        assert all(r.rc == 0 for r in runs), outputs + compose_ps(rel)
+        summaries = rel.reports()
+        applied = sorted(tuple(s["revisions_applied"]) for s in summaries)
+        assert applied == [(), ("0001", "0002", "0003", "0004", "0005")], summaries
+        assert sum("Take the release lock" in r.stdout and "FAILED - RETRYING" in r.stdout for r in runs) == 1
+        assert rel.revision() == "0005"
+        assert not rel.lock_held()
+    finally:
+        rel.close()
+
+
+@pytest.mark.fault("a second deploy while the lock is held and deploy_lock_wait=0", kind="fault",
+                   holds="fails at once naming the holder and what to do; the other run's lock stays")
+def test_held_lock_fails_clearly(idle_release):
+    lock = idle_release.report_dir / "deploy.lock"
+    lock.mkdir(parents=True)
+    (lock / "owner.json").write_text('{"user": "alice", "app_version": "9.9.9"}')
+    run = idle_release.deploy(risk="auto", deploy_lock_wait=0)
+    assert run.rc != 0
+    assert "Another deploy of" in run.output and "alice" in run.output and "Nothing was changed" in run.output
+    assert lock.exists() and (lock / "owner.json").exists()
+    assert idle_release.container_ids("db") == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.fault("a recognisable database password through a low and a high deploy", kind="secret",
+                   holds="the password is in no output, report, backup manifest or process argv")
+def test_password_never_leaks(docker_client, tmp_path):
+    secret = "Dbops-Secret-" + uuid.uuid4().hex[:12]
+    rel = new_release(docker_client, tmp_path, password=secret)
+    try:
+        with ArgvWatcher(secret) as watcher:
+            first = rel.deploy(risk="auto", migration_target="0004")
+            assert first.rc == 0, first.output[-4000:] + compose_ps(rel)
+            rel.seed(2)
+            second = rel.deploy(risk="high", approve=True,
+                                verify_queries=[{"name": "users", "query": "SELECT count(*) FROM users", "expect": 2}])
+            assert second.rc == 0, second.output[-4000:] + compose_ps(rel)
+            failed = rel.deploy(risk="high", approve=True,
+                                verify_queries=[{"name": "wrong", "query": "SELECT 1", "expect": 2}])
+        assert failed.rc != 0 and "Data verification failed" in failed.output
+        assert watcher.samples > 10
+        assert watcher.leaks == []
+        assert find_secret(secret, first.output, second.output, failed.output) == []
+        assert files_containing(secret, str(rel.report_dir), str(rel.backup_dir)) == []
+        assert rel.backups() and rel.reports()
+    finally:
+        rel.close()
