@@ -29,6 +29,11 @@ import uuid
 import zlib
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+try:
+    import psycopg2
+except ImportError:  # pragma: no cover - the module reports missing psycopg2 before getting here
+    psycopg2 = None
+
 from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import (
     AlembicPlanError, CONNECTION_LOST, ERROR, KILLED, LOCK_TIMEOUT, RETRYABLE, STATEMENT_TIMEOUT,
     RevisionGraph, Step, classify_failure, duration_ms, error_tail, failing_statement, offline_range,
@@ -329,8 +334,9 @@ class Migrator:
             "SELECT pid, coalesce(application_name, ''), coalesce(state, ''),"
             " extract(epoch FROM clock_timestamp() - xact_start)::float8, left(coalesce(query, ''), 300)"
             " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND backend_type = 'client backend' AND xact_start IS NOT NULL AND application_name <> %s"
-            " ORDER BY xact_start LIMIT 3", (self.app_name,))
+            " AND backend_type = 'client backend' AND xact_start IS NOT NULL"
+            " AND application_name NOT LIKE 'dbops-migrate-%%'"
+            " ORDER BY xact_start LIMIT 3")
         return [{"pid": r[0], "application_name": r[1], "state": r[2], "xact_age_s": round(r[3] or 0, 3),
                  "query": self.mask(r[4])} for r in rows]
 
@@ -369,6 +375,13 @@ class Migrator:
             raise MigrateError("cannot connect to %s: %s" % (self.db.masked_url(), self.mask(exc).strip()))
         try:
             return self._run()
+        except MigrateError:
+            raise
+        except psycopg2.Error as exc:
+            raise MigrateError(
+                "PostgreSQL error while migrating (%s): %s. Check the database, then run again: alembic_version "
+                "is only moved by committed revisions." % (type(exc).__name__, self.mask(exc).strip()),
+                {"to_revision": self.result.get("to_revision")})
         finally:
             with contextlib.suppress(Exception):
                 self.conn.close()
