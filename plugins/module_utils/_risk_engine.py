@@ -17,7 +17,6 @@ import re
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import mask_secrets
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import DbFacts, TableFacts
 
 try:
@@ -708,6 +707,8 @@ _PASSWORD_LITERAL = re.compile(r"(password\s*(?:=\s*)?)'(?:[^']|'')*'", re.IGNOR
 def _excerpt(text: str) -> str:
     text = " ".join(text.split())
     if "assword" in text or "ASSWORD" in text or "://" in text:
+        # Imported here: _pg loads psycopg2, which plain SQL analysis does not need.
+        from ansible_collections.dbops.migrations.plugins.module_utils._pg import mask_secrets
         text = mask_secrets(_PASSWORD_LITERAL.sub(r"\1'********'", text))
     return text if len(text) <= STATEMENT_EXCERPT else text[:STATEMENT_EXCERPT - 3] + "..."
 
