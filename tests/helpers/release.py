@@ -54,7 +54,11 @@ class Release:
     def build_variant(self, version: str, fault: str = "none") -> str:
         """Tag a release of the example app: the same code, its own version and fault setting."""
         tag = f"{self.image}:{version}"
-        dockerfile = f"FROM {base_image(self.client)}\nENV APP_VERSION={version} APP_FAULT={fault}\n"
+        # A healthcheck that tolerates a slow interpreter start on a busy test machine.
+        dockerfile = (f"FROM {base_image(self.client)}\nENV APP_VERSION={version} APP_FAULT={fault}\n"
+                      "HEALTHCHECK --interval=3s --timeout=10s --start-period=15s --retries=5 CMD [\"python3\", "
+                      "\"-c\", \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/livez', "
+                      "timeout=5)\"]\n")
         self.client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, pull=False)
         return tag
 
@@ -90,10 +94,12 @@ class Release:
             "dbops_health_timeout": 120,
         }
 
-    def write_inventory(self, app_version: str) -> None:
+    def write_inventory(self, app_version: str, app_hosts: tuple[str, ...] = ("localhost",)) -> None:
+        """Every host is this machine (local connection); several app hosts share the one stack."""
         (self.inventory / "group_vars").mkdir(parents=True, exist_ok=True)
         hosts = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
-                         "children": {"app": {"hosts": {"localhost": None}}, "db": {"hosts": {"localhost": None}}}}}
+                         "children": {"app": {"hosts": {h: None for h in app_hosts}},
+                                      "db": {"hosts": {app_hosts[0]: None}}}}}
         (self.inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
         (self.inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(self.group_vars(app_version)))
 

@@ -50,6 +50,19 @@ class TestLowPathFromFreshStack:
         assert release.reports()[-1]["revisions_applied"] == []
         assert release.container_ids("app") == app_before
 
+    def test_two_app_hosts_migrate_once_and_roll_one_at_a_time(self, release):
+        release.write_inventory("1.0.0", app_hosts=("app1", "app2"))
+        try:
+            run = release.deploy(risk="auto", deploy_serial=1)
+        finally:
+            release.write_inventory("1.0.0")
+        assert run.rc == 0, explain(run, release)
+        migrate = run.stdout.split("TASK [dbops.migrations.migrate : Migrate the database to head]")[1].split("TASK [")[0]
+        assert "[app1]" in migrate and "[app2]" not in migrate
+        batches = run.stdout.count("PLAY [Release - deploy the application with health checks, hosts per batch 1]")
+        assert batches == 2
+        assert "ok: [app2]" in run.stdout.split("PLAY [Finish")[0].rsplit("PLAY [Release", 1)[1]
+
     def test_bad_risk_value_fails_before_anything(self, release):
         run = release.deploy(risk="extreme")
         assert run.rc != 0

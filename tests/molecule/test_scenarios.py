@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers.ansible import ansible_env
 
-pytestmark = [pytest.mark.molecule, pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.molecule, pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(3000)]
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p.parent.name for p in (REPO / "molecule").glob("*/molecule.yml"))
