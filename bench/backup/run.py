@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Backup benchmark: plain pg_dump/psql and pg_dump | gzip against pg_backup, on a >= 1 GB database.
 
-    .venv/bin/python bench/backup/run.py [--rows 1600000] [--repeat 3] [--work /var/tmp/dbops-bench-backup]
+    nice -n -10 .venv/bin/python bench/backup/run.py [--rows 1500000] [--repeat 3] [--work /var/tmp/dbops-bench-backup]
+
+(``nice -n -10`` as root also raises the priority of the benchmark's own PostgreSQL cluster, which
+inherits it, so other work on a shared machine disturbs the numbers less.)
 
 Starts a private PostgreSQL 15 cluster (fsync on), generates the data set once, measures the
 disk's sequential write speed and gzip's single-core speed, then runs every cell ``--repeat``
@@ -18,6 +21,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -211,10 +215,13 @@ def summarize(values):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=1_600_000, help="rows per table (4 tables)")
+    parser.add_argument("--rows", type=int, default=1_500_000, help="rows per table (4 tables)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", default="/var/tmp/dbops-bench-backup")
     args = parser.parse_args()
+    # stop cleanly (the private cluster is shut down and removed) on Ctrl-C or kill, also in the background
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, mode=0o700)
@@ -254,10 +261,11 @@ def main():
         }
         sweep = {
             "custom, gzip 0": lambda: bench.pg_backup("custom", 0, restore=False),
+            "custom, gzip 1 (pg_backup default)": lambda: bench.pg_backup("custom", 1, restore=False),
             "custom, gzip 3": lambda: bench.pg_backup("custom", 3, restore=False),
             "custom, gzip 6 (pg_dump's default level)": lambda: bench.pg_backup("custom", 6, restore=False),
             "directory, jobs 2, gzip 0": lambda: bench.pg_backup("directory", 0, 2, restore=False),
-            "directory, jobs 2, gzip 6": lambda: bench.pg_backup("directory", 6, 2, restore=False),
+            "directory, jobs 2, gzip 1": lambda: bench.pg_backup("directory", 1, 2, restore=False),
         }
         order = [name for name in cells for _ in range(args.repeat)]
         random.shuffle(order)
@@ -270,14 +278,20 @@ def main():
             print("%-45s backup %.1fs restore %.1fs size %.0f MiB" % (name, cell["backup_s"], cell["restore_s"], cell["size"] / MiB), flush=True)
         sweep_raw = {}
         for name, fn in sweep.items():
-            sweep_raw[name] = fn()
+            # best of two: these rows rank compression levels, the cells above carry the statistics
+            runs = []
+            for _ in range(2):
+                load = os.getloadavg()[0]
+                runs.append(dict(fn(), load_before=load))
+            sweep_raw[name] = min(runs, key=lambda c: c["backup_s"])
             print("%-45s backup %.1fs size %.0f MiB" % (name, sweep_raw[name]["backup_s"], sweep_raw[name]["size"] / MiB), flush=True)
         t0 = time.monotonic()
         verified = bench.pg_backup(verify="restore", restore=False)
         verified["wall_s"] = time.monotonic() - t0
         results["verify_restore_default"] = verified
         print("verify=restore default: %.1f s" % verified["backup_s"], flush=True)
-        # the same default backup through ansible-playbook: orchestration overhead
+        # the same default backup directly and through ansible-playbook: orchestration overhead
+        results["direct_default_s"] = round(bench.pg_backup(restore=False)["backup_s"], 2)
         t0 = time.monotonic()
         run = run_module("pg_backup", dict(server.login_args("bench"), dest=str(work / "ansible")))
         results["ansible_module_s"] = round(time.monotonic() - t0, 2)
@@ -319,7 +333,7 @@ def report(r):
     lines = [
         "# Backup benchmark: pg_backup against pg_dump > sql and pg_dump | gzip",
         "",
-        "Reproduce: `.venv/bin/python bench/backup/run.py` (about %d min on this machine; raw numbers in "
+        "Reproduce: `nice -n -10 .venv/bin/python bench/backup/run.py` (about %d min on this machine; raw numbers in "
         "`bench/backup/results/latest.json`, not committed)." % max(1, round(r["total_s"] / 60)),
         "",
         "## Machine and data",
@@ -360,17 +374,16 @@ def report(r):
                 statistics.median(x["restore_timings"]["count_s"] for x in c["runs"]))
             for label, c in (("default", default), ("best", best))),
         "",
-        "## Compression level and format (backup only, one run each)",
+        "## Compression level and format (backup only, best of two runs)",
         "",
-        "| setting | backup s | logical MB/s | MiB | % of plain size |",
-        "|---|---|---|---|---|",
+        "| setting | backup s | logical MB/s | MiB | % of plain size | load avg |",
+        "|---|---|---|---|---|---|",
     ]
     sweep = dict(r["sweep"])
-    sweep["custom, gzip 1 (pg_backup default)"] = {"backup_s": default["backup_s"]["median"], "size": default["size"]}
-    sweep["directory, jobs 2, gzip 1"] = {"backup_s": best["backup_s"]["median"], "size": best["size"]}
     for name, c in sorted(sweep.items()):
-        lines.append("| %s | %.1f | %.0f | %.0f | %.0f%% |" % (name, c["backup_s"], logical / c["backup_s"] / 1e6,
-                                                          c["size"] / MiB, 100 * c["size"] / logical))
+        lines.append("| %s | %.1f | %.0f | %.0f | %.0f%% | %.1f |" % (name, c["backup_s"], logical / c["backup_s"] / 1e6,
+                                                                 c["size"] / MiB, 100 * c["size"] / logical,
+                                                                 c.get("load_before", 0.0)))
     v = r["verify_restore_default"]
     g = gzip_cell["backup_s"]["median"]
     def ratio(a, b, key, stat):
@@ -390,8 +403,8 @@ def report(r):
         "- pg_backup default with `verify: restore` (dump + scratch restore + row-count comparison + drop): "
         "%.1f s in total, of which verification %.1f s." % (v["backup_s"], v["verify_s"]),
         "- The default backup run through `ansible-playbook` (module `dbops.migrations.pg_backup`): %.1f s wall "
-        "time, ok=%s; the difference to the direct call is Ansible's start-up and module transfer." % (
-            r["ansible_module_s"], r["ansible_module_ok"]),
+        "time (ok=%s), against %.1f s for the same call made directly just before; the difference is Ansible's "
+        "start-up and module transfer." % (r["ansible_module_s"], r["ansible_module_ok"], r["direct_default_s"]),
         "",
         "## Goals",
         "",

@@ -335,7 +335,8 @@ class Backup:
                 try:
                     sha256, size = self._dump_into(staging, dest, name, options, snapshot)
                 finally:
-                    counts = counter.result()
+                    counter.join()  # a pg_dump error stays the error reported
+                counts = counter.result()
                 conn.rollback()  # pg_dump and the counter are done with the snapshot
                 finished = bk.utc_now()
                 manifest = bk.build_manifest(
@@ -348,7 +349,7 @@ class Backup:
                             "executor": self.executor.where()},
                     snapshot=snapshot)
                 verification = self.verify_path(os.path.join(staging, name), manifest, verify,
-                                                 server_num=server_num, checksum=False)
+                                                server_num=server_num, checksum=False)
                 manifest["verification"] = verification
                 bk.write_json_file(os.path.join(staging, bk.manifest_name(name)), manifest, self.executor.owner())
                 if os.path.lexists(os.path.join(dest, name)):
@@ -367,7 +368,7 @@ class Backup:
         removed: List[str] = []
         if keep is not None:
             removed = self.prune(dest, keep, protect=[name], database=self.database)["removed"]
-        manifest["duration_s"] = round(time.monotonic() - clock, 3)
+        duration = round(time.monotonic() - clock, 3)  # dump, checks, verification and retention
         return {
             "changed": True,
             "path": os.path.join(dest, name),
@@ -375,7 +376,7 @@ class Backup:
             "manifest": manifest,
             "size_bytes": manifest["size_bytes"],
             "sha256": manifest["sha256"],
-            "duration_s": manifest["duration_s"],
+            "duration_s": duration,
             "verified": verification["verified"],
             "verification": verification,
             "removed": removed,

@@ -132,12 +132,15 @@ options:
     default: 5432
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Connects and checks versions, then reports what would be written, restored or removed without writing anything.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the new backup, the target database change, or the backups that retention removes.
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: partial
     details:
       - V(present) makes a new backup on every run (always changed).

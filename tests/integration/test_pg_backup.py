@@ -125,6 +125,7 @@ def test_roundtrip_equal_content(shop_db, pg_server, tmp_path, target_name, fmt,
     assert stat.S_IMODE(os.stat(path).st_mode) == (0o700 if fmt == "directory" else 0o600)
     assert stat.S_IMODE(os.stat(res["manifest_path"]).st_mode) == 0o600
     manifest = json.loads(open(res["manifest_path"]).read())
+    assert manifest == res["manifest"]
     assert manifest["format"] == fmt
     assert manifest["alembic_revision"] == "0003"
     assert manifest["server_version"].startswith("15.")
