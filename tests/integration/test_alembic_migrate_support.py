@@ -256,13 +256,13 @@ class Writers:
         return sum(len(c) for c in self.commits)
 
 
-def wait_for_migration_lock_wait(db, timeout: float = 60.0) -> None:
-    """Until a backend of alembic_migrate is seen waiting for a lock."""
+def wait_for_migration_lock_wait(db, timeout: float = 60.0, pattern: str = "dbops-migrate-%") -> None:
+    """Until a backend of alembic_migrate (or ``pattern``) is seen waiting for a lock."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if db.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dbops-migrate-%%'"
+        if db.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s"
                      " AND application_name NOT IN ('dbops-migrate-control', 'dbops-migrate-monitor')"
-                     " AND wait_event_type = 'Lock'"):
+                     " AND wait_event_type = 'Lock'", (pattern,)):
             return
         time.sleep(0.05)
     raise AssertionError("the migration never waited for a lock")
