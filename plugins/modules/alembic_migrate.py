@@ -164,12 +164,15 @@ notes:
     C(autocommit_block) (for C(CREATE INDEX CONCURRENTLY)) are supported.
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Lists the pending revisions with their SQL rendered offline; changes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the revision before and after.
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: At the target revision nothing runs and the result is not changed.
 '''
