@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -107,6 +108,8 @@ def main() -> int:
     parser.add_argument("--report", default=str(Path(__file__).with_name("REPORT.md")))
     parser.add_argument("--json", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
+    # SIGTERM cleans up like Ctrl-C: the stack and the private images are removed
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     ensure_collection_link()
     client = docker.from_env()
     releases = Releases(client)
@@ -114,12 +117,13 @@ def main() -> int:
     releases.build("b", VERSIONS["b"])
     releases.build("unhealthy", "9.0.0-unhealthy", "unhealthy")
     releases.build("crash_after", "9.0.0-crash-after", "crash_after")
-    stack = DeployStack(releases, "a")
+    stack = DeployStack(releases, "a", relaxed_healthcheck=False)
     results: dict = {"env": environment(), "runs": [], "faults": []}
     try:
         first = with_module(stack, "a")()
         assert not first.result.get("failed"), first.result.get("msg")
         results["baseline_p99_ms"] = baseline_p99(stack)
+        results["baseline_load1"] = float(open("/proc/loadavg").read().split()[0])
         current = "a"
         for index in range(args.runs):
             for strategy in ("S0", "S2"):
@@ -128,9 +132,11 @@ def main() -> int:
                 summary, duration, outcome, _ = probe_during(stack, action, VERSIONS[nxt])
                 failed_task = bool(getattr(outcome, "result", {}).get("failed"))
                 row = {"strategy": strategy, "run": index + 1, "to": VERSIONS[nxt], "duration_s": round(duration, 2),
-                       "task_failed": failed_task, **summary}
+                       "task_failed": failed_task, "load1": float(open("/proc/loadavg").read().split()[0]),
+                       **summary}
                 results["runs"].append(row)
                 print(json.dumps(row), flush=True)
+                save(results, args)  # a stopped run still leaves the rows it measured
                 current = nxt
                 time.sleep(2)
         for fault, health in (("unhealthy", {}), ("crash_after", {"settle": 8})):
@@ -146,16 +152,22 @@ def main() -> int:
                    "version_after": summary["last_version"], "expected": before, **summary}
             results["faults"].append(row)
             print(json.dumps(row), flush=True)
+            save(results, args)
             stack.env["APP_VERSION"] = current
     finally:
         stack.down()
         releases.cleanup()
-    Path(args.json).write_text(json.dumps(results, indent=1))
-    write_report(results, Path(args.report))
+    results["complete"] = True
+    save(results, args)
     return 0
 
 
-def write_report(results: dict, path: Path) -> None:
+def save(results: dict, args) -> None:
+    Path(args.json).write_text(json.dumps(results, indent=1))
+    write_report(results, Path(args.report), args.runs)
+
+
+def write_report(results: dict, path: Path, planned: int) -> None:
     env = results["env"]
     rows = results["runs"]
     lines = [
@@ -178,10 +190,15 @@ def write_report(results: dict, path: Path) -> None:
         "  name, the health URL must answer 200 three times, and the old container is stopped with",
         "  SIGTERM (gunicorn finishes in-flight requests) and removed.",
         "",
-        "Baseline p99 latency without a release: %s ms." % results.get("baseline_p99_ms"),
+        "Baseline p99 latency without a release: %s ms (10 s of probing; load average %s)." % (
+            results.get("baseline_p99_ms"), results.get("baseline_load1")),
         "",
         "## Healthy releases (%d runs each)" % max([r["run"] for r in rows] or [0]),
         "",
+        *([] if results.get("complete") else [
+            "**Incomplete**: the benchmark was stopped after %d of %d planned runs per strategy (and %d of 2"
+            % (max([r["run"] for r in rows] or [0]), planned, len(results["faults"])),
+            "broken releases); the rows below are all that was measured.", ""]),
         "| strategy | runs with 0 failed | failed requests, median (min, max) | longest failure window s | "
         "p99 ms | deploy duration s |",
         "|---|---|---|---|---|---|",
@@ -195,12 +212,14 @@ def write_report(results: dict, path: Path) -> None:
             strategy, zero, len(sel), fmt([r["failed"] for r in sel], 0),
             fmt([r["longest_failure_s"] for r in sel], 2), fmt([r["p99_ms"] for r in sel]),
             fmt([r["duration_s"] for r in sel])))
-    lines += ["", "Every run:", "", "| strategy | run | to | failed / total | longest failure s | p99 ms | duration s |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "Every run (load1: the machine's 1-minute load average when the run ended; errors by kind):", "",
+              "| strategy | run | to | failed / total | errors | longest failure s | p99 ms | duration s | load1 |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append("| %s | %d | %s | %d / %d | %s | %s | %s |" % (
-            r["strategy"], r["run"], r["to"], r["failed"], r["total"], r["longest_failure_s"], r["p99_ms"],
-            r["duration_s"]))
+        lines.append("| %s | %d | %s | %d / %d | %s | %s | %s | %s | %s |" % (
+            r["strategy"], r["run"], r["to"], r["failed"], r["total"],
+            ", ".join("%s %d" % kv for kv in sorted(r.get("errors", {}).items())) or "-",
+            r["longest_failure_s"], r["p99_ms"], r["duration_s"], r.get("load1")))
     lines += ["", "## Broken releases through compose_deploy", "",
               "Health timeout %d s; the crash-after-5-s release is judged with `settle: 8`." % HEALTH_TIMEOUT, "",
               "| release | rolled back | failed check | new container start to removal s | task s | "

@@ -178,10 +178,13 @@ class ActionModule(ActionBase):
         args.update(extra)
         return self._module("community.docker.docker_compose_v2", args, check=False)
 
-    def _remove_container(self, container: cu.Container) -> None:
-        self._module("community.docker.docker_container", {
-            "name": container.id, "state": "stopped", "stop_timeout": self.p["stop_timeout"]},
-            check=False, ignore_errors=True)
+    def _remove_container(self, container: cu.Container, graceful: bool = True) -> None:
+        """Graceful: SIGTERM and up to stop_timeout seconds to finish in-flight requests. A failed
+        new container never took traffic, so it is removed at once."""
+        if graceful:
+            self._module("community.docker.docker_container", {
+                "name": container.id, "state": "stopped", "stop_timeout": self.p["stop_timeout"]},
+                check=False, ignore_errors=True)
         self._module("community.docker.docker_container", {"name": container.id, "state": "absent",
                                                            "force_kill": True}, check=False)
 
@@ -206,15 +209,17 @@ class ActionModule(ActionBase):
                             state="running", health="none") for i in new_ids]
         verdict, logs = self._wait_healthy([service], exclude_ids=old_ids, watch_ids=new_ids,
                                            settle=self.health["settle"], log_service=service, use_url=False)
+        exposed = False
         if verdict.state == "ok":
             self._worker("expose", service=service, aliases=created.get("aliases") or {})
+            exposed = True
             self._mark("exposed new %s" % service)
             if self.health.get("url"):
                 verdict, logs = self._wait_healthy([service], exclude_ids=old_ids, watch_ids=new_ids,
                                                    log_service=service)
         if verdict.state != "ok":
             for container in new:
-                self._remove_container(container)
+                self._remove_container(container, graceful=exposed)
             self._mark("removed new %s" % service)
             raise DeployFailed("new release of %s failed its health gate: %s" % (service, verdict.reason),
                                failed_check=verdict.check, failed_service=service, logs=logs,
@@ -341,10 +346,11 @@ class ActionModule(ActionBase):
             ref = cu.parse_image_ref(image)
             pairs.append((ref.with_tag(tag), ref.reference))
         ids = self._image_ids([p[0] for p in pairs] + [p[1] for p in pairs])
-        missing = sorted({b for b, _ in pairs if not ids.get(b)})
-        if missing:
-            raise DeployFailed("no backup image %s; nothing to roll back to (a deploy with backup_tag=%s "
-                               "creates it)" % (", ".join(missing), tag))
+        # services whose image never changed have no backup: they stay as they are
+        pairs = [(b, r) for b, r in pairs if ids.get(b)]
+        if not pairs:
+            raise DeployFailed("no backup image (%s) for any of %s; nothing to roll back to (a deploy with "
+                               "backup_tag=%s creates it)" % (tag, ", ".join(self.targets), tag))
         retag = [(b, r) for b, r in pairs if ids.get(b) != ids.get(r)]
         result["changed"] = bool(retag)
         result["restored_images"] = sorted({r for _, r in retag})
@@ -394,8 +400,9 @@ class ActionModule(ActionBase):
         profiles = set(args.get("profiles", [])) | set(self.specs[service].profiles)
         if profiles:
             args["profiles"] = sorted(profiles)
+        # interactive stays at its default: `--no-interactive` needs compose 2.27
         args.update({"service": service, "cleanup": True, "detach": False, "tty": False,
-                     "interactive": False, "remove_orphans": False})
+                     "remove_orphans": False})
         if self.p["run_command"]:
             args["argv"] = self.p["run_command"]
         res = self._module("community.docker.docker_compose_v2_run", args, ignore_errors=True)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tests.helpers.ansible import run_playbook
-from tests.helpers.stack import APP_DIR, COMPOSE_FILE
+from tests.helpers.stack import APP_DIR
 from tests.integration.test_compose_deploy import DeployStack, make_releases
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -30,7 +30,7 @@ def play(stack: DeployStack, tmp_path, version: str, **extra):
         "tasks": [
             {"name": "release", "block": [{"ansible.builtin.include_role": {"name": "dbops.migrations.deploy"},
                                            "vars": {"deploy_project_src": str(APP_DIR),
-                                                    "deploy_files": [COMPOSE_FILE.name],
+                                                    "deploy_files": list(stack.files),
                                                     "deploy_project_name": stack.project,
                                                     "deploy_env": env, "deploy_app_version": version,
                                                     "deploy_health_url": stack.base_url + "/healthz",
