@@ -9,6 +9,9 @@ import pytest
 from tests.helpers.release import compose_ps, new_release
 from tests.helpers.secrets import ArgvWatcher, files_containing, find_secret
 
+# Every case builds a private image of the example app, so all of them need the Docker engine.
+pytestmark = [pytest.mark.docker]
+
 
 @pytest.fixture
 def idle_release(docker_client, tmp_path):

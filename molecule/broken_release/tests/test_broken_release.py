@@ -16,7 +16,13 @@ def test_failure_report():
     assert failed["step"] == "deploy" and failed["app_version"] == "6.6.6"
 
 
-def test_broken_image_not_running(host):
-    out = host.check_output("docker ps --filter label=com.docker.compose.project=%s --format '{{.Image}}'",
-                            checks.PROJECT)
-    assert ":6.6.6" not in out
+def test_running_app_is_the_previous_image(host):
+    # The rollback may put the previous image under the tag the compose file names; what
+    # counts is which image the running container was created from.
+    running = host.check_output("docker ps --filter label=com.docker.compose.project=%s "
+                                "--filter label=com.docker.compose.service=app --format '{{.ID}}'", checks.PROJECT)
+    assert running and len(running.split()) == 1
+    image_id = host.check_output("docker inspect --format '{{.Image}}' %s", running)
+    previous = host.check_output("docker image inspect --format '{{.Id}}' %s:1.0.0",
+                                 "dbops-molecule-" + checks.SCENARIO)
+    assert image_id == previous
