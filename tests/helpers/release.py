@@ -157,7 +157,7 @@ class Release:
     def backups(self) -> list[Path]:
         return sorted(self.backup_dir.glob("*.manifest.json")) if self.backup_dir.exists() else []
 
-    def reports(self, pattern: str = "deploy-*[0-9].json") -> list[dict]:
+    def reports(self, pattern: str = "deploy-2*.json") -> list[dict]:
         if not self.report_dir.exists():
             return []
         return [json.loads(p.read_text()) for p in sorted(self.report_dir.glob(pattern))]

@@ -139,7 +139,7 @@ class TestHighPathGateAndRollback:
         assert f"-e rollback=database -e backup_manifest={manifest}" in run.output
         assert f"-e rollback=restore -e backup_manifest={manifest} -e confirm=true" in run.output
         assert release.stack.get("/api/stats")[0] == 503  # maintenance page
-        failed = release.reports("deploy-*-failed.json")[-1]
+        failed = release.reports("deploy-failed-*.json")[-1]
         assert failed["step"] == "migration" and failed["maintenance"] == "on"
         run = release.play("maintenance", {"state": "off"})
         assert run.rc == 0, explain(run, release)
@@ -167,7 +167,7 @@ class TestBrokenReleaseAndMediumPath:
         assert "The previous release was brought back automatically" in run.output
         status, body = release.stack.get("/healthz")
         assert status == 200 and body["version"] == "1.0.0"
-        failed = release.reports("deploy-*-failed.json")[-1]
+        failed = release.reports("deploy-failed-*.json")[-1]
         assert failed["step"] == "deploy" and failed["path"] == "skip"
         assert not release.lock_held()
 

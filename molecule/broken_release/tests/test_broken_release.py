@@ -12,7 +12,7 @@ def test_previous_release_serves(host):
 
 
 def test_failure_report():
-    failed = checks.reports("deploy-*-failed.json")[-1]
+    failed = checks.reports("deploy-failed-*.json")[-1]
     assert failed["step"] == "deploy" and failed["app_version"] == "6.6.6"
 
 

@@ -27,7 +27,7 @@ def base_url(host) -> str:
     return "http://127.0.0.1:%s" % host_vars(host)["molecule_nginx_port"]
 
 
-def reports(pattern: str = "deploy-*[0-9].json") -> list[dict]:
+def reports(pattern: str = "deploy-2*.json") -> list[dict]:
     return [json.load(open(p)) for p in sorted(glob.glob(os.path.join(WORK, "reports", pattern)))]
 
 
