@@ -184,6 +184,7 @@ SLOW_REVISION = (
 @pytest.mark.slow
 def test_two_runners_migrate_once(pg_db, project):
     add_revision(project, "0005", "0004", SLOW_REVISION)
+    assert naive_upgrade(pg_db, project, "0004").returncode == 0
     results = {}
 
     def go(name):
@@ -205,13 +206,15 @@ def test_two_runners_migrate_once(pg_db, project):
 
 
 def test_second_runner_with_no_patience_fails_clearly(pg_db, project):
-    add_revision(project, "0005", "0004", SLOW_REVISION)
+    # Long enough for a second ansible-playbook to start on a busy box while the first still migrates.
+    add_revision(project, "0005", "0004", SLOW_REVISION.replace("pg_sleep(3)", "pg_sleep(12)"))
+    assert naive_upgrade(pg_db, project, "0004").returncode == 0
     first = {}
     thread = threading.Thread(target=lambda: first.setdefault("r", run_module(
         "alembic_migrate", module_args(pg_db, project))))
     thread.start()
     deadline = time.monotonic() + 60
-    while pg_db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0:
+    while not pg_db.scalar("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(12)%%'"):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     second = run_module("alembic_migrate", module_args(pg_db, project, lock_wait=0))
@@ -241,11 +244,12 @@ def test_failing_revision_leaves_revision_unchanged(pg_db, project):
 
 def test_statement_timeout_is_not_retried(pg_db, project):
     add_revision(project, "0005", "0004", '    op.execute("SELECT pg_sleep(3)")')
+    assert naive_upgrade(pg_db, project, "0004").returncode == 0
     run = run_module("alembic_migrate", module_args(pg_db, project, statement_timeout="500ms", retries=3))
     assert run.result.get("failed") is True
     assert "ran longer than statement_timeout=500ms" in run.result["msg"]
     assert run.result["failure"]["kind"] == "statement_timeout"
-    assert run.result["applied"][-1]["revision"] == "0004"
+    assert run.result["applied"] == [] and run.result["attempts"] == 1
     assert revision_of(pg_db) == "0004"
 
 
@@ -255,8 +259,7 @@ def index_valid(db, name: str):
 
 def test_invalid_index_from_concurrent_build_is_dropped_and_retried(pg_db, project):
     """CREATE INDEX CONCURRENTLY waits for an open writer; its lock_timeout leaves an INVALID index."""
-    run = run_module("alembic_migrate", module_args(pg_db, project, target="0002"))
-    assert not run.result.get("failed"), run.output
+    assert naive_upgrade(pg_db, project, "0002").returncode == 0
     writer_sql = "BEGIN; INSERT INTO orders (account_id, quantity) VALUES (1, 1)"
 
     # The writer outlives the budget: the run fails, reports the INVALID index it could not drop yet.
@@ -317,15 +320,16 @@ def test_multiple_heads_are_refused(pg_db, project):
     assert run.result.get("failed") is True
     assert "2 heads (0005, 0006)" in run.result["msg"] and "alembic merge heads" in run.result["msg"]
     assert revision_of(pg_db) is None
-    ok = run_module("alembic_migrate", module_args(pg_db, project, target="0006"))
+    ok = run_module("alembic_migrate", module_args(pg_db, project, target="0006"), check=True)
     assert not ok.result.get("failed"), ok.output
-    assert revision_of(pg_db) == "0006"
+    assert [p["revision"] for p in ok.result["pending"]] == ["0001", "0002", "0003", "0004", "0006"]
+    assert revision_of(pg_db) is None
 
 
 def test_downgrade_alembic_cannot_perform_fails_clearly(pg_db, project):
     add_revision(project, "0005", "0004", "    pass",
                  downgrade='    raise NotImplementedError("0005 cannot be reverted: data was dropped")')
-    assert not run_module("alembic_migrate", module_args(pg_db, project)).result.get("failed")
+    assert naive_upgrade(pg_db, project, "head").returncode == 0
     run = run_module("alembic_migrate", module_args(pg_db, project, target="-1"))
     assert run.result.get("failed") is True
     assert "Downgrade of revision 0005 failed; the database stays at revision 0005" in run.result["msg"]
