@@ -418,7 +418,7 @@ def report(r):
         met_min = best_value >= target if "throughput" in name else best_value <= target
         verdict = "yes" if met else ("on fastest runs only" if met_min else "**no**")
         lines.append("| %s | %.2f%s | %.2f%s | %s |" % (name, value, unit, best_value, unit, verdict))
-    lines += ["", "## Choice of defaults", "", "DEFAULTS_PLACEHOLDER", ""]
+    lines += ["", "## Choice of defaults", "", "(Write the analysis of this run here.)", ""]
     return "\n".join(lines)
 
 
