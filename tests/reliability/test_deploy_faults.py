@@ -61,7 +61,8 @@ def assert_rolled_back(stack, result, summary):
 def test_release_that_crashes_on_start(stack, releases):
     result, summary, _ = faulty_release(stack, releases, "crash")
     assert_rolled_back(stack, result, summary)
-    assert result["failed_check"] == "exited"
+    # exited, or (with `restart: unless-stopped`) a crash loop that never turns healthy
+    assert result["failed_check"] in ("exited", "container"), brief(result)
     assert any("APP_FAULT=crash" in line for line in result["logs"]), result["logs"]
 
 
@@ -81,7 +82,8 @@ def test_release_that_never_becomes_healthy(stack, releases):
 def test_release_that_crashes_after_five_seconds(stack, releases):
     result, summary, _ = faulty_release(stack, releases, "crash_after", settle=8)
     assert_rolled_back(stack, result, summary)
-    assert result["failed_check"] in ("exited", "container")
+    # caught while hidden (exited/restarting) or, on a slow machine, by the URL gate after exposure
+    assert result["failed_check"] in ("exited", "container", "url"), brief(result)
 
 
 @pytest.mark.fault("release healthy but its health URL answers 500", holds="health URL gate fails; new container "
