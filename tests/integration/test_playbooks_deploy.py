@@ -121,13 +121,13 @@ class TestHighPathGateAndRollback:
 
     def test_rollback_database_to_the_manifest_revision(self, release):
         manifest = release.backups()[-1]
-        run = release.play("rollback", {"rollback": "database", "backup_manifest": str(manifest)})
+        run = release.play("rollback", {"rollback": "database", "manifest": str(manifest)})
         assert run.rc == 0, explain(run, release)
         assert release.revision() == "0004"
         assert release.scalar("SELECT count(*) FROM orders") == 3
 
     def test_restore_requires_confirm(self, release):
-        run = release.play("rollback", {"rollback": "restore", "backup_manifest": str(release.backups()[-1])})
+        run = release.play("rollback", {"rollback": "restore", "manifest": str(release.backups()[-1])})
         assert run.rc != 0 and "-e confirm=true" in run.output
         assert release.revision() == "0004"
 
@@ -138,8 +138,8 @@ class TestHighPathGateAndRollback:
         assert "Data verification failed: impossible: expected 999, got 3" in run.output
         assert "Maintenance mode stays ON" in run.output
         manifest = release.backups()[-1]
-        assert f"-e rollback=database -e backup_manifest={manifest}" in run.output
-        assert f"-e rollback=restore -e backup_manifest={manifest} -e confirm=true" in run.output
+        assert f"-e rollback=database -e manifest={manifest}" in run.output
+        assert f"-e rollback=restore -e manifest={manifest} -e confirm=true" in run.output
         assert release.stack.get("/api/stats")[0] == 503  # maintenance page
         failed = release.reports("deploy-failed-*.json")[-1]
         assert failed["step"] == "migration" and failed["maintenance"] == "on"
