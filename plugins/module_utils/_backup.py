@@ -468,5 +468,5 @@ def qualified(schema: str, table: str) -> str:
 
 
 def split_qualified(name: str) -> Tuple[str, str]:
-    schema, _, table = name.partition(".")
+    schema, _dot, table = name.partition(".")
     return schema, table

@@ -144,7 +144,7 @@ class Executor:
             self._docker_checked("exec", self.container, "mkdir", "-m", "0700", "-p", work)
         elif self.run_as:
             os.chown(work, *self.owner())
-            rc, _, _ = self.runner(["runuser", "-u", self.run_as, "--", "test", "-w", work], {})
+            rc, _out, _err = self.runner(["runuser", "-u", self.run_as, "--", "test", "-w", work], {})
             if rc != 0:
                 raise bk.BackupError("run_as user %s cannot write into %s: every parent folder of dest must be "
                                      "searchable (x) by that user; fix the permissions or choose another dest"
@@ -311,7 +311,7 @@ class Backup:
         dump_tool_version, dump_tool_text = self.executor.version("pg_dump")
         restore_tool_text = ""
         if verify != "none":
-            _, restore_tool_text = self.executor.version("pg_restore" if options.fmt != "plain" else "psql")
+            _version, restore_tool_text = self.executor.version("pg_restore" if options.fmt != "plain" else "psql")
         conn = _connect(self.info, autocommit=False)
         try:
             server_num = server_version_num(conn)
@@ -568,7 +568,7 @@ class Backup:
                 "checksum mismatch for %s: the manifest says sha256 %s, the file has %s; the backup is damaged or "
                 "was changed; nothing was restored; use another backup" % (dump, manifest.get("sha256"), sha256))
         if detected != "plain":
-            restore_version, _ = self.executor.version("pg_restore")
+            restore_version, _text = self.executor.version("pg_restore")
             dumped_with = (manifest.get("tools") or {}).get("pg_dump")
             bk.check_restore_version(restore_version, bk.parse_tool_version(dumped_with) if dumped_with else None)
             listing = self.list_archive(dump)

@@ -350,7 +350,7 @@ def main() -> None:
                                 container=params["container"], container_host=params["container_login_host"],
                                 container_port=params["container_login_port"],
                                 docker_bin=module.get_bin_path("docker", required=bool(params["container"])) or "docker",
-                                which=lambda name: module.get_bin_path(name))
+                                which=module.get_bin_path)
             backup = Backup(info=info, executor=executor, check_mode=module.check_mode)
             if state == "present":
                 fmt = params["format"] or "custom"
