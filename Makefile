@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap images demo demo-down test test-unit test-integration lint sanity build changelog clean
+.PHONY: help bootstrap images demo demo-down test test-unit test-integration lint build clean bench-lint bench-backup bench-downtime bench-deploy
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -41,6 +41,18 @@ lint: ## ansible-lint, ansible-doc for every module, ansible-test sanity
 
 build: ## the collection tarball
 	$(VENV)/bin/ansible-galaxy collection build --force --output-path dist .
+
+bench-lint: ## migration_risk against squawk (bench/lint/REPORT.md)
+	$(PY) bench/lint/run.py
+
+bench-backup: bootstrap ## pg_backup against pg_dump/psql and pg_dump|gzip on a 1 GB database
+	$(PY) bench/backup/run.py
+
+bench-downtime: bootstrap ## write stalls of naive alembic against alembic_migrate under pgbench load
+	$(PY) bench/downtime/run.py
+
+bench-deploy: bootstrap ## failed requests during a release: docker compose up -d against compose_deploy
+	$(PY) bench/deploy/run_bench.py
 
 clean:
 	rm -rf dist tests/output .pytest_cache
