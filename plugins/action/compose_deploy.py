@@ -283,7 +283,10 @@ class ActionModule(ActionBase):
             out["msg"] += "; the new container was removed and the previous release kept serving"
             self.timeline.append(("rolled back", round(time.monotonic() - self.t0, 2)))
             return out
-        # The guide's rollback: tag the backup as the release tag again and redeploy it.
+        # The guide's rollback: tag the backup as the release tag again and redeploy it. A new
+        # tag (1.0 -> 1.1) gets its own image back afterwards, so that REPO:1.1 still names the
+        # release that failed; the running containers keep the previous image.
+        failed_ids = self._image_ids([b["restore_to"] for b in backups if not b["same_ref"]])
         out["restored_images"] = self._restore_backups(backups, same_ref_only=False)
         try:
             self._deploy(self._plan())
@@ -292,6 +295,11 @@ class ActionModule(ActionBase):
         except DeployFailed as again:
             out["rollback_error"] = again.msg
             out["msg"] += "; ROLLBACK ALSO FAILED: %s" % again.msg
+        for ref, image_id in failed_ids.items():
+            if image_id:
+                self._module("community.docker.docker_image_tag", {
+                    "name": image_id, "repository": [ref], "existing_images": "overwrite"},
+                    check=False, ignore_errors=True)
         self.timeline.append(("rolled back", round(time.monotonic() - self.t0, 2)))
         return out
 

@@ -159,3 +159,17 @@ def test_one_off_failure_reports_exit_code(stack):
     assert run.result["failed"] is True and run.result["rc"] == 7
     assert any("boom" in line for line in run.result["run"]["logs"])
     assert stack.served_version() == "1.0.0"
+
+
+@pytest.mark.fault("in-place release (zero_downtime false) whose health URL fails",
+                   holds="backup retagged and redeployed; release 1 serves; the failed release keeps its own tag")
+def test_in_place_release_rolls_back_through_the_backup_tag(stack, releases):
+    releases.build("http500", "9.9.9-http500", "http500")
+    failed_id = releases.image_id("http500")
+    result = stack.deploy("http500", zero_downtime=False, health={"timeout": HEALTH_TIMEOUT}).result
+    stack.env["APP_VERSION"] = "1"
+    assert result["failed"] is True and result["rolled_back"] is True, brief(result)
+    assert result["failed_check"] == "url" and "rollback_error" not in result, brief(result)
+    assert result["restored_images"] == [releases.repo + ":http500"]
+    assert stack.served_version() == "1.0.0"
+    assert releases.image_id("http500") == failed_id
