@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -146,6 +147,9 @@ class DeployStack(ComposeStack):
 
     def down(self) -> None:
         super().down()
+        for name in self.files:
+            if name.startswith("/") and Path(name).parent.name.startswith("dbops-ci-"):
+                shutil.rmtree(Path(name).parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
