@@ -42,7 +42,7 @@ class Release:
         self.stack = ComposeStack(app_version=app_version)
         self.stack.env["POSTGRES_PASSWORD"] = password
         self.project = self.stack.project
-        self.image = "dbops-test-" + self.project
+        self.image = "dbops-play-" + self.project
         self.stack.env["APP_IMAGE"] = self.image
         self.build_variant(app_version)
         self.backup_dir = tmp_path / "backups"
