@@ -64,7 +64,8 @@ class Release:
 
     def remove_images(self) -> None:
         for image in self.client.images.list(name=self.image):
-            for tag in image.tags:
+            # Only this helper's tags: the same image may also be auto_trader:1.0.0.
+            for tag in (t for t in image.tags if t.startswith(self.image + ":")):
                 try:
                     self.client.images.remove(tag, force=True)
                 except Exception:
