@@ -361,7 +361,7 @@ class ActionModule(ActionBase):
                                "backup_tag=%s creates it)" % (tag, ", ".join(self.targets), tag))
         retag = [(b, r) for b, r in pairs if ids.get(b) != ids.get(r)]
         result["changed"] = bool(retag)
-        result["restored_images"] = sorted({r for _, r in retag})
+        result["restored_images"] = sorted({restored for _backup, restored in retag})
         if self._task.check_mode:
             return result
         for backup, ref in dict.fromkeys(retag):

@@ -227,7 +227,7 @@ def _labels(raw: Any) -> dict[str, str]:
     if isinstance(raw, str):  # `docker compose ps --format json` joins labels with commas
         out = {}
         for item in raw.split(","):
-            key, _, value = item.partition("=")
+            key, _sep, value = item.partition("=")
             out[key] = value
         return out
     return {}
@@ -272,13 +272,13 @@ def _container_ports(raw: Any) -> list[str]:
 
 
 def split_host_port(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
+    host, _sep, port = value.rpartition(":")
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
 def ports_owned_by(port: str, service: str, containers: Iterable[Container]) -> bool:
     """Is ``port`` published by a container of ``service`` (which the deploy replaces)?"""
-    _, number = split_host_port(port)
+    number = split_host_port(port)[1]
     for container in containers:
         if container.service == service and any(split_host_port(p)[1] == number for p in container.ports):
             return True

@@ -12,8 +12,9 @@ import os
 import tempfile
 import time
 import urllib.error
-import urllib.request
 from typing import Any, Callable, Mapping, Sequence
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu
 
@@ -81,9 +82,8 @@ def health_log(client, container_id: str) -> list[str]:
 
 
 def fetch_status(url: str, timeout: float) -> tuple[int | None, str]:
-    request = urllib.request.Request(url, headers={"User-Agent": "dbops-compose-deploy"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (operator URL)
+        with open_url(url, timeout=timeout, http_agent="dbops-compose-deploy", follow_redirects="safe") as response:
             return response.status, ""
     except urllib.error.HTTPError as exc:
         return exc.code, ""

@@ -35,6 +35,7 @@ description:
     version table, so the same logic serves both executors.
 extends_documentation_fragment:
   - dbops.migrations.postgres
+  - dbops.migrations.attributes
 options:
   config:
     description:

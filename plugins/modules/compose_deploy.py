@@ -28,6 +28,9 @@ description:
     health wait and logs are read there in one call each through this module with the Docker SDK for Python. It
     needs the Docker CLI with the compose v2 plugin (2.18 or newer) on the target. C(docker-compose) v1 is
     detected and reported, but not driven.
+extends_documentation_fragment:
+  - dbops.migrations.attributes
+  - dbops.migrations.attributes.ACTION
 options:
   project_src:
     description: Directory of the compose project (where the compose files live).
@@ -174,13 +177,14 @@ attributes:
     details: Shows, per service, the image reference and ID running now and after the deploy.
   idempotent:
     support: full
-    details: A second deploy of the same release changes nothing and reports RV(changed=false).
+    details: A second deploy of the same release changes nothing and reports C(changed=false).
       O(run) and O(state=restarted) always act.
   action:
     support: full
     details: Runs on the controller and executes community.docker modules on the target.
   async:
     support: none
+    details: Deploys wait for health checks and may roll back; run them in the foreground.
 seealso:
   - module: community.docker.docker_compose_v2
   - module: community.docker.docker_compose_v2_run
@@ -257,7 +261,7 @@ plan:
     before_image_id: {description: Image ID running before., type: str, returned: always, sample: "sha256:566d8b"}
     after_image: {description: Image reference the compose file names., type: str, returned: always,
                   sample: "auto_trader:1.1.0"}
-    after_image_id: {description: Its local image ID, if present., type: str, returned: always,
+    after_image_id: {description: Its local image ID when the image is present., type: str, returned: always,
                      sample: "sha256:9f2432"}
 backups:
   description: Backup tags written before the update.
@@ -350,7 +354,7 @@ from ansible_collections.dbops.migrations.plugins.module_utils import _compose a
 from ansible_collections.dbops.migrations.plugins.module_utils import _compose_engine as engine  # noqa: E402
 
 try:
-    import docker  # noqa: F401
+    import docker  # noqa: F401  # pylint: disable=unused-import
     HAS_DOCKER_SDK, DOCKER_IMPORT_ERROR = True, None
 except ImportError:
     HAS_DOCKER_SDK, DOCKER_IMPORT_ERROR = False, traceback.format_exc()
@@ -380,7 +384,7 @@ def _prepare(module, job):
         legacy = module.get_bin_path("docker-compose")
         hint = ""
         if legacy:
-            _, lout, _ = module.run_command([legacy, "version", "--short"])
+            _rc, lout, _err = module.run_command([legacy, "version", "--short"])
             hint = " docker-compose %s (v1) is installed, but community.docker drives only v2;" % lout.strip()
         module.fail_json(msg="docker compose v2 is not available (`docker compose version` failed: %s).%s install "
                              "the compose plugin (docker-compose-plugin, 2.18 or newer)." % (err.strip() or out.strip(), hint))

@@ -34,6 +34,7 @@ description:
     never through argv, messages or results.
 extends_documentation_fragment:
   - dbops.migrations.postgres
+  - dbops.migrations.attributes
 options:
   state:
     description:
