@@ -19,6 +19,9 @@ sys.path.insert(0, str(COLLECTIONS_PATH))
 
 EXAMPLE_APP = REPO_ROOT / "examples" / "auto_trader"
 
+# Fault-injection outcomes -> docs/RELIABILITY.md (loaded here so a distributed run's controller has it).
+pytest_plugins = ["tests.helpers.reliability_report"]
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests under tests/unit need nothing; integration tests need PostgreSQL and maybe Docker."""

@@ -1,4 +1,4 @@
-"""Fault-injection tests write their outcome into docs/RELIABILITY.md.
+"""pytest plugin: fault-injection tests write their outcome into docs/RELIABILITY.md.
 
 Mark a test with ``@pytest.mark.fault("what is injected", holds="what must hold afterwards")``
 (or ``bad_input`` / ``secret`` as the ``kind``); the table is regenerated from every run
@@ -29,14 +29,20 @@ def pytest_runtest_makereport(item, call):
     if marker is None:
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        name = marker.args[0] if marker.args else item.name
-        _outcomes[item.nodeid] = {
+        # Carried on the report so that it also reaches the controller of a distributed run.
+        report.user_properties.append(("dbops_fault", {
             "kind": marker.kwargs.get("kind", "fault"),
-            "name": name,
+            "name": marker.args[0] if marker.args else item.name,
             "holds": marker.kwargs.get("holds", ""),
             "outcome": report.outcome,
             "seconds": round(report.duration, 1),
-        }
+        }))
+
+
+def pytest_runtest_logreport(report):
+    for key, value in report.user_properties:
+        if key == "dbops_fault":
+            _outcomes[report.nodeid] = value
 
 
 def pytest_sessionfinish(session, exitstatus):
