@@ -36,7 +36,7 @@ test-integration: bootstrap ## tests that need PostgreSQL but not Docker
 	$(PY) -m pytest -m "not docker and not molecule" $(PYTEST_ARGS)
 
 lint: ## ansible-lint, ansible-doc for every module, ansible-test sanity
-	$(VENV)/bin/ansible-lint
+	$(VENV)/bin/ansible-lint --offline
 	scripts/sanity
 
 build: ## the collection tarball
