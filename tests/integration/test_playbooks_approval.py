@@ -68,7 +68,11 @@ def run_on_terminal(argv: list[str], answer: str, timeout: float = 300) -> tuple
         if not answered and b"Type yes to approve" in output:
             os.write(fd, answer.encode() + b"\r")
             answered = True
+    grace = time.monotonic() + 10
     finished, status = os.waitpid(pid, os.WNOHANG)
+    while finished == 0 and time.monotonic() < grace:  # a closed terminal: the child is exiting
+        time.sleep(0.2)
+        finished, status = os.waitpid(pid, os.WNOHANG)
     if finished == 0:  # never hang the suite: a run that outlives its deadline is killed and fails the test
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
