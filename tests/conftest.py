@@ -96,3 +96,14 @@ def docker_client():
             pytest.fail("Docker engine not reachable: .ci/run must start it (make bootstrap)")
         pytest.skip("Docker engine not reachable; run `make bootstrap`")
     return docker.from_env()
+
+
+@pytest.fixture(scope="module")
+def releases(docker_client):
+    """Test images of the example app under a private repository name; tag ``1`` is the
+    base release, other tags are built on demand with ``releases.build``."""
+    from tests.integration.test_compose_deploy import make_releases
+    rel = make_releases(docker_client)
+    rel.tag_base("1")
+    yield rel
+    rel.cleanup()

@@ -142,22 +142,31 @@ class Bench:
             raise RuntimeError("restore of %s lost rows: %s != %s" % (name, got, self.expected))
 
     # ---- cells: each returns backup_s, restore_s, size, verified
-    def plain(self):
-        out = self.work / "plain.sql"
-        self.checkpoint()
-        t0 = time.monotonic()
-        sh(["pg_dump", "-Fp", "-f", str(out)], self.env)
-        backup_s = time.monotonic() - t0
+    def restored_plain(self, out: Path, backup_s: float, feed) -> dict:
+        """Restore the plain dump ``out`` into a fresh database with ``feed(target)``, check
+        every row arrived, clean up, and return the cell."""
         target = self.fresh()
         pgh.create_database(self.server, target)
         t1 = time.monotonic()
-        sh(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(out), "-o", "/dev/null"], self.server.libpq_env(target))
+        feed(target)
         restore_s = time.monotonic() - t1
         self.verify_rows(target)
         size = size_of(out)
         self.drop(target)
         out.unlink()
         return dict(backup_s=backup_s, restore_s=restore_s, size=size, verified="restore+counts")
+
+    def plain(self):
+        out = self.work / "plain.sql"
+        self.checkpoint()
+        t0 = time.monotonic()
+        sh(["pg_dump", "-Fp", "-f", str(out)], self.env)
+        backup_s = time.monotonic() - t0
+
+        def feed(target):
+            sh(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(out), "-o", "/dev/null"],
+               self.server.libpq_env(target))
+        return self.restored_plain(out, backup_s, feed)
 
     def gzip(self):
         out = self.work / "plain.sql.gz"
@@ -170,21 +179,15 @@ class Bench:
             if gz.wait() or dump.wait():
                 raise RuntimeError("pg_dump | gzip failed")
         backup_s = time.monotonic() - t0
-        target = self.fresh()
-        pgh.create_database(self.server, target)
-        t1 = time.monotonic()
-        gunzip = subprocess.Popen(["gzip", "-dc", str(out)], stdout=subprocess.PIPE)
-        psql = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null"], stdin=gunzip.stdout,
-                              env={**os.environ, **self.server.libpq_env(target)})
-        gunzip.wait()
-        if psql.returncode:
-            raise RuntimeError("gunzip | psql failed")
-        restore_s = time.monotonic() - t1
-        self.verify_rows(target)
-        size = size_of(out)
-        self.drop(target)
-        out.unlink()
-        return dict(backup_s=backup_s, restore_s=restore_s, size=size, verified="restore+counts")
+
+        def feed(target):
+            gunzip = subprocess.Popen(["gzip", "-dc", str(out)], stdout=subprocess.PIPE)
+            psql = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null"],
+                                  stdin=gunzip.stdout, env={**os.environ, **self.server.libpq_env(target)})
+            gunzip.wait()
+            if psql.returncode:
+                raise RuntimeError("gunzip | psql failed")
+        return self.restored_plain(out, backup_s, feed)
 
     def pg_backup(self, fmt="custom", compress=1, jobs=1, verify="list", restore_jobs=2, restore=True):
         dest = self.work / "pgb"

@@ -8,17 +8,9 @@ import yaml
 
 from tests.helpers.ansible import run_playbook
 from tests.helpers.stack import APP_DIR
-from tests.integration.test_compose_deploy import DeployStack, make_releases
+from tests.integration.test_compose_deploy import DeployStack
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def releases(docker_client):
-    rel = make_releases(docker_client)
-    rel.tag_base("1")
-    yield rel
-    rel.cleanup()
 
 
 def play(stack: DeployStack, tmp_path, version: str, **extra):

@@ -13,6 +13,7 @@ import pytest
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
 from tests.conftest import EXAMPLE_APP, DbHandle
 from tests.helpers import postgres as pg
+from tests.helpers.alembic_project import REVISION_HEADER, write_alembic_project
 from tests.helpers.ansible import run_module
 from tests.helpers.postgres import TEST_PASSWORD
 
@@ -134,25 +135,12 @@ def test_example_app_without_database_uses_guide_levels():
     assert {f["revision"] for f in result["findings"] if f["rule"] == "update-all-rows"} == {"0005"}
 
 
-def _project(tmp_path: Path, revisions: dict) -> Path:
-    versions = tmp_path / "migrations" / "versions"
-    versions.mkdir(parents=True)
-    (tmp_path / "migrations" / "env.py").write_text("raise RuntimeError('env.py must not run')\n")
-    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/migrations\n")
-    for name, body in revisions.items():
-        (versions / name).write_text(textwrap.dedent(body))
-    return tmp_path / "alembic.ini"
-
-
-HEADER = "from alembic import op\nimport sqlalchemy as sa\n"
-
-
 def test_alembic_project_with_live_tables_and_same_run_creation(pg_db, tmp_path):
     pg_db.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance numeric(12,2))")
     pg_db.execute("INSERT INTO accounts SELECT g, 0 FROM generate_series(1, 50) g")
     pg_db.execute("ANALYZE accounts")
-    ini = _project(tmp_path, {
-        "a1_create.py": HEADER + textwrap.dedent('''
+    ini = write_alembic_project(tmp_path, {
+        "a1_create.py": REVISION_HEADER + textwrap.dedent('''
             revision = "a1"
             down_revision = None
             def upgrade():
@@ -160,7 +148,7 @@ def test_alembic_project_with_live_tables_and_same_run_creation(pg_db, tmp_path)
             def downgrade():
                 op.drop_table("ledger")
             '''),
-        "a2_index.py": HEADER + textwrap.dedent('''
+        "a2_index.py": REVISION_HEADER + textwrap.dedent('''
             revision = "a2"
             down_revision = "a1"
             def upgrade():

@@ -13,20 +13,12 @@ import pytest
 
 from tests.helpers.ansible import run_module
 from tests.helpers.stack import APP_DIR
-from tests.integration.test_compose_deploy import DeployStack, assert_no_request_dropped, brief, make_releases
+from tests.integration.test_compose_deploy import DeployStack, assert_no_request_dropped, brief
 from bench.deploy.probe import Prober, summarize
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 HEALTH_TIMEOUT = 30
-
-
-@pytest.fixture(scope="module")
-def releases(docker_client):
-    rel = make_releases(docker_client)
-    rel.tag_base("1")
-    yield rel
-    rel.cleanup()
 
 
 @pytest.fixture(scope="module")

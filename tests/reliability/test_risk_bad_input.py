@@ -2,28 +2,16 @@
 from __future__ import annotations
 
 import socket
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import RiskInputError
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+from tests.helpers.alembic_project import REVISION_HEADER, write_alembic_project
 from tests.helpers.ansible import run_module
 
 pytestmark = pytest.mark.integration
 
-HEADER = "from alembic import op\nimport sqlalchemy as sa\n"
-
-
-def _project(tmp_path: Path, revisions: dict) -> Path:
-    versions = tmp_path / "migrations" / "versions"
-    versions.mkdir(parents=True)
-    (tmp_path / "migrations" / "env.py").write_text("raise RuntimeError('env.py must not run')\n")
-    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/migrations\n")
-    for name, body in revisions.items():
-        (versions / name).write_text(HEADER + textwrap.dedent(body))
-    return tmp_path / "alembic.ini"
 
 
 TWO_REVISIONS = {
@@ -75,7 +63,7 @@ def test_missing_alembic_ini(tmp_path):
 @pytest.mark.fault("migration_risk: unknown revision", kind="bad_input",
                    holds="error names the revision and points at alembic history")
 def test_unknown_revision(tmp_path):
-    ini = _project(tmp_path, TWO_REVISIONS)
+    ini = write_alembic_project(tmp_path, TWO_REVISIONS, header=REVISION_HEADER)
     with pytest.raises(RiskInputError) as err:
         run_request(RiskRequest(alembic_config=str(ini), from_revision="deadbeef"))
     assert "deadbeef" in str(err.value) and "alembic history" in str(err.value)
@@ -104,7 +92,7 @@ def test_revision_that_cannot_be_loaded_counts_as_high(tmp_path):
         def downgrade():
             op.drop_column("users", "y")
         '''
-    ini = _project(tmp_path, revisions)
+    ini = write_alembic_project(tmp_path, revisions, header=REVISION_HEADER)
     result = run_request(RiskRequest(alembic_config=str(ini), from_revision="r2"))
     assert [r["revision"] for r in result["revisions"]] == ["r3"]
     rev = result["revisions"][0]
@@ -126,7 +114,7 @@ def test_revision_that_reads_results_offline(tmp_path):
         def downgrade():
             pass
         '''}
-    ini = _project(tmp_path, revisions)
+    ini = write_alembic_project(tmp_path, revisions, header=REVISION_HEADER)
     result = run_request(RiskRequest(alembic_config=str(ini)))
     rev = result["revisions"][0]
     assert rev["risk"] in ("high", "critical") and rev["analysed"] is False
@@ -180,7 +168,7 @@ def test_trace_without_database():
 def test_revision_with_syntax_error(tmp_path):
     revisions = dict(TWO_REVISIONS)
     revisions["r3.py"] = 'revision = "r3"\ndown_revision = "r2"\ndef upgrade(:\n    pass\n'
-    ini = _project(tmp_path, revisions)
+    ini = write_alembic_project(tmp_path, revisions, header=REVISION_HEADER)
     result = run_request(RiskRequest(alembic_config=str(ini)))
     verdicts = {r["revision"]: (r["risk"], r["analysed"]) for r in result["revisions"]}
     assert verdicts["r3"] == ("high", False) and verdicts["r1"][1] is True
@@ -201,7 +189,7 @@ def test_trace_with_missing_client_tools(pg_db, tmp_path):
 def test_database_ahead_of_the_code(pg_db, tmp_path):
     pg_db.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
     pg_db.execute("INSERT INTO alembic_version VALUES ('f00dcafe')")
-    ini = _project(tmp_path, TWO_REVISIONS)
+    ini = write_alembic_project(tmp_path, TWO_REVISIONS, header=REVISION_HEADER)
     with pytest.raises(RiskInputError) as err:
         run_request(RiskRequest(alembic_config=str(ini), connection_params={"db_url": pg_db.url}))
     assert "f00dcafe" in str(err.value) and "database" in str(err.value)
