@@ -473,6 +473,9 @@ def _ports(module, job):
             continue
         host, number = cu.split_host_port(port)
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        # as docker-proxy binds (Go listeners set SO_REUSEADDR): a port whose last connections
+        # linger in TIME_WAIT is free for it, one with a listener is not
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, number))
         except OSError:
