@@ -8,6 +8,11 @@ run in one call each through the compose_deploy module on the target, with the D
 (module_utils/_compose_engine.py). What this adds: a backup tag before the update, a health
 gate, a zero-downtime surge for services that can run twice, and an automatic rollback.
 Decisions live in module_utils/_compose.py.
+
+community.docker's compose modules drive only the ``docker compose`` v2 plugin. Without it
+(or with compose_command=standalone) the compose steps (plan, up, down, restart, run) run
+``docker-compose`` v1 through the compose_deploy module instead, which answers in the shape
+of docker_compose_v2's results; its decisions live in module_utils/_compose_v1.py.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as cu1
 
 
 class DeployFailed(Exception):
@@ -81,16 +87,37 @@ class ActionModule(ActionBase):
             raise DeployFailed(result.get("msg") or "compose_deploy %s failed" % op)
         return result
 
+    def _v1(self, op: str, **job: Any) -> dict[str, Any]:
+        """One docker-compose v1 step through the compose_deploy module (what docker_compose_v2
+        does for the compose plugin), with the project's global options."""
+        base = {"docker": self.docker, "project": self.project, "files": self.p["files"],
+                "env_files": self.env_files, "profiles": self.p["profiles"], "pull": self.p["pull"],
+                "build": self.p["build"], "deps": self.deps, "targets": self.targets,
+                "specs": {n: s.__dict__ for n, s in self.specs.items()}}
+        base.update(job)
+        return self._worker(op, **base)
+
+    def _all_profiles(self) -> list[str]:
+        return sorted({p for spec in self.specs.values() for p in spec.profiles})
+
     def _prepare(self) -> None:
         """Env file, engine, compose and config, before anything changes."""
         res = self._worker("prepare", env={k: ("" if v is None else to_text(v)) for k, v in self.p["env"].items()},
-                           project_name=self.p["project_name"], files=self.p["files"])
+                           project_name=self.p["project_name"], files=self.p["files"],
+                           compose_command=self.p["compose_command"])
         self.tmpdir = res.get("tmpdir")
         self.env_files = res.get("env_files") or []
         self.compose_version = res["compose_version"]
+        self.compose_command = res.get("compose_command")
+        self.v1 = res.get("compose_cli") == cu1.STANDALONE
+        self.deps = res.get("deps") or {}
         self.docker = res["docker"]
         self.project = res["project"]
         self.specs = {name: cu.spec_from_dict(raw) for name, raw in res["specs"].items()}
+        if self.v1:
+            problem = cu1.unsupported_options(self.p["pull"])
+            if problem:
+                raise DeployFailed(problem)
         self.targets = cu.select_services(self.specs, self.p["services"], None, self.p["profiles"])
         if self.p["run"]:
             cu.select_services(self.specs, [self.p["run"]])
@@ -133,6 +160,8 @@ class ActionModule(ActionBase):
     # ------------------------------------------------------------------ steps
 
     def _dry_run(self, services: list[str] | None = None) -> dict[str, Any]:
+        if self.v1:
+            return self._v1("v1_plan", services=list(services or self.targets), all_services=list(self.specs))
         args = self._compose_args()
         args.update({"state": "present", "pull": self.p["pull"], "build": self.p["build"]})
         if services:
@@ -170,6 +199,8 @@ class ActionModule(ActionBase):
         return done
 
     def _up(self, services: list[str] | None, **extra: Any) -> dict[str, Any]:
+        if self.v1:
+            return self._v1("v1_up", services=list(services or []))
         args = self._compose_args()
         args.update({"state": "present", "pull": self.p["pull"], "build": self.p["build"],
                      "remove_orphans": False})
@@ -200,7 +231,9 @@ class ActionModule(ActionBase):
             created = self._worker("surge_create", project=self.project, service=service,
                                    scale=len([c for c in old if c.running]) + 1, pull=self.p["pull"],
                                    build=self.p["build"], docker=self.docker, files=self.p["files"],
-                                   env_files=self.env_files, profiles=self.p["profiles"])
+                                   env_files=self.env_files, profiles=self.p["profiles"],
+                                   cli=cu1.STANDALONE if self.v1 else cu1.PLUGIN, deps=self.deps,
+                                   specs={n: s.__dict__ for n, s in self.specs.items()})
         except DeployFailed as exc:
             # nothing new runs (the worker removes what it created); the old release serves on
             raise DeployFailed(exc.msg, failed_check="compose", failed_service=service, logs=[], old_kept=True)
@@ -272,8 +305,7 @@ class ActionModule(ActionBase):
                                "logs": failure.extra.get("logs", [])}
         if fresh:
             # Nothing ran before this deploy: leave nothing half-started.
-            self._module("community.docker.docker_compose_v2", dict(self._compose_args(), state="absent"),
-                         check=False, ignore_errors=True)
+            self._down(remove_volumes=False, check=False, ignore_errors=True)
             out["msg"] += "; the new containers were removed (nothing ran before)"
             return out
         if failure.extra.get("old_kept"):
@@ -377,18 +409,33 @@ class ActionModule(ActionBase):
     def _running_images(self) -> dict[str, str]:
         return {c.service: c.image for c in self._containers() if c.running and not c.oneoff}
 
+    def _down(self, remove_volumes: bool, check: bool | None = None, ignore_errors: bool = False) -> dict[str, Any]:
+        if self.v1:
+            try:
+                return self._v1("v1_down", remove_volumes=remove_volumes, all_services=list(self.specs),
+                                all_profiles=self._all_profiles(),
+                                check=self._task.check_mode if check is None else check)
+            except DeployFailed:
+                if ignore_errors:
+                    return {"failed": True}
+                raise
+        args = dict(self._compose_args(), state="absent", remove_volumes=remove_volumes)
+        return self._module("community.docker.docker_compose_v2", args, check=check, ignore_errors=ignore_errors)
+
     def _absent(self, result: dict[str, Any]) -> dict[str, Any]:
-        args = dict(self._compose_args(), state="absent", remove_volumes=self.p["remove_volumes"])
-        res = self._module("community.docker.docker_compose_v2", args)
+        res = self._down(self.p["remove_volumes"])
         result["changed"] = res.get("changed", False)
         result["actions"] = res.get("actions", [])
         return result
 
     def _restarted(self, result: dict[str, Any]) -> dict[str, Any]:
-        args = dict(self._compose_args(), state="restarted")
-        if self.p["services"]:
-            args["services"] = self.p["services"]
-        res = self._module("community.docker.docker_compose_v2", args)
+        if self.v1:
+            res = self._v1("v1_restart", services=self.p["services"], check=self._task.check_mode)
+        else:
+            args = dict(self._compose_args(), state="restarted")
+            if self.p["services"]:
+                args["services"] = self.p["services"]
+            res = self._module("community.docker.docker_compose_v2", args)
         result["changed"] = res.get("changed", True)
         if self._task.check_mode:
             return result
@@ -408,12 +455,17 @@ class ActionModule(ActionBase):
         profiles = set(args.get("profiles", [])) | set(self.specs[service].profiles)
         if profiles:
             args["profiles"] = sorted(profiles)
-        # interactive stays at its default: `--no-interactive` needs compose 2.27
-        args.update({"service": service, "cleanup": True, "detach": False, "tty": False,
-                     "remove_orphans": False})
-        if self.p["run_command"]:
-            args["argv"] = self.p["run_command"]
-        res = self._module("community.docker.docker_compose_v2_run", args, ignore_errors=True)
+        if self.v1:
+            ran = self._v1("v1_run", service=service, command=self.p["run_command"] or [],
+                           profiles=sorted(profiles))
+            res = {"rc": ran.get("exit_code"), "stdout": ran.get("stdout", ""), "stderr": ran.get("stderr", "")}
+        else:
+            # interactive stays at its default: `--no-interactive` needs compose 2.27
+            args.update({"service": service, "cleanup": True, "detach": False, "tty": False,
+                         "remove_orphans": False})
+            if self.p["run_command"]:
+                args["argv"] = self.p["run_command"]
+            res = self._module("community.docker.docker_compose_v2_run", args, ignore_errors=True)
         rc = res.get("rc")
         output = "%s\n%s" % (res.get("stdout", ""), res.get("stderr", ""))
         result.update(run={"service": service, "rc": rc,
@@ -441,6 +493,10 @@ class ActionModule(ActionBase):
             if self.health[key] is None and "default" in default:
                 self.health[key] = default["default"]
         self.project = self.p["project_name"]
+        self.v1 = False
+        self.deps = {}
+        self.targets = []
+        self.compose_command = None
         self.env_files = []
         self.tmpdir = None
         self.timeline = []
@@ -450,6 +506,7 @@ class ActionModule(ActionBase):
             self._prepare()
             result["project"] = self.project
             result["compose_version"] = self.compose_version
+            result["compose_command"] = self.compose_command
             if self.p["run"]:
                 return self._run_oneoff(result)
             if self.p["state"] == "absent":

@@ -49,6 +49,7 @@ ARGUMENT_SPEC: dict[str, Any] = dict(
     remove_volumes=dict(type="bool", default=False),
     run=dict(type="str"),
     run_command=dict(type="list", elements="str"),
+    compose_command=dict(type="str", default="auto", choices=["auto", "plugin", "standalone"]),
 )
 
 
@@ -204,6 +205,7 @@ class Container:
     oneoff: bool = False
     exit_code: int | None = None
     ports: list[str] = dataclasses.field(default_factory=list)
+    config_hash: str | None = None  # the compose config hash it was created with
 
     @property
     def running(self) -> bool:
@@ -259,6 +261,7 @@ def parse_container_list(items: Iterable[Mapping[str, Any]], project: str) -> li
             oneoff=labels.get(ONEOFF_LABEL, "False").lower() == "true",
             exit_code=exit_code,
             ports=_container_ports(item.get("Ports")),
+            config_hash=labels.get(CONFIG_HASH_LABEL),
         ))
     return sorted(containers, key=lambda c: (c.service, c.number))
 
@@ -549,9 +552,9 @@ def _first_error_line(text: str) -> str:
     return lines[-1] if lines else "compose failed without output"
 
 
-def explain_config_failure(text: str) -> str:
-    return ("the compose files are not valid: %s. Fix them, then check with `docker compose config`."
-            % _first_error_line(text))
+def explain_config_failure(text: str, command: str = "docker compose") -> str:
+    return ("the compose files are not valid: %s. Fix them, then check with `%s config`."
+            % (_first_error_line(text), command))
 
 
 def compose_version_ok(version: str, minimum: tuple[int, int] = (2, 18)) -> bool:

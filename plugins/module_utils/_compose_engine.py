@@ -3,8 +3,9 @@
 
 Runs inside the compose_deploy module on the target host, with the Docker SDK, so that
 polling a release's health is one module call instead of one per poll. It only reads
-(containers, images, logs, the health URL) and writes the env file; every change to the
-project goes through community.docker's modules, driven by the action plugin.
+(containers, networks, volumes, images, logs, the health URL), writes the env file and
+hides or exposes a surged container; every other change to the project goes through
+community.docker's modules (compose v2) or the ``docker-compose`` command (v1).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as cu1
 
 
 def docker_client(timeout: int = 10):
@@ -24,26 +26,30 @@ def docker_client(timeout: int = 10):
     return docker.from_env(timeout=timeout)
 
 
-def write_env_file(env: Mapping[str, Any]) -> tuple[str, str]:
-    """A 0700 directory holding a 0600 env file; returns (directory, file)."""
+def write_env_file(env: Mapping[str, Any], dotenv: str = "") -> tuple[str, str]:
+    """A 0700 directory holding a 0600 env file with ``env`` (after ``dotenv``, the text of the
+    project's .env, when given); returns (directory, file)."""
+    text = cu1.merged_env_text(dotenv, env)
     directory = tempfile.mkdtemp(prefix="dbops-compose-")
     path = os.path.join(directory, "deploy.env")
-    lines = []
-    for key, value in env.items():
-        value = "" if value is None else str(value)
-        if "\n" in value:
-            raise cu.ComposeError("env value of %s contains a newline; compose env files cannot hold it" % key)
-        # single quotes keep `$` literal in compose env files
-        lines.append("%s=%s\n" % (key, value if "'" in value else "'%s'" % value))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write("".join(lines))
+        handle.write(text)
     return directory, path
 
 
 def containers(client, project: str) -> list[cu.Container]:
     items = client.api.containers(all=True, filters={"label": "%s=%s" % (cu.PROJECT_LABEL, project)})
     return cu.parse_container_list(items, project)
+
+
+def project_networks(client, project: str) -> list[str]:
+    return sorted(n["Name"] for n in client.api.networks(filters={"label": "%s=%s" % (cu.PROJECT_LABEL, project)}))
+
+
+def project_volumes(client, project: str) -> list[str]:
+    answer = client.api.volumes(filters={"label": "%s=%s" % (cu.PROJECT_LABEL, project)}) or {}
+    return sorted(v["Name"] for v in answer.get("Volumes") or [])
 
 
 def image_ids(client, refs: Sequence[str]) -> dict[str, str | None]:

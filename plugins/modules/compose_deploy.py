@@ -25,9 +25,13 @@ description:
     code and logs; a non-zero exit code fails the task.
   - This is an action plugin. Changes are made by community.docker's C(docker_compose_v2),
     C(docker_compose_v2_run), C(docker_image_tag) and C(docker_container) on the target host; engine facts, the
-    health wait and logs are read there in one call each through this module with the Docker SDK for Python. It
-    needs the Docker CLI with the compose v2 plugin (2.18 or newer) on the target. C(docker-compose) v1 is
-    detected and reported, but not driven.
+    health wait and logs are read there in one call each through this module with the Docker SDK for Python.
+  - It uses the C(docker compose) v2 CLI plugin (2.18 or newer) and falls back to the standalone C(docker-compose)
+    v1 command (1.28 or newer) when the plugin is missing or too old (see O(compose_command)). community.docker's
+    compose modules cannot drive v1, so with it this module runs C(docker-compose) itself (argument lists, the
+    O(env) variables in an env file) with the same results. v1 has no C(--dry-run), so the plan (check and diff
+    mode) compares each container's compose config hash (C(docker-compose config --hash)), which covers the
+    service's options and its image ID, with the one it was created with.
 extends_documentation_fragment:
   - dbops.migrations.attributes
   - dbops.migrations.attributes.ACTION
@@ -162,6 +166,19 @@ options:
     description: Command (argument list) for O(run), instead of the service's own.
     type: list
     elements: str
+  compose_command:
+    description:
+      - Which compose CLI runs the project on the target.
+      - V(auto) uses the C(docker compose) plugin when C(docker compose version) works and is 2.18 or newer, else
+        the standalone C(docker-compose) v1 command when it is installed, else fails saying what to install.
+      - V(plugin) uses only the C(docker compose) v2 plugin (2.18 or newer).
+      - V(standalone) uses only C(docker-compose) (1.28 or newer, which knows profiles). With v1, O(pull=policy)
+        is not available (v1 knows no C(pull_policy)); O(pull=always) runs C(docker-compose pull) first and
+        O(pull=never) fails when an image is not present. v1 names containers C(PROJECT_SERVICE_N).
+      - RV(compose_command) reports which one ran.
+    type: str
+    choices: [auto, plugin, standalone]
+    default: auto
   worker:
     description:
       - Internal. The action plugin sets it when it runs the read-only steps (engine facts, the health wait,
@@ -170,8 +187,9 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Reports which services would be created or recreated (from C(docker compose up --dry-run)) and
-      their image changes; nothing is tagged, started or removed. With O(run), reports that it would run.
+    details: Reports which services would be created or recreated (from C(docker compose up --dry-run), or with
+      C(docker-compose) v1 from the compose config hashes) and their image changes; nothing is tagged, started or
+      removed. With O(run), reports that it would run.
   diff_mode:
     support: full
     details: Shows, per service, the image reference and ID running now and after the deploy.
@@ -190,7 +208,8 @@ seealso:
   - module: community.docker.docker_compose_v2_run
   - module: community.docker.docker_image_tag
 requirements:
-  - Docker CLI with the compose v2 plugin (2.18 or newer) on the target.
+  - On the target, the Docker CLI with the compose v2 plugin (2.18 or newer), or C(docker-compose) v1 (1.28 or
+    newer) with PyYAML.
   - Docker SDK for Python (C(docker)) on the target.
   - community.docker 4.x on the controller.
 """
@@ -214,6 +233,14 @@ EXAMPLES = r"""
     files: [docker-compose.prod.yml]
     run: migration
 
+- name: Release on a host that only has docker-compose v1
+  dbops.migrations.compose_deploy:
+    project_src: /srv/auto_trader
+    files: [docker-compose.prod.yml]
+    compose_command: standalone
+    env:
+      APP_VERSION: 1.1.0
+
 - name: Roll back by hand to the image tagged backup
   dbops.migrations.compose_deploy:
     project_src: /srv/auto_trader
@@ -235,10 +262,15 @@ project:
   type: str
   sample: auto_trader
 compose_version:
-  description: Version of C(docker compose) on the target.
+  description: Version of the compose CLI used on the target (C(docker compose) or C(docker-compose)).
   returned: when compose was found
   type: str
   sample: 2.26.1
+compose_command:
+  description: The compose CLI that ran the project, with its version (see O(compose_command)).
+  returned: when compose was found
+  type: str
+  sample: docker compose 2.26.1
 services:
   description: Services the deploy acted on.
   returned: with O(state=present)
@@ -337,7 +369,7 @@ run:
     logs: {description: Last output lines., type: list, elements: str, returned: always,
            sample: ["INFO  [alembic.runtime.migration] Running upgrade  -> 0001"]}
 actions:
-  description: Compose actions taken with O(state=absent).
+  description: Compose actions taken (or, in check mode, that would be taken) with O(state=absent).
   returned: with O(state=absent)
   type: list
   elements: dict
@@ -352,6 +384,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # no
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu  # noqa: E402
 from ansible_collections.dbops.migrations.plugins.module_utils import _compose_engine as engine  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as cu1  # noqa: E402
 
 try:
     import docker  # noqa: F401  # pylint: disable=unused-import
@@ -372,31 +405,45 @@ def _client(module):
                              "DOCKER_HOST at it, then retry." % exc, engine_down=True)
 
 
-def _prepare(module, job):
-    """Env file, engine, compose version and the rendered compose config, in one call."""
-    _client(module)
+def _probe(module, argv):
+    """(version, "") when ``argv`` printed a version, else (None, why not)."""
+    rc, out, err = module.run_command(argv)
+    if rc == 0 and out.strip():
+        return out.strip(), ""
+    return None, (err or out).strip() or "exit code %d" % rc
+
+
+def _choose_compose(module, requested):
+    """The compose CLI to drive (compose_command) and its binary; fails saying what to install."""
     docker_bin = module.get_bin_path("docker")
-    if not docker_bin:
-        module.fail_json(msg="the docker CLI is not installed on the target; install docker-ce-cli (or docker.io) "
-                             "and the compose plugin.")
-    rc, out, err = module.run_command([docker_bin, "compose", "version", "--short"])
-    if rc != 0:
-        legacy = module.get_bin_path("docker-compose")
-        hint = ""
-        if legacy:
-            _rc, lout, _err = module.run_command([legacy, "version", "--short"])
-            hint = " docker-compose %s (v1) is installed, but community.docker drives only v2;" % lout.strip()
-        module.fail_json(msg="docker compose v2 is not available (`docker compose version` failed: %s).%s install "
-                             "the compose plugin (docker-compose-plugin, 2.18 or newer)." % (err.strip() or out.strip(), hint))
-    version = out.strip()
-    if not cu.compose_version_ok(version):
-        module.fail_json(msg="docker compose %s is too old; 2.18 or newer is needed." % version)
+    plugin_version, plugin_error = None, "the docker CLI is not installed on the target (docker-ce-cli or docker.io)"
+    if requested != cu1.STANDALONE and docker_bin:
+        plugin_version, plugin_error = _probe(module, [docker_bin, "compose", "version", "--short"])
+    standalone_bin = standalone_version = None
+    standalone_error = ""
+    if requested == cu1.STANDALONE or not cu1.plugin_usable(plugin_version):
+        standalone_bin = module.get_bin_path("docker-compose")
+        if standalone_bin:
+            standalone_version, standalone_error = _probe(module, [standalone_bin, "version", "--short"])
+    try:
+        choice = cu1.choose_compose(requested, plugin_version, plugin_error, standalone_version, standalone_error)
+    except cu.ComposeError as exc:
+        module.fail_json(msg=str(exc))
+    return choice, (docker_bin if choice.kind == cu1.PLUGIN else standalone_bin)
+
+
+def _prepare(module, job):
+    """Env file, engine, the compose CLI and the rendered compose config, in one call."""
+    _client(module)
+    choice, binary = _choose_compose(module, job.get("compose_command") or cu1.AUTO)
     src = job["project_src"]
     if not os.path.isdir(src):
         module.fail_json(msg="project_src %s is not a directory on the target; copy the compose project there first."
                          % src)
-    env_files = []
     dot_env = os.path.join(src, ".env")
+    if choice.kind == cu1.STANDALONE:
+        _prepare_standalone(module, job, choice, binary, dot_env)
+    env_files = []
     if os.path.isfile(dot_env):
         env_files.append(dot_env)
     tmpdir = None
@@ -406,22 +453,58 @@ def _prepare(module, job):
         except cu.ComposeError as exc:
             module.fail_json(msg=str(exc))
         env_files.append(path)
-    argv = cu.compose_argv(docker_bin, src, job.get("project_name"), job.get("files"), env_files, ["*"],
+    argv = cu.compose_argv(binary, src, job.get("project_name"), job.get("files"), env_files, ["*"],
                            "config", "--format", "json")
     rc, out, err = module.run_command(argv, cwd=src)
     if rc != 0:
-        if tmpdir:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        _remove_tmpdir(tmpdir)
         module.fail_json(msg=cu.explain_config_failure(err or out))
     try:
         project, specs = cu.parse_compose_config(out)
     except (ValueError, cu.ComposeError) as exc:
-        if tmpdir:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        _remove_tmpdir(tmpdir)
         module.fail_json(msg=cu.explain_config_failure(str(exc)))
-    module.exit_json(changed=False, compose_version=version, tmpdir=tmpdir, env_files=env_files,
-                     project=job.get("project_name") or project, docker=docker_bin,
+    module.exit_json(changed=False, compose_version=choice.version, compose_command=choice.label,
+                     compose_cli=choice.kind, tmpdir=tmpdir, env_files=env_files,
+                     project=job.get("project_name") or project, docker=binary,
                      specs={name: spec.__dict__ for name, spec in specs.items()})
+
+
+def _prepare_standalone(module, job, choice, binary, dot_env):
+    """docker-compose v1: one env file (the project's .env, then ``env``), the project name it
+    will use, and its YAML config with each service's dependencies."""
+    src = job["project_src"]
+    dotenv = ""
+    if os.path.isfile(dot_env):
+        with open(dot_env, encoding="utf-8", errors="replace") as handle:
+            dotenv = handle.read()
+    tmpdir, env_files = None, []
+    try:
+        project = cu1.project_name(job.get("project_name"), src, job.get("env"), dotenv)
+        if job.get("env"):
+            tmpdir, path = engine.write_env_file(job["env"], dotenv)
+            env_files.append(path)
+        argv = cu1.argv(binary, src, project, job.get("files"), env_files, [], "config")
+    except cu.ComposeError as exc:
+        _remove_tmpdir(tmpdir)
+        module.fail_json(msg=str(exc))
+    rc, out, err = module.run_command(argv, cwd=src)
+    if rc != 0:
+        _remove_tmpdir(tmpdir)
+        module.fail_json(msg=cu.explain_config_failure(err or out, "docker-compose"))
+    try:
+        specs, deps = cu1.parse_config(out)
+    except cu.ComposeError as exc:
+        _remove_tmpdir(tmpdir)
+        module.fail_json(msg=cu.explain_config_failure(str(exc), "docker-compose"))
+    module.exit_json(changed=False, compose_version=choice.version, compose_command=choice.label,
+                     compose_cli=choice.kind, tmpdir=tmpdir, env_files=env_files, project=project,
+                     docker=binary, deps=deps, specs={name: spec.__dict__ for name, spec in specs.items()})
+
+
+def _remove_tmpdir(tmpdir):
+    if tmpdir:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def _facts(module, job):
@@ -491,13 +574,17 @@ def _surge_create(module, job):
     client = _client(module)
     service = job["service"]
     before = {c.id for c in engine.containers(client, job["project"])}
-    tail = ["create", "--no-recreate", "--scale", "%s=%d" % (service, job["scale"]), "--pull", job["pull"]]
-    if job["build"] == "never":
-        tail.append("--no-build")
-    elif job["build"] == "always":
-        tail.append("--build")
-    argv = cu.compose_argv(job["docker"], job["project_src"], job["project"], job.get("files"),
-                           job.get("env_files") or [], job.get("profiles") or [], *tail, service)
+    if job.get("cli") == cu1.STANDALONE:
+        _v1_pull(module, client, job, [service])
+        argv = _v1_argv(module, job, *cu1.surge_args(service, job["scale"], job["build"]))
+    else:
+        tail = ["create", "--no-recreate", "--scale", "%s=%d" % (service, job["scale"]), "--pull", job["pull"]]
+        if job["build"] == "never":
+            tail.append("--no-build")
+        elif job["build"] == "always":
+            tail.append("--build")
+        argv = cu.compose_argv(job["docker"], job["project_src"], job["project"], job.get("files"),
+                               job.get("env_files") or [], job.get("profiles") or [], *tail, service)
     rc, out, err = module.run_command(argv, cwd=job["project_src"])
     if rc != 0:
         module.fail_json(msg="compose create failed: %s" % cu.explain_compose_failure(err or out))
@@ -514,6 +601,97 @@ def _surge_create(module, job):
                 pass
         module.fail_json(msg="could not start the new %s container: %s" % (service, exc))
     module.exit_json(changed=True, new_ids=[c.id for c in new], aliases=aliases)
+
+
+# ---------------------------------------------------------------- docker-compose v1
+# community.docker drives only the compose v2 plugin; with compose_command=standalone (or auto
+# without the plugin) the action plugin calls these instead. Each returns what the action plugin
+# reads from docker_compose_v2 / docker_compose_v2_run; the decisions live in _compose_v1.
+
+
+def _v1_argv(module, job, *tail, profiles=None):
+    try:
+        return cu1.argv(job["docker"], job["project_src"], job["project"], job.get("files"), job.get("env_files"),
+                        job.get("profiles") if profiles is None else profiles, *tail)
+    except cu.ComposeError as exc:
+        module.fail_json(msg=str(exc))
+
+
+def _v1_run(module, job, tail, profiles=None):
+    return module.run_command(_v1_argv(module, job, *tail, profiles=profiles), cwd=job["project_src"])
+
+
+def _v1_failed(module, what, rc, out, err):
+    module.fail_json(msg="%s%s" % (what, cu.explain_compose_failure(err or out)), rc=rc,
+                     stderr=cu.tail_lines(err, 40))
+
+
+def _v1_pull(module, client, job, services):
+    """v1 ``up`` has no ``--pull``: pull=always pulls first, pull=never checks the images are here."""
+    if job.get("pull") == "always":
+        rc, out, err = _v1_run(module, job, cu1.pull_args(services))
+        if rc != 0:
+            _v1_failed(module, "docker-compose pull failed: ", rc, out, err)
+    elif job.get("pull") == "never":
+        specs = {name: cu.spec_from_dict(raw) for name, raw in (job.get("specs") or {}).items()}
+        wanted = cu1.with_dependencies(services, job.get("deps") or {})
+        refs = [specs[s].image for s in wanted if s in specs and specs[s].image]
+        missing = cu1.missing_images(specs, wanted, engine.image_ids(client, refs))
+        if missing:
+            module.fail_json(msg=cu1.missing_images_message(missing))
+
+
+def _v1_plan(module, job):
+    """What `docker-compose up -d SERVICES` would do (v1 has no --dry-run), as check-mode actions."""
+    client = _client(module)
+    rc, out, err = _v1_run(module, job, cu1.hash_args(job["all_services"]), profiles=[])
+    if rc != 0:
+        _v1_failed(module, "docker-compose config --hash failed: ", rc, out, err)
+    hashes = cu1.parse_hashes(out)
+    actions = cu1.plan_up(job["services"], job.get("deps") or {}, hashes, engine.containers(client, job["project"]))
+    module.exit_json(changed=bool(actions), actions=actions)
+
+
+def _v1_up(module, job):
+    client = _client(module)
+    services = job.get("services") or []
+    _v1_pull(module, client, job, services or job.get("targets") or [])
+    rc, out, err = _v1_run(module, job, cu1.up_args(services, job["build"]))
+    if rc != 0:
+        _v1_failed(module, "", rc, out, err)
+    actions = cu1.parse_events(err + "\n" + out)
+    module.exit_json(changed=bool(actions), actions=actions)
+
+
+def _v1_down(module, job):
+    """`docker-compose down`; changed only when the project had containers or networks (v1
+    prints "Removing network" even for a network that is gone)."""
+    client = _client(module)
+    current = [{"name": c.name, "service": c.service} for c in engine.containers(client, job["project"])]
+    volumes = engine.project_volumes(client, job["project"]) if job.get("remove_volumes") else []
+    actions = cu1.down_actions(current, engine.project_networks(client, job["project"]), volumes,
+                               job["all_services"], bool(job.get("remove_volumes")))
+    if actions and not job.get("check"):
+        rc, out, err = _v1_run(module, job, cu1.down_args(bool(job.get("remove_volumes"))),
+                               profiles=job.get("all_profiles") or [])
+        if rc != 0:
+            _v1_failed(module, "docker-compose down failed: ", rc, out, err)
+    module.exit_json(changed=bool(actions), actions=actions)
+
+
+def _v1_restart(module, job):
+    if job.get("check"):
+        module.exit_json(changed=True, actions=[])
+    rc, out, err = _v1_run(module, job, cu1.restart_args(job.get("services")))
+    if rc != 0:
+        _v1_failed(module, "docker-compose restart failed: ", rc, out, err)
+    module.exit_json(changed=True, actions=cu1.parse_events(err + "\n" + out))
+
+
+def _v1_oneoff(module, job):
+    """`docker-compose run --rm -T SERVICE [COMMAND]`; the container's exit code is data, not a failure."""
+    rc, out, err = _v1_run(module, job, cu1.run_args(job["service"], job.get("command")))
+    module.exit_json(changed=True, exit_code=rc, stdout=out, stderr=err)
 
 
 def _expose(module, job):
@@ -538,7 +716,8 @@ def main():
     job = module.params["worker"] or {}
     job["project_src"] = module.params["project_src"]
     handlers = {"prepare": _prepare, "facts": _facts, "wait": _wait, "ports": _ports, "cleanup": _cleanup,
-                "surge_create": _surge_create, "expose": _expose}
+                "surge_create": _surge_create, "expose": _expose, "v1_plan": _v1_plan, "v1_up": _v1_up,
+                "v1_down": _v1_down, "v1_restart": _v1_restart, "v1_run": _v1_oneoff}
     handler = handlers.get(job.get("op"))
     if handler is None:
         module.fail_json(msg="dbops.migrations.compose_deploy runs through its action plugin; call it as a task "
