@@ -68,6 +68,10 @@ options:
     description:
       - How long each statement of the migration may wait for a lock. A PostgreSQL duration such as
         V(200ms) or V(2s), or integer milliseconds. V(0) disables the limit (not recommended).
+      - While a statement waits for its lock, every later query on that table queues behind it, so this is
+        also the longest stall one attempt can cause. On hot tables with short transactions, V(50ms) with
+        more O(retries) keeps each stall below what clients notice (C(bench/downtime/REPORT.md)); raise it
+        when the application's own transactions are longer and attempts keep timing out.
     type: raw
     default: 500ms
   statement_timeout:
