@@ -182,7 +182,8 @@ def write_report(results: dict, path: Path, planned: int) -> None:
         "Reproduce: `make images && .venv/bin/python bench/deploy/run_bench.py` (writes this file and",
         "`results.json`). Measured %s on %s cores, kernel %s, Docker %s, compose %s, commit %s; load average"
         % (env["date"], env["nproc"], env["kernel"], env["docker"], env["compose"], env["commit"]),
-        "at start %s (the machine was shared with other jobs, so latencies are noisy)." % " ".join(env["loadavg"]),
+        "at start %s%s." % (" ".join(env["loadavg"]), " (other work shared the machine, so latencies are noisy)"
+                             if float(env["loadavg"][0]) > int(env["nproc"]) / 2 else ""),
         "",
         "Setup: the example stack (PostgreSQL, auto_trader under gunicorn with 2 workers, nginx 1.22 with",
         "`resolver 127.0.0.11 valid=1s`, a variable `proxy_pass`, `proxy_connect_timeout 500ms` and",
