@@ -35,6 +35,10 @@ class DeployFailed(Exception):
         self.extra = extra
 
 
+class EngineLost(DeployFailed):
+    """The Docker engine stopped answering: nothing can be checked or rolled back until it is back."""
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = True
@@ -49,9 +53,10 @@ class ActionModule(ActionBase):
                                           task_vars=self._task_vars)
         result.pop("invocation", None)
         if result.get("failed") and not ignore_errors:
-            raise DeployFailed(cu.explain_compose_failure(
-                "%s\n%s" % (result.get("stderr", ""), result.get("msg", ""))), module=name,
-                module_result={k: result.get(k) for k in ("msg", "stderr", "rc") if k in result})
+            text = "%s\n%s" % (result.get("stderr", ""), result.get("msg", ""))
+            error = EngineLost if result.get("engine_down") or cu.engine_unreachable(text) else DeployFailed
+            raise error(cu.explain_compose_failure(text), module=name, failed_check="engine" if error is EngineLost
+                        else None, module_result={k: result.get(k) for k in ("msg", "stderr", "rc") if k in result})
         return result
 
     @contextlib.contextmanager
@@ -84,7 +89,10 @@ class ActionModule(ActionBase):
         args = {"project_src": self.p["project_src"], "worker": job}
         result = self._module("dbops.migrations.compose_deploy", args, check=False, ignore_errors=True)
         if result.get("failed"):
-            raise DeployFailed(result.get("msg") or "compose_deploy %s failed" % op)
+            msg = result.get("msg") or "compose_deploy %s failed" % op
+            if result.get("engine_down") or cu.engine_unreachable(msg):
+                raise EngineLost(msg, failed_check="engine")
+            raise DeployFailed(msg)
         return result
 
     def _v1(self, op: str, **job: Any) -> dict[str, Any]:
@@ -225,15 +233,24 @@ class ActionModule(ActionBase):
         health URL, and retire the old container gracefully."""
         service = change.service
         old = [c for c in self._containers() if c.service == service and not c.oneoff]
+        for leftover in [c for c in old if c.hidden]:
+            # the new container of a release that never finished (the engine or the run died):
+            # it never took traffic, and compose would count it towards the scale below
+            self._remove_container(leftover, graceful=False)
+            self._mark("removed unfinished %s" % leftover.name)
+        old = [c for c in old if not c.hidden]
         old_ids = tuple(c.id for c in old)
         self._mark("surge %s" % service)
         try:
+            # compose counts stopped containers towards the scale too
             created = self._worker("surge_create", project=self.project, service=service,
-                                   scale=len([c for c in old if c.running]) + 1, pull=self.p["pull"],
+                                   scale=len(old) + 1, pull=self.p["pull"],
                                    build=self.p["build"], docker=self.docker, files=self.p["files"],
                                    env_files=self.env_files, profiles=self.p["profiles"],
                                    cli=cu1.STANDALONE if self.v1 else cu1.PLUGIN, deps=self.deps,
                                    specs={n: s.__dict__ for n, s in self.specs.items()})
+        except EngineLost:
+            raise
         except DeployFailed as exc:
             # nothing new runs (the worker removes what it created); the old release serves on
             raise DeployFailed(exc.msg, failed_check="compose", failed_service=service, logs=[], old_kept=True)
@@ -276,6 +293,8 @@ class ActionModule(ActionBase):
             self.timeline.append(("compose up", round(time.monotonic() - self.t0, 2)))
             try:
                 self._up(self.p["services"])
+            except EngineLost:
+                raise
             except DeployFailed as exc:
                 raise DeployFailed("compose up failed: %s" % exc.msg, failed_check="compose",
                                    failed_service=None, logs=[])
@@ -362,6 +381,8 @@ class ActionModule(ActionBase):
         started = time.monotonic()
         try:
             self._deploy(plan)
+        except EngineLost as lost:
+            result.update(self._engine_lost(lost, backups, during_rollback=False))
         except DeployFailed as failure:
             if not self.p["rollback_on_failure"]:
                 result.update(failed=True, rolled_back=False, msg=failure.msg,
@@ -369,11 +390,23 @@ class ActionModule(ActionBase):
                               failed_service=failure.extra.get("failed_service"),
                               logs=failure.extra.get("logs", []))
                 return result
-            result.update(self._rollback_after(failure, backups, fresh))
+            try:
+                result.update(self._rollback_after(failure, backups, fresh))
+            except EngineLost as lost:
+                result.update(self._engine_lost(lost, backups, during_rollback=True))
+                result["msg"] = "%s; then %s" % (failure.msg, result["msg"])
         result["duration_s"] = round(time.monotonic() - started, 2)
         result["timeline"] = [{"step": step, "t": t} for step, t in self.timeline]
-        result["images"] = self._running_images()
+        if not result.get("engine_lost"):
+            result["images"] = self._running_images()
         return result
+
+    def _engine_lost(self, lost: EngineLost, backups: list[dict[str, str]], during_rollback: bool) -> dict[str, Any]:
+        self._mark("engine lost")
+        last = self.timeline[-2][0] if len(self.timeline) > 1 else None
+        return {"failed": True, "rolled_back": False, "engine_lost": True, "failed_check": "engine",
+                "failed_service": None, "logs": [],
+                "msg": cu.engine_lost_message(lost.msg, last, [b["backup"] for b in backups], during_rollback)}
 
     def _manual_rollback(self, result: dict[str, Any]) -> dict[str, Any]:
         """The guide's rollback: tag REPO:backup_tag as the release tag again and redeploy."""

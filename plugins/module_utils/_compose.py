@@ -206,10 +206,17 @@ class Container:
     exit_code: int | None = None
     ports: list[str] = dataclasses.field(default_factory=list)
     config_hash: str | None = None  # the compose config hash it was created with
+    hidden: bool = False  # attached, but not under its service name: a surge that never took traffic
 
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+
+def hidden_from_service(service: str, aliases_by_network: Mapping[str, Sequence[str]]) -> bool:
+    """A container on its networks without the service-name alias cannot be reached through
+    the service name: a release's new container before it was exposed."""
+    return bool(aliases_by_network) and not any(service in (aliases or ()) for aliases in aliases_by_network.values())
 
 
 _HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)")
@@ -520,6 +527,29 @@ _PORT_PATTERNS = (
     re.compile(r"listen tcp[46]? ([\d.:\[\]a-f]+?:\d+): bind: address already in use"),
     re.compile(r"Ports are not available: .*?([\d.]+:\d+)"),
 )
+
+
+_ENGINE_GONE = ("cannot connect to the docker daemon", "is the docker daemon running",
+                "error while fetching server api version", "docker engine is not reachable", "/docker.sock")
+
+
+def engine_unreachable(text: str) -> bool:
+    """Whether compose, the Docker SDK or community.docker failed because the engine is gone."""
+    lowered = (text or "").lower()
+    return any(marker in lowered for marker in _ENGINE_GONE)
+
+
+def engine_lost_message(reason: str, last_step: str | None, backups: list[str], during_rollback: bool) -> str:
+    """What happened and what to run next when the engine stops answering mid-release."""
+    where = "while rolling back" if during_rollback else "during the release"
+    msg = ("the Docker engine stopped answering %s (last step: %s): %s. Nothing more was changed%s. An engine "
+           "that stops takes every container down with it; services with a restart policy start again with the "
+           "engine. Once `docker info` answers, run this task again: it releases from whatever runs then"
+           % (where, last_step or "start", reason.rstrip("."),
+              "" if during_rollback else " and nothing was rolled back"))
+    if backups:
+        msg += ", or run it with rollback=true to bring back %s" % ", ".join(backups)
+    return msg + "."
 
 
 def explain_compose_failure(text: str) -> str:

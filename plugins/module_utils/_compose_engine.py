@@ -38,9 +38,16 @@ def write_env_file(env: Mapping[str, Any], dotenv: str = "") -> tuple[str, str]:
     return directory, path
 
 
-def containers(client, project: str) -> list[cu.Container]:
+def containers(client, project: str, with_aliases: bool = False) -> list[cu.Container]:
+    """The project's containers; ``with_aliases`` also inspects each service container to tell
+    whether it is reachable under its service name (one more API call per container)."""
     items = client.api.containers(all=True, filters={"label": "%s=%s" % (cu.PROJECT_LABEL, project)})
-    return cu.parse_container_list(items, project)
+    found = cu.parse_container_list(items, project)
+    for container in found if with_aliases else ():
+        if container.service and not container.oneoff:
+            # the list API leaves aliases out; only inspect has them
+            container.hidden = cu.hidden_from_service(container.service, _network_aliases(client, container.id))
+    return found
 
 
 def project_networks(client, project: str) -> list[str]:

@@ -313,10 +313,19 @@ rolled_back:
   sample: true
 failed_check:
   description: "Which check failed: V(container) (healthcheck unhealthy or never healthy), V(exited) (the
-    container stopped), V(url) (the health URL), V(compose) (compose up itself failed)."
+    container stopped), V(url) (the health URL), V(compose) (compose up itself failed), V(engine) (the Docker
+    engine stopped answering; see RV(engine_lost))."
   returned: on failure
   type: str
   sample: container
+engine_lost:
+  description:
+    - The Docker engine stopped answering during the release. Nothing was rolled back (nothing can be while the
+      engine is away); when it is back, run the same task again, or with O(rollback=true) to return to the backup
+      tag. A new container the release left behind is removed by the next run.
+  returned: when the engine was lost
+  type: bool
+  sample: true
 failed_service:
   description: The service that failed its check.
   returned: on failure
@@ -509,7 +518,7 @@ def _remove_tmpdir(tmpdir):
 
 def _facts(module, job):
     client = _client(module)
-    current = engine.containers(client, job["project"])
+    current = engine.containers(client, job["project"], with_aliases=True)
     module.exit_json(changed=False, containers=[cu.container_dict(c) for c in current],
                      image_ids=engine.image_ids(client, job.get("refs") or []))
 
@@ -589,6 +598,10 @@ def _surge_create(module, job):
     if rc != 0:
         module.fail_json(msg="compose create failed: %s" % cu.explain_compose_failure(err or out))
     new = [c for c in engine.containers(client, job["project"]) if c.id not in before and c.service == service]
+    if not new:
+        module.fail_json(msg="compose created no new %s container (asked for %d in all); look for stray containers "
+                             "of the service with `docker compose -p %s ps -a`, remove them, and run again."
+                             % (service, job["scale"], job["project"]))
     aliases = {}
     try:
         for container in new:

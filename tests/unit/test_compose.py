@@ -370,3 +370,44 @@ def test_wait_healthy_notices_a_vanished_container():
     verdict = engine.wait_healthy(client, "p", _specs(), ["app"], timeout=5, interval=1, watch_ids=["gone1234"],
                                   clock=clock, sleep=clock.sleep)
     assert verdict["state"] == "failed" and "disappeared" in verdict["reason"]
+
+
+@pytest.mark.parametrize("text", [
+    "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+    "Error connecting: Error while fetching server API version: ('Connection aborted.', FileNotFoundError(2))",
+    "the Docker engine is not reachable (boom); start it",
+])
+def test_engine_unreachable_is_recognised(text):
+    assert cu.engine_unreachable(text)
+
+
+@pytest.mark.parametrize("text", ["no such service: web", "container app exited with code 3", "",
+                                  "pull registry.example:5000/app: connection refused"])
+def test_other_failures_are_not_an_engine_loss(text):
+    assert not cu.engine_unreachable(text)
+
+
+def test_engine_lost_message_says_what_to_run_next():
+    msg = cu.engine_lost_message("the Docker engine is not reachable (refused).", "surge app",
+                                 ["repo/app:backup"], during_rollback=False)
+    assert "during the release (last step: surge app)" in msg
+    assert "nothing was rolled back" in msg
+    assert "run this task again" in msg and "rollback=true to bring back repo/app:backup" in msg
+    assert ".." not in msg
+
+
+def test_engine_lost_during_rollback_does_not_claim_nothing_was_rolled_back():
+    msg = cu.engine_lost_message("gone", None, [], during_rollback=True)
+    assert "while rolling back (last step: start)" in msg and "nothing was rolled back" not in msg
+    assert "rollback=true" not in msg
+
+
+@pytest.mark.parametrize("aliases, hidden", [
+    ({"p_default": ["p-app-2", "app", "abc123"]}, False),
+    ({"p_default": ["p-app-2", "abc123"]}, True),
+    ({"p_default": ["p-app-2"], "p_backend": ["app"]}, False),
+    ({"p_default": None}, True),
+    ({}, False),  # host networking or no network: nothing to tell
+])
+def test_hidden_means_attached_without_the_service_name(aliases, hidden):
+    assert cu.hidden_from_service("app", aliases) is hidden
