@@ -449,17 +449,30 @@ def compare_counts(expected: Dict[str, int], actual: Dict[str, int]) -> List[str
     return problems
 
 
-_TOC_DATA_RE = re.compile(r"^\d+;\s*\d+\s+\d+\s+TABLE DATA\s+(\S+)\s+(\S+)\s", re.MULTILINE)
+_TOC_DATA_RE = re.compile(r"^\d+;\s*\d+\s+\d+\s+TABLE DATA (.*)$", re.MULTILINE)
 
 
-def toc_tables(listing: str) -> List[str]:
-    """``schema.table`` of every TABLE DATA entry in ``pg_restore --list`` output."""
-    return sorted("%s.%s" % (m.group(1), m.group(2)) for m in _TOC_DATA_RE.finditer(listing))
+def toc_data_entries(listing: str) -> List[str]:
+    """What follows ``TABLE DATA`` on each entry of ``pg_restore --list`` output: schema, table
+    and owner separated by single spaces. pg_restore does not quote them, so a name holding a
+    space cannot be split back; :func:`toc_problems` matches the known names instead."""
+    return [m.group(1) for m in _TOC_DATA_RE.finditer(listing)]
+
+
+def _toc_has(entries: List[str], table: str) -> bool:
+    # ``table`` is ``schema.name``; either part may itself hold dots, so try every split. What
+    # follows is the owner, one word, so ``a "b"`` does not match the entry of ``a "b" c``.
+    for at in (i for i, char in enumerate(table) if char == "."):
+        head = "%s %s " % (table[:at], table[at + 1:])
+        if any((entry + " ").startswith(head) and " " not in entry[len(head):] for entry in entries):
+            return True
+    return False
 
 
 def toc_problems(listing: str, expected_tables: Iterable[str]) -> List[str]:
-    present = set(toc_tables(listing))
-    missing = sorted(set(expected_tables) - present)
+    """Tables of the manifest that have no TABLE DATA entry in the archive's table of contents."""
+    entries = toc_data_entries(listing)
+    missing = sorted(t for t in expected_tables if not _toc_has(entries, t))
     return ["%s: no TABLE DATA entry in the archive" % t for t in missing]
 
 

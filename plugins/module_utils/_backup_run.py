@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import os
 import pwd
+import re
 import threading
 import time
 import uuid
@@ -21,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _backup as bk
 from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
-    ConnInfo, connect, mask_secrets, server_version_num)
+    ConnInfo, connect, conninfo_quote, mask_secrets, server_version_num)
 
 try:
     from psycopg2 import sql as pgsql
@@ -226,8 +227,11 @@ def drop_database(admin_cur, name: str, server_num: int) -> None:
 
 
 def scratch_name(base: str, purpose: str) -> str:
+    """A name for a throw-away database: recognisably from ``base``, but plain ASCII that fits
+    PostgreSQL's 63 bytes, so quotes or ``=`` in the user's name never reach a tool's argv."""
     suffix = "_%s_%s" % (purpose, uuid.uuid4().hex[:8])
-    return (base[:63 - len(suffix)] + suffix)
+    plain = re.sub(r"[^a-z0-9_]+", "_", base.lower()).strip("_") or "db"
+    return plain[:63 - len(suffix)] + suffix
 
 
 def count_rows_parallel(info: ConnInfo, tables: List[str], jobs: int) -> Dict[str, int]:
@@ -534,7 +538,7 @@ class Backup:
                         "--file=" + inside, "--output=/dev/null"]
                 rc, out, err = self.executor.run("psql", args, env)
             else:
-                args = ["--exit-on-error", "--no-password", "--dbname=" + dbname]
+                args = ["--exit-on-error", "--no-password", "--dbname=dbname=" + conninfo_quote(dbname)]
                 if no_owner:
                     args += ["--no-owner", "--no-privileges"]
                 if bk.restore_jobs(fmt, jobs) > 1:

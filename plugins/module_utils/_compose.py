@@ -98,6 +98,18 @@ def valid_tag(tag: str) -> bool:
     return bool(_TAG_RE.match(tag or ""))
 
 
+_PROJECT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def project_name_problem(name: str | None) -> str | None:
+    """Why compose v2 would refuse ``name`` as a project name, with a name it accepts; None when fine."""
+    if name is None or _PROJECT_NAME_RE.match(name):
+        return None
+    suggestion = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_") or "app"
+    return ("project_name %r is not a compose project name: use lowercase letters, digits, '-' and '_', "
+            "starting with a letter or digit (for example %r); nothing was changed" % (name, suggestion))
+
+
 # --------------------------------------------------------------------------- compose config
 
 

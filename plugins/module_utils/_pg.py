@@ -179,3 +179,9 @@ def quote_ident(name: str, conn=None) -> str:
     if conn is not None:
         return psycopg2.extensions.quote_ident(name, conn)
     return '"' + name.replace('"', '""') + '"'
+
+
+def conninfo_quote(value: str) -> str:
+    """A value for a libpq connection string. Tools read ``--dbname`` as a connection string
+    when it holds ``=``, so a database name goes in as ``dbname='...'``."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

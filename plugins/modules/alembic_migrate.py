@@ -366,6 +366,9 @@ def build_request(module, params):
         if not alembic_bin:
             raise AlembicPlanError("alembic executable not found on PATH or beside %s; install alembic or set "
                                    "alembic_bin" % sys.executable)
+        if not (os.path.isfile(alembic_bin) and os.access(alembic_bin, os.X_OK)):
+            raise AlembicPlanError("alembic_bin %s is not an executable file; set alembic_bin to the alembic of "
+                                   "the application's virtualenv (e.g. /srv/app/.venv/bin/alembic)" % alembic_bin)
     alembic_db = None
     if params["executor_db_url"]:
         alembic_db = parse_db_url(params["executor_db_url"], params["connect_timeout"] or 10)

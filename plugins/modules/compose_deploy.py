@@ -452,6 +452,9 @@ def _prepare(module, job):
     dot_env = os.path.join(src, ".env")
     if choice.kind == cu1.STANDALONE:
         _prepare_standalone(module, job, choice, binary, dot_env)
+    problem = cu.project_name_problem(job.get("project_name"))
+    if problem:
+        module.fail_json(msg=problem)
     env_files = []
     if os.path.isfile(dot_env):
         env_files.append(dot_env)

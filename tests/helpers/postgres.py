@@ -19,6 +19,7 @@ from typing import Iterator
 from urllib.parse import quote, urlsplit
 
 import psycopg2
+from psycopg2 import sql
 
 # A recognisable password: tests assert it never leaks into results, logs or argv.
 TEST_PASSWORD = "Sup3r-S3cret-pw-7731"
@@ -152,10 +153,10 @@ def _wait_ready(server: PgServer, timeout: float = 30.0) -> None:
 
 def create_database(server: PgServer, name: str) -> None:
     with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def drop_database(server: PgServer, name: str) -> None:
     with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))

@@ -305,6 +305,8 @@ def test_invalid_index_from_concurrent_build_is_dropped_and_retried(pg_db, proje
     ({"lock_timeout": "soon"}, "not a PostgreSQL duration"),
     ({"config": "/nonexistent/alembic.ini"}, "alembic config /nonexistent/alembic.ini not found"),
 ])
+@pytest.mark.fault("alembic_migrate: unknown target, target past the head, malformed lock_timeout, missing alembic.ini",
+                   kind="bad_input", holds="fails with the reason and what to do; no revision applied; no password shown")
 def test_bad_input_fails_clearly_and_changes_nothing(pg_db, project, change, expected):
     run = run_module("alembic_migrate", module_args(pg_db, project, **change))
     assert run.result.get("failed") is True
@@ -313,6 +315,8 @@ def test_bad_input_fails_clearly_and_changes_nothing(pg_db, project, change, exp
     assert_no_secret(run)
 
 
+@pytest.mark.fault("alembic_migrate: multiple heads and target head", kind="bad_input",
+                   holds="refused naming both heads and `alembic merge heads`; an explicit head still works")
 def test_multiple_heads_are_refused(pg_db, project):
     add_revision(project, "0005", "0004", "    pass")
     add_revision(project, "0006", "0004", "    pass")
@@ -326,6 +330,8 @@ def test_multiple_heads_are_refused(pg_db, project):
     assert revision_of(pg_db) is None
 
 
+@pytest.mark.fault("alembic_migrate: target -1 on a revision whose downgrade raises", kind="bad_input",
+                   holds="fails with alembic's reason; the database stays at its revision")
 def test_downgrade_alembic_cannot_perform_fails_clearly(pg_db, project):
     add_revision(project, "0005", "0004", "    pass",
                  downgrade='    raise NotImplementedError("0005 cannot be reverted: data was dropped")')

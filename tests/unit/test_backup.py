@@ -5,6 +5,7 @@ import datetime
 import gzip
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -127,14 +128,21 @@ TOC = """;
 ;     dbname: app
 3350; 0 16390 TABLE DATA public users dbops
 3351; 0 16400 TABLE DATA audit events dbops
+3353; 0 16410 TABLE DATA public odd "table" name dbops
+3354; 0 16420 TABLE DATA my.schema t.1 dbops
+3355; 0 16430 TABLE DATA public ownerless
 3352; 0 0 SEQUENCE SET public users_id_seq dbops
 3199; 2606 16396 CONSTRAINT public users users_pkey dbops
 """
 
 
 def test_toc_tables_and_problems():
-    assert bk.toc_tables(TOC) == ["audit.events", "public.users"]
-    assert bk.toc_problems(TOC, ["public.users", "audit.events"]) == []
+    assert bk.toc_data_entries(TOC)[:2] == ["public users dbops", "audit events dbops"]
+    assert bk.toc_problems(TOC, ["public.users", "audit.events", 'public.odd "table" name', "my.schema.t.1",
+                                 "public.ownerless"]) == []
+    assert bk.toc_problems(TOC, ['public.odd "table"', "public.users_id_seq"]) == [
+        'public.odd "table": no TABLE DATA entry in the archive',
+        "public.users_id_seq: no TABLE DATA entry in the archive"]
     assert bk.toc_problems(TOC, ["public.users", "public.orders"]) == ["public.orders: no TABLE DATA entry in the archive"]
 
 
@@ -231,3 +239,12 @@ def test_publish_and_manifest_file(tmp_path):
 @pytest.mark.parametrize("err,match", [(28, "is full"), (30, "read-only"), (13, "not writable")])
 def test_os_errors_say_what_to_do(err, match):
     assert match in bk.describe_os_error(OSError(err, os.strerror(err)), "/b")
+
+
+@pytest.mark.parametrize("base", ["trade", "O'Brien \"db\" $(x)=y", "ü" * 60, "'''"])
+def test_scratch_names_are_plain_and_fit_postgresql(base):
+    from ansible_collections.dbops.migrations.plugins.module_utils._backup_run import scratch_name
+    name = scratch_name(base, "verify")
+    assert re.fullmatch(r"[a-z0-9_]+_verify_[0-9a-f]{8}", name), name
+    assert len(name.encode()) <= 63
+    assert scratch_name(base, "verify") != name

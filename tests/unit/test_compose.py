@@ -411,3 +411,20 @@ def test_engine_lost_during_rollback_does_not_claim_nothing_was_rolled_back():
 ])
 def test_hidden_means_attached_without_the_service_name(aliases, hidden):
     assert cu.hidden_from_service("app", aliases) is hidden
+
+
+@pytest.mark.parametrize("name,suggested", [
+    ("auto_trader", None),
+    ("prod-1", None),
+    ("Auto Trader", "auto-trader"),
+    ("it's $(touch x); a=b", "it-s-touch-x-a-b"),
+    ("_hidden", "hidden"),
+    ("!!!", "app"),
+])
+def test_project_name_problem_says_what_compose_accepts(name, suggested):
+    problem = cu.project_name_problem(name)
+    if suggested is None:
+        assert problem is None
+    else:
+        assert "not a compose project name" in problem and repr(suggested) in problem
+        assert cu.project_name_problem(suggested) is None

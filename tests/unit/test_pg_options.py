@@ -37,3 +37,12 @@ def test_login_params_or_nothing():
 ])
 def test_mask_secrets(text):
     assert "hunter2" not in _pg.mask_secrets(text, "hunter2")
+
+
+@pytest.mark.parametrize("name,quoted", [
+    ("trade", "'trade'"),
+    ("o'brien db", "'o\\'brien db'"),
+    ("a=b\\c", "'a=b\\\\c'"),
+])
+def test_conninfo_quote_keeps_a_name_one_value(name, quoted):
+    assert _pg.conninfo_quote(name) == quoted
