@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -18,6 +22,8 @@ def idle_release(docker_client, tmp_path):
     """An inventory for a stack that is never started: anything that touches it would fail differently."""
     rel = new_release(docker_client, tmp_path)
     yield rel
+    if rel.container_ids("db") or rel.container_ids("app"):
+        rel.stack.down()  # a case that failed by starting the stack after all
     rel.remove_images()
 
 
@@ -104,6 +110,70 @@ def test_held_lock_fails_clearly(idle_release):
     assert "Another deploy of" in run.output and "alice" in run.output and "Nothing was changed" in run.output
     assert lock.exists() and (lock / "owner.json").exists()
     assert idle_release.container_ids("db") == []
+
+
+def this_controller() -> dict:
+    """What deploy.yml records of the controller it runs on (the tests run it on this machine)."""
+    def read(path):
+        with open(path) as handle:
+            return handle.read().strip()
+    return {"boot_id": read("/proc/sys/kernel/random/boot_id"), "pid_ns": os.readlink("/proc/self/ns/pid"),
+            "host": read("/proc/sys/kernel/hostname")}
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def write_owner(lock, **owner):
+    lock.mkdir(parents=True)
+    (lock / "owner.json").write_text(json.dumps(dict({"user": "alice", "app_version": "9.9.9"}, **owner)))
+
+
+@pytest.mark.fault("a live deploy of this controller holds the lock and deploy_lock_wait=0", kind="fault",
+                   holds="the lock is not taken over; fails naming the holder; nothing started")
+def test_lock_of_a_live_run_is_kept(idle_release):
+    lock = idle_release.report_dir / "deploy.lock"
+    # A live process whose command line reads like a run of ansible-playbook.
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "ansible-playbook"])
+    try:
+        write_owner(lock, pid=holder.pid, controller=this_controller())
+        run = idle_release.deploy(risk="auto", deploy_lock_wait=0)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run.rc != 0
+    assert "Another deploy of" in run.output and "alice" in run.output and "taking it over" not in run.output
+    assert lock.exists() and json.loads((lock / "owner.json").read_text())["pid"] == holder.pid
+    assert idle_release.container_ids("db") == []
+
+
+@pytest.mark.slow
+@pytest.mark.fault("the lock left by a deploy killed with SIGKILL on this controller", kind="fault",
+                   holds="the next deploy says so, takes the lock over, releases and frees it; "
+                         "a lock from another controller is not taken over")
+def test_lock_of_a_killed_run_is_taken_over(docker_client, tmp_path):
+    rel = new_release(docker_client, tmp_path)
+    lock = rel.report_dir / "deploy.lock"
+    try:
+        other = dict(this_controller(), host="another-controller")
+        write_owner(lock, pid=dead_pid(), controller=other)
+        refused = rel.deploy(risk="auto", deploy_lock_wait=0)
+        assert refused.rc != 0 and "Another deploy of" in refused.output and "taking it over" not in refused.output
+        assert rel.container_ids("db") == []
+        for entry in lock.iterdir():
+            entry.unlink()
+        lock.rmdir()
+        write_owner(lock, pid=dead_pid(), controller=this_controller(), started="2026-01-01T00:00:00+00:00")
+        run = rel.deploy(risk="auto", deploy_lock_wait=0)
+        assert run.rc == 0, run.output[-4000:] + compose_ps(rel)
+        assert "which no longer runs: taking it over" in run.output and "2026-01-01T00:00:00" in run.output
+        assert rel.revision() == "0005"
+        assert not rel.lock_held()
+    finally:
+        rel.close()
 
 
 @pytest.mark.docker
