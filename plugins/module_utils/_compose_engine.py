@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
-"""Target-side helpers for compose_deploy: read engine facts and wait for health.
+"""Target-side helpers for compose_deploy (and alembic_migrate's compose executor): which
+compose CLI to drive, engine facts, and the wait for health.
 
 Runs inside the compose_deploy module on the target host, with the Docker SDK, so that
 polling a release's health is one module call instead of one per poll. It only reads
@@ -19,6 +20,31 @@ from ansible.module_utils.urls import open_url
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu
 from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as cu1
+
+
+def _probe_version(module, argv: list[str]) -> tuple[str | None, str]:
+    """(version, "") when ``argv`` printed a version, else (None, why not)."""
+    rc, out, err = module.run_command(argv)
+    if rc == 0 and out.strip():
+        return out.strip(), ""
+    return None, (err or out).strip() or "exit code %d" % rc
+
+
+def choose_compose_cli(module, requested: str) -> tuple[cu1.ComposeChoice, str]:
+    """The compose CLI to drive for ``compose_command`` and its executable: ``docker`` for the
+    v2 plugin, ``docker-compose`` for v1. Raises ComposeError saying what to install."""
+    docker_bin = module.get_bin_path("docker")
+    plugin_version, plugin_error = None, "the docker CLI is not installed on the target (docker-ce-cli or docker.io)"
+    if requested != cu1.STANDALONE and docker_bin:
+        plugin_version, plugin_error = _probe_version(module, [docker_bin, "compose", "version", "--short"])
+    standalone_bin = standalone_version = None
+    standalone_error = ""
+    if requested == cu1.STANDALONE or not cu1.plugin_usable(plugin_version):
+        standalone_bin = module.get_bin_path("docker-compose")
+        if standalone_bin:
+            standalone_version, standalone_error = _probe_version(module, [standalone_bin, "version", "--short"])
+    choice = cu1.choose_compose(requested, plugin_version, plugin_error, standalone_version, standalone_error)
+    return choice, (docker_bin if choice.kind == cu1.PLUGIN else standalone_bin)
 
 
 def docker_client(timeout: int = 10):

@@ -68,6 +68,9 @@ class ComposeSpec:
     profiles: Sequence[str] = ("migration",)
     project_name: Optional[str] = None
     docker_bin: str = "docker"
+    # True: ``docker_bin`` is the standalone ``docker-compose`` (v1), which takes the same
+    # arguments without the ``compose`` subcommand.
+    standalone: bool = False
 
 
 @dataclasses.dataclass
@@ -139,7 +142,7 @@ class AlembicCommand:
         req = self.request
         if req.executor == "compose":
             spec = req.compose or ComposeSpec()
-            argv = [spec.docker_bin, "compose"]
+            argv = [spec.docker_bin] if spec.standalone else [spec.docker_bin, "compose"]
             for path in spec.files:
                 argv += ["-f", path]
             if spec.project_src:

@@ -162,6 +162,14 @@ options:
   compose_project_name:
     description: Compose project name (C(-p)).
     type: str
+  compose_command:
+    description:
+      - Which compose CLI runs O(compose_service) for O(executor=compose).
+      - V(auto) takes the C(docker compose) v2 plugin (2.18 or newer) and falls back to the standalone
+        C(docker-compose) v1 (1.28 or newer); V(plugin) and V(standalone) insist on one.
+    type: str
+    choices: [auto, plugin, standalone]
+    default: auto
 notes:
   - E(PGOPTIONS) and E(PGAPPNAME) are honoured by libpq-based drivers (psycopg2, psycopg); the project's
     C(env.py) must connect with one of them and must not override C(application_name).
@@ -304,6 +312,9 @@ from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli impo
 from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
     CONNECTION_MUTUALLY_EXCLUSIVE, HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR, ConnectionOptionsError,
     connection_argument_spec, conninfo_from_params, mask_secrets, parse_db_url)
+from ansible_collections.dbops.migrations.plugins.module_utils._compose import ComposeError
+from ansible_collections.dbops.migrations.plugins.module_utils._compose_engine import choose_compose_cli
+from ansible_collections.dbops.migrations.plugins.module_utils._compose_v1 import STANDALONE
 from ansible_collections.dbops.migrations.plugins.module_utils._migrate import (
     ComposeSpec, MigrateError, MigrateRequest, Migrator)
 
@@ -336,6 +347,7 @@ def argument_spec():
         compose_service=dict(type="str", default="migration"),
         compose_profiles=dict(type="list", elements="str", default=["migration"]),
         compose_project_name=dict(type="str"),
+        compose_command=dict(type="str", choices=["auto", "plugin", "standalone"], default="auto"),
     )
     return spec
 
@@ -354,10 +366,14 @@ def build_request(module, params):
         if not params["project_src"] and not params["compose_files"]:
             raise AlembicPlanError("executor=compose needs project_src (the compose project directory) "
                                    "or compose_files")
+        try:
+            choice, compose_bin = choose_compose_cli(module, params["compose_command"])
+        except ComposeError as exc:
+            raise AlembicPlanError(str(exc))
         compose = ComposeSpec(project_src=params["project_src"], files=params["compose_files"],
                               service=params["compose_service"], profiles=params["compose_profiles"],
-                              project_name=params["compose_project_name"],
-                              docker_bin=module.get_bin_path("docker", required=True))
+                              project_name=params["compose_project_name"], docker_bin=compose_bin,
+                              standalone=choice.kind == STANDALONE)
     else:
         if not params["config"]:
             raise AlembicPlanError("config is required with executor=local: the path of the project's alembic.ini")

@@ -414,31 +414,12 @@ def _client(module):
                              "DOCKER_HOST at it, then retry." % exc, engine_down=True)
 
 
-def _probe(module, argv):
-    """(version, "") when ``argv`` printed a version, else (None, why not)."""
-    rc, out, err = module.run_command(argv)
-    if rc == 0 and out.strip():
-        return out.strip(), ""
-    return None, (err or out).strip() or "exit code %d" % rc
-
-
 def _choose_compose(module, requested):
     """The compose CLI to drive (compose_command) and its binary; fails saying what to install."""
-    docker_bin = module.get_bin_path("docker")
-    plugin_version, plugin_error = None, "the docker CLI is not installed on the target (docker-ce-cli or docker.io)"
-    if requested != cu1.STANDALONE and docker_bin:
-        plugin_version, plugin_error = _probe(module, [docker_bin, "compose", "version", "--short"])
-    standalone_bin = standalone_version = None
-    standalone_error = ""
-    if requested == cu1.STANDALONE or not cu1.plugin_usable(plugin_version):
-        standalone_bin = module.get_bin_path("docker-compose")
-        if standalone_bin:
-            standalone_version, standalone_error = _probe(module, [standalone_bin, "version", "--short"])
     try:
-        choice = cu1.choose_compose(requested, plugin_version, plugin_error, standalone_version, standalone_error)
+        return engine.choose_compose_cli(module, requested)
     except cu.ComposeError as exc:
         module.fail_json(msg=str(exc))
-    return choice, (docker_bin if choice.kind == cu1.PLUGIN else standalone_bin)
 
 
 def _prepare(module, job):

@@ -1,8 +1,10 @@
-"""alembic_migrate with executor=compose: alembic runs in the app image's `migration` service."""
+"""alembic_migrate with executor=compose: alembic runs in the app image's `migration` service,
+through the docker compose v2 plugin and through docker-compose v1."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -20,19 +22,25 @@ APP = Path(__file__).resolve().parents[2] / "examples" / "auto_trader"
 PASSWORD = "Compose-pw-" + uuid.uuid4().hex[:8]
 
 
-@pytest.fixture
-def compose_db(docker_client):
+# compose_command -> the CLI the database is started with (the same one the migration runs on)
+COMPOSE_CLIS = {"plugin": ["docker", "compose"], "standalone": ["docker-compose"]}
+
+
+@pytest.fixture(params=sorted(COMPOSE_CLIS))
+def compose_db(request, docker_client):
     if not (APP / "docker-compose.prod.yml").exists():
         pytest.skip("example application not present")
     images = {tag for image in docker_client.images.list() for tag in image.tags}
     if "auto_trader:latest" not in images or "dbops/postgres:15" not in images:
         pytest.skip("local images missing: run `make images`")
+    if request.param == "standalone" and not shutil.which("docker-compose"):
+        pytest.fail("docker-compose (v1) is not installed: run scripts/bootstrap (apt-get install docker-compose)")
     project = "dbopsmig" + uuid.uuid4().hex[:8]
     port = free_port()
     env = {"POSTGRES_PASSWORD": PASSWORD, "DB_PORT": str(port), "APP_VERSION": "latest"}
-    base = ["docker", "compose", "-f", "docker-compose.prod.yml", "-p", project]
+    base = COMPOSE_CLIS[request.param] + ["-f", "docker-compose.prod.yml", "-p", project]
     full_env = dict(os.environ, **env)
-    subprocess.run(base + ["up", "-d", "--wait", "db"], cwd=APP, env=full_env, check=True,
+    subprocess.run(base + ["up", "-d", "db"], cwd=APP, env=full_env, check=True,
                    capture_output=True, timeout=180)
     url = "postgresql://auto_trader:%s@127.0.0.1:%d/auto_trader" % (PASSWORD, port)
     deadline = time.monotonic() + 60
@@ -44,7 +52,7 @@ def compose_db(docker_client):
             assert time.monotonic() < deadline, "database container never accepted connections"
             time.sleep(0.5)
     try:
-        yield {"project": project, "env": env, "url": url}
+        yield {"project": project, "env": env, "url": url, "compose_command": request.param}
     finally:
         subprocess.run(base + ["--profile", "migration", "down", "-v", "--remove-orphans"], cwd=APP, env=full_env,
                        capture_output=True, timeout=180)
@@ -63,7 +71,7 @@ def test_compose_executor_upgrades_and_downgrades(compose_db):
         "compose_project_name": compose_db["project"], "env": compose_db["env"],
         "db_url": compose_db["url"],
         "executor_db_url": "postgresql://auto_trader:%s@db:5432/auto_trader" % PASSWORD,
-        "lock_timeout": "2s", "retries": 1, "target": "0002",
+        "lock_timeout": "2s", "retries": 1, "target": "0002", "compose_command": compose_db["compose_command"],
     }
     check = run_module("alembic_migrate", args, check=True)
     assert not check.result.get("failed"), check.output

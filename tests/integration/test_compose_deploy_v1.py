@@ -245,3 +245,22 @@ def test_auto_falls_back_to_v1_without_the_plugin(release, docker_client, no_com
         assert stack.containers(docker_client) == []
     finally:
         stack.remove(docker_client)
+
+
+def test_deploy_playbook_runs_end_to_end_on_docker_compose_v1(docker_client, tmp_path):
+    """deploy.yml with dbops_compose_command=standalone: the database, the migration (compose
+    executor) and the release all go through docker-compose v1."""
+    from tests.helpers.release import compose_ps
+    rel = new_release(docker_client, tmp_path / "deploy")
+    try:
+        run = rel.deploy(risk="auto", dbops_compose_command="standalone")
+        assert run.rc == 0, run.output[-4000:] + compose_ps(rel)
+        assert rel.revision() == "0005"
+        summary = rel.reports()[-1]
+        assert summary["revisions_applied"] == ["0001", "0002", "0003", "0004", "0005"], summary
+        names = sorted(c.name for c in docker_client.containers.list(
+            all=True, filters={"label": "com.docker.compose.project=%s" % rel.project}))
+        # v1 names containers PROJECT_SERVICE_N (v2 would use dashes); the migration's run was removed
+        assert names == ["%s_%s_1" % (rel.project, s) for s in ("app", "db", "nginx")], names
+    finally:
+        rel.close()

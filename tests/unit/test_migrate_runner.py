@@ -58,6 +58,16 @@ def test_compose_command_passes_secrets_by_name_only():
     assert all(PASSWORD not in part for part in argv)
 
 
+def test_compose_v1_takes_the_same_arguments_without_the_subcommand():
+    request = MigrateRequest(config="/app/alembic.ini", executor="compose",
+                             compose=ComposeSpec(project_src="/srv/app", files=["docker-compose.prod.yml"],
+                                                 docker_bin="/usr/bin/docker-compose", standalone=True))
+    argv, cwd = AlembicCommand(request, DB, "dbops-migrate-x").argv("upgrade", "0002")
+    assert argv[:6] == ["/usr/bin/docker-compose", "-f", "docker-compose.prod.yml", "--project-directory",
+                        "/srv/app", "--profile"]
+    assert argv[-5:] == ["alembic", "-c", "/app/alembic.ini", "upgrade", "0002"] and cwd == "/srv/app"
+
+
 def test_retry_schedule_backs_off_and_caps():
     assert retry_delays(5, 1, 2, 10) == [1, 2, 4, 8, 10]
     assert retry_delays(0, 1, 2, 10) == []
