@@ -478,6 +478,28 @@ class ActionModule(ActionBase):
                           failed_check=verdict.check, failed_service=verdict.service, logs=logs)
         return result
 
+    def _stopped(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Stop the running containers of ``services`` (all when empty) and keep them, so that
+        ``state: present`` or ``restarted`` brings the same release back."""
+        wanted = set(self.p["services"] or self.specs)
+        running = sorted(c.name for c in self._containers()
+                         if c.service in wanted and c.running and not c.oneoff)
+        result.update(changed=bool(running), stopped=running)
+        if not running or self._task.check_mode:
+            return result
+        if self.v1:
+            self._v1("v1_stop", services=self.p["services"])
+        else:
+            args = dict(self._compose_args(), state="stopped")
+            if self.p["services"]:
+                args["services"] = self.p["services"]
+            self._module("community.docker.docker_compose_v2", args)
+        left = sorted(c.name for c in self._containers() if c.name in running and c.running)
+        if left:
+            result.update(failed=True, msg="still running after the stop: %s; stop them with `docker stop`"
+                                           % ", ".join(left))
+        return result
+
     def _run_oneoff(self, result: dict[str, Any]) -> dict[str, Any]:
         service = self.p["run"]
         result["changed"] = True
@@ -546,6 +568,8 @@ class ActionModule(ActionBase):
                 return self._absent(result)
             if self.p["state"] == "restarted":
                 return self._restarted(result)
+            if self.p["state"] == "stopped":
+                return self._stopped(result)
             return self._present(result)
         except DeployFailed as exc:
             result.update(failed=True, msg=exc.msg)

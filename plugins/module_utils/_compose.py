@@ -28,7 +28,7 @@ ARGUMENT_SPEC: dict[str, Any] = dict(
     profiles=dict(type="list", elements="str", default=[]),
     services=dict(type="list", elements="str"),
     env=dict(type="dict", default={}),
-    state=dict(type="str", default="present", choices=["present", "absent", "restarted"]),
+    state=dict(type="str", default="present", choices=["present", "absent", "restarted", "stopped"]),
     pull=dict(type="str", default="missing", choices=["always", "missing", "never", "policy"]),
     build=dict(type="str", default="never", choices=["always", "never", "policy"]),
     backup_tag=dict(type="str", default="backup"),

@@ -240,6 +240,10 @@ def down_args(remove_volumes: bool) -> list[str]:
     return ["down"] + (["--volumes"] if remove_volumes else [])
 
 
+def stop_args(services: Sequence[str] | None) -> list[str]:
+    return ["stop"] + (["--"] + list(services) if services else [])
+
+
 def restart_args(services: Sequence[str] | None) -> list[str]:
     return ["restart"] + (["--"] + list(services) if services else [])
 

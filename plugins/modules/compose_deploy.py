@@ -69,8 +69,10 @@ options:
     description:
       - V(present) deploys (or, with O(rollback), rolls back); V(absent) removes the project's containers and
         networks (volumes only with O(remove_volumes)); V(restarted) restarts the services and waits for health.
+      - V(stopped) stops the running containers of O(services) (all services when empty) and keeps them, as the
+        guide's emergency stop does; V(present) or V(restarted) starts them again. Not changed when none runs.
     type: str
-    choices: [present, absent, restarted]
+    choices: [present, absent, restarted, stopped]
     default: present
   pull:
     description: Pull policy handed to C(docker compose up) (see community.docker.docker_compose_v2).
@@ -248,6 +250,13 @@ EXAMPLES = r"""
     services: [app]
     rollback: true
 
+- name: Stop the application, keep the database running (emergency stop)
+  dbops.migrations.compose_deploy:
+    project_src: /srv/auto_trader
+    files: [docker-compose.prod.yml]
+    services: [app]
+    state: stopped
+
 - name: Stop and remove the stack (volumes stay)
   dbops.migrations.compose_deploy:
     project_src: /srv/auto_trader
@@ -271,6 +280,12 @@ compose_command:
   returned: when compose was found
   type: str
   sample: docker compose 2.26.1
+stopped:
+  description: Containers that were running and were stopped (or would be, in check mode).
+  returned: with O(state=stopped)
+  type: list
+  elements: str
+  sample: [auto_trader-app-1]
 services:
   description: Services the deploy acted on.
   returned: with O(state=present)
@@ -685,6 +700,13 @@ def _v1_restart(module, job):
     module.exit_json(changed=True, actions=cu1.parse_events(err + "\n" + out))
 
 
+def _v1_stop(module, job):
+    rc, out, err = _v1_run(module, job, cu1.stop_args(job.get("services")))
+    if rc != 0:
+        _v1_failed(module, "docker-compose stop failed: ", rc, out, err)
+    module.exit_json(changed=True, actions=cu1.parse_events(err + "\n" + out))
+
+
 def _v1_oneoff(module, job):
     """`docker-compose run --rm -T SERVICE [COMMAND]`; the container's exit code is data, not a failure."""
     rc, out, err = _v1_run(module, job, cu1.run_args(job["service"], job.get("command")))
@@ -714,7 +736,8 @@ def main():
     job["project_src"] = module.params["project_src"]
     handlers = {"prepare": _prepare, "facts": _facts, "wait": _wait, "ports": _ports, "cleanup": _cleanup,
                 "surge_create": _surge_create, "expose": _expose, "v1_plan": _v1_plan, "v1_up": _v1_up,
-                "v1_down": _v1_down, "v1_restart": _v1_restart, "v1_run": _v1_oneoff}
+                "v1_down": _v1_down, "v1_restart": _v1_restart, "v1_stop": _v1_stop,
+                "v1_run": _v1_oneoff}
     handler = handlers.get(job.get("op"))
     if handler is None:
         module.fail_json(msg="dbops.migrations.compose_deploy runs through its action plugin; call it as a task "

@@ -267,6 +267,23 @@ def test_restarted_waits_for_health(stack):
     assert stack.served_version() == "2.0.0"
 
 
+def test_stopped_keeps_the_containers_and_present_brings_them_back(stack, docker_client):
+    def app_states():
+        return [c.status for c in stack.containers(docker_client, "app")]
+    check = stack.deploy(state="stopped", services=["app"], check=True)
+    assert check.result["changed"] is True and len(check.result["stopped"]) == 1, brief(check.result)
+    assert app_states() == ["running"]
+    run = stack.deploy(state="stopped", services=["app"])
+    assert not run.result.get("failed") and run.result["changed"] is True, brief(run.result)
+    assert app_states() == ["exited"]
+    assert [c.status for c in stack.containers(docker_client, "db")] == ["running"]
+    again = stack.deploy(state="stopped", services=["app"])
+    assert again.result["changed"] is False and again.result["stopped"] == [], brief(again.result)
+    back = stack.deploy()
+    assert not back.result.get("failed") and back.result["changed"] is True, back.output[-3000:] + brief(back.result)
+    assert app_states() == ["running"] and stack.served_version() == "2.0.0"
+
+
 def test_absent_removes_the_stack_and_is_idempotent(stack, docker_client):
     check = stack.deploy(state="absent", check=True)
     assert check.result["changed"] is True and stack.containers(docker_client)

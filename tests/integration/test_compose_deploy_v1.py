@@ -262,5 +262,13 @@ def test_deploy_playbook_runs_end_to_end_on_docker_compose_v1(docker_client, tmp
             all=True, filters={"label": "com.docker.compose.project=%s" % rel.project}))
         # v1 names containers PROJECT_SERVICE_N (v2 would use dashes); the migration's run was removed
         assert names == ["%s_%s_1" % (rel.project, s) for s in ("app", "db", "nginx")], names
+
+        stop = rel.play("emergency_stop", {"dbops_compose_command": "standalone"})
+        assert stop.rc == 0, stop.output[-4000:] + compose_ps(rel)
+        assert "Application: stopped (%s_app_1)" % rel.project in stop.output
+        assert docker_client.containers.get("%s_app_1" % rel.project).status == "exited"
+        [folder] = list(rel.report_dir.glob("emergency-*"))
+        assert "db_1" in (folder / "compose-logs.txt").read_text()
+        assert json.loads((folder / "alembic_version.json").read_text()) == [{"version_num": "0005"}]
     finally:
         rel.close()

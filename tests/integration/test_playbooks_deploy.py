@@ -149,6 +149,47 @@ class TestHighPathGateAndRollback:
         assert run.rc == 0, explain(run, release)
         assert release.stack.get("/api/stats")[0] == 200
 
+    def test_restore_with_confirm_puts_the_backup_back_and_serves_again(self, release):
+        manifest = release.backups()[-1]
+        expected = json.loads(manifest.read_text())
+        release.execute("INSERT INTO users(email, name) VALUES ('late@example.com', 'written after the backup')")
+        app_before = release.container_ids("app")
+        run = release.play("rollback", {"rollback": "restore", "manifest": str(manifest), "confirm": True})
+        assert run.rc == 0, explain(run, release)
+        assert "Rolled back restore: restored %s (revision %s)" % (manifest, expected["alembic_revision"]) in run.output
+        assert release.revision() == expected["alembic_revision"]
+        assert release.scalar("SELECT count(*) FROM users") == expected["tables"]["public.users"]
+        assert release.scalar("SELECT count(*) FROM users WHERE email = 'late@example.com'") == 0
+        # the app was stopped for the restore and started again: same containers, serving, no maintenance page
+        assert release.container_ids("app") == app_before
+        status, body = release.stack.get("/healthz")
+        assert status == 200 and body["revision"] == expected["alembic_revision"]
+        assert release.stack.get("/api/stats")[0] == 200
+
+    def test_emergency_stop_stops_the_app_and_collects_the_evidence(self, release, docker_client):
+        run = release.play("emergency_stop", collection_form=True)
+        assert run.rc == 0, explain(run, release)
+        assert "Application: stopped (%s-app-1)" % release.project in run.output
+        states = {c.labels["com.docker.compose.service"]: c.status for c in docker_client.containers.list(
+            all=True, filters={"label": "com.docker.compose.project=%s" % release.project})}
+        assert states["app"] == "exited" and states["db"] == "running" and states["nginx"] == "running", states
+        [folder] = sorted(release.report_dir.glob("emergency-*"))
+        assert json.loads((folder / "alembic_version.json").read_text()) == [{"version_num": release.revision()}]
+        # the app is stopped: nobody else is connected
+        assert json.loads((folder / "pg_stat_activity.json").read_text()) == []
+        assert any(lock["relation"] == "pg_stat_activity" for lock in json.loads((folder / "pg_locks.json").read_text()))
+        containers = json.loads((folder / "containers.json").read_text())
+        assert {"app", "db", "nginx"} <= {c["Labels"]["com.docker.compose.service"] for c in containers}
+        logs = (folder / "compose-logs.txt").read_text()
+        assert "db-1" in logs and "\x1b[" not in logs
+        assert release.password not in "".join(p.read_text() for p in folder.iterdir())
+        again = release.play("emergency_stop", {"stop_app": False})
+        assert again.rc == 0, explain(again, release)
+        assert "NOT stopped: stop_app=false" in again.output
+        stopped_again = release.play("emergency_stop")
+        assert stopped_again.rc == 0 and "Application: stopped (nothing was running)" in stopped_again.output
+        assert len(list(release.report_dir.glob("emergency-*"))) == 3
+
 
 class TestBrokenReleaseAndMediumPath:
     def test_setup_at_0002(self, release):
