@@ -16,7 +16,7 @@ import json
 import os
 import re
 import shutil
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_FORMAT_VERSION = 1
@@ -459,20 +459,22 @@ def toc_data_entries(listing: str) -> List[str]:
     return [m.group(1) for m in _TOC_DATA_RE.finditer(listing)]
 
 
-def _toc_has(entries: List[str], table: str) -> bool:
-    # ``table`` is ``schema.name``; either part may itself hold dots, so try every split. What
-    # follows is the owner, one word, so ``a "b"`` does not match the entry of ``a "b" c``.
-    for at in (i for i, char in enumerate(table) if char == "."):
-        head = "%s %s " % (table[:at], table[at + 1:])
-        if any((entry + " ").startswith(head) and " " not in entry[len(head):] for entry in entries):
-            return True
-    return False
+def _toc_heads(entries: List[str]) -> Set[str]:
+    # ``schema name`` of each entry: the entry without its last word (the owner, one word, so
+    # ``a "b"`` does not match the entry of ``a "b" c``), and the entry itself (no owner).
+    return {head for entry in entries for head in (entry, entry.rsplit(" ", 1)[0])}
+
+
+def _toc_has(heads: Set[str], table: str) -> bool:
+    # ``table`` is ``schema.name``; either part may itself hold dots, so try every split.
+    return any("%s %s" % (table[:at], table[at + 1:]) in heads
+               for at, char in enumerate(table) if char == ".")
 
 
 def toc_problems(listing: str, expected_tables: Iterable[str]) -> List[str]:
     """Tables of the manifest that have no TABLE DATA entry in the archive's table of contents."""
-    entries = toc_data_entries(listing)
-    missing = sorted(t for t in expected_tables if not _toc_has(entries, t))
+    heads = _toc_heads(toc_data_entries(listing))
+    missing = sorted(t for t in expected_tables if not _toc_has(heads, t))
     return ["%s: no TABLE DATA entry in the archive" % t for t in missing]
 
 
