@@ -212,9 +212,14 @@ def up_args(services: Sequence[str] | None, build: str) -> list[str]:
     return out
 
 
+def _for_services(command: str, services: Sequence[str] | None) -> list[str]:
+    """``COMMAND [-- SERVICE...]``: no services means all of them."""
+    return [command] + (["--"] + list(services) if services else [])
+
+
 def pull_args(services: Sequence[str] | None) -> list[str]:
     """``pull`` before ``up`` for pull=always."""
-    return ["pull"] + (["--"] + list(services) if services else [])
+    return _for_services("pull", services)
 
 
 def surge_args(service: str, scale: int, build: str) -> list[str]:
@@ -241,11 +246,11 @@ def down_args(remove_volumes: bool) -> list[str]:
 
 
 def stop_args(services: Sequence[str] | None) -> list[str]:
-    return ["stop"] + (["--"] + list(services) if services else [])
+    return _for_services("stop", services)
 
 
 def restart_args(services: Sequence[str] | None) -> list[str]:
-    return ["restart"] + (["--"] + list(services) if services else [])
+    return _for_services("restart", services)
 
 
 def hash_args(services: Iterable[str]) -> list[str]:

@@ -447,7 +447,7 @@ def _prepare(module, job):
                          % src)
     dot_env = os.path.join(src, ".env")
     if choice.kind == cu1.STANDALONE:
-        _prepare_standalone(module, job, choice, binary, dot_env)
+        _prepare_standalone(module, job, choice, binary, dot_env)  # exits; v1 normalises names itself
     problem = cu.project_name_problem(job.get("project_name"))
     if problem:
         module.fail_json(msg=problem)
@@ -691,20 +691,22 @@ def _v1_down(module, job):
     module.exit_json(changed=bool(actions), actions=actions)
 
 
+def _v1_services_command(module, job, args):
+    """``docker-compose restart|stop [-- SERVICES]``, reported as the actions it printed."""
+    rc, out, err = _v1_run(module, job, args)
+    if rc != 0:
+        _v1_failed(module, "docker-compose %s failed: " % args[0], rc, out, err)
+    module.exit_json(changed=True, actions=cu1.parse_events(err + "\n" + out))
+
+
 def _v1_restart(module, job):
     if job.get("check"):
         module.exit_json(changed=True, actions=[])
-    rc, out, err = _v1_run(module, job, cu1.restart_args(job.get("services")))
-    if rc != 0:
-        _v1_failed(module, "docker-compose restart failed: ", rc, out, err)
-    module.exit_json(changed=True, actions=cu1.parse_events(err + "\n" + out))
+    _v1_services_command(module, job, cu1.restart_args(job.get("services")))
 
 
 def _v1_stop(module, job):
-    rc, out, err = _v1_run(module, job, cu1.stop_args(job.get("services")))
-    if rc != 0:
-        _v1_failed(module, "docker-compose stop failed: ", rc, out, err)
-    module.exit_json(changed=True, actions=cu1.parse_events(err + "\n" + out))
+    _v1_services_command(module, job, cu1.stop_args(job.get("services")))
 
 
 def _v1_oneoff(module, job):
