@@ -43,6 +43,12 @@ class RunResult:
         return self.stdout + self.stderr
 
 
+def failure_message(run: RunResult) -> str:
+    """The module's failure message; fails the test when the task did not fail."""
+    assert run.result.get("failed") is True, "expected a failure:\n" + run.output[-3000:]
+    return run.result["msg"]
+
+
 def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     ensure_collection_link()
     venv_bin = str(Path(sys.executable).parent)

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from tests.helpers import postgres as pgh
-from tests.helpers.ansible import run_module
+from tests.helpers.ansible import failure_message, run_module
 from tests.helpers.secrets import ArgvWatcher, files_containing, find_secret
 
 pytestmark = pytest.mark.integration
@@ -54,17 +54,12 @@ def tmpfs(path, size="1m", options=""):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def failed(run) -> str:
-    assert run.result.get("failed"), "expected a failure:\n" + run.output[-3000:]
-    return run.result["msg"]
-
-
 @pytest.mark.fault("destination full (1 MiB tmpfs) during pg_dump", kind="fault",
                    holds="task fails saying the destination is full; no dump, manifest or staging folder left")
 def test_destination_full(data_db, tmp_path):
     with tmpfs(tmp_path / "tiny", "1m") as dest:
         run = backup(data_db, dest, compress=0, verify="none")
-        msg = failed(run)
+        msg = failure_message(run)
         assert "is full" in msg and "nothing was kept" in msg
         assert os.listdir(dest) == []
 
@@ -73,7 +68,7 @@ def test_destination_full(data_db, tmp_path):
                    holds="task fails before dumping, saying the filesystem is read-only; nothing written")
 def test_read_only_destination(data_db, tmp_path):
     with tmpfs(tmp_path / "ro", "4m", "ro") as dest:
-        msg = failed(backup(data_db, dest))
+        msg = failure_message(backup(data_db, dest))
         assert "read-only" in msg
         assert os.listdir(dest) == []
 
@@ -84,11 +79,11 @@ def test_unwritable_destination(data_db, tmp_path):
     if os.geteuid() == 0:
         blocked = tmp_path / "file-not-folder"
         blocked.write_text("x")
-        msg = failed(backup(data_db, blocked / "sub"))
+        msg = failure_message(backup(data_db, blocked / "sub"))
     else:
         blocked = tmp_path / "locked"
         blocked.mkdir(mode=0o500)
-        msg = failed(backup(data_db, blocked / "sub"))
+        msg = failure_message(backup(data_db, blocked / "sub"))
     assert "cannot create destination" in msg or "not a directory" in msg
 
 
@@ -106,7 +101,7 @@ def test_corrupted_archive_at_verify(data_db, tmp_path):
     assert not made.result.get("failed"), made.output
     _corrupt_middle(made.result["path"])
     before = os.stat(made.result["path"]).st_mtime_ns
-    msg = failed(run_module("pg_backup", dict(data_db.login_args(), state="verified", src=made.result["manifest_path"],
+    msg = failure_message(run_module("pg_backup", dict(data_db.login_args(), state="verified", src=made.result["manifest_path"],
                                               verify="restore")))
     assert "checksum mismatch" in msg and made.result["path"] in msg
     assert os.stat(made.result["path"]).st_mtime_ns == before
@@ -120,13 +115,13 @@ def test_corrupted_archive_at_restore(data_db, pg_server, tmp_path):
     path = made.result["path"]
     target = "restore_" + uuid.uuid4().hex[:8]
     _corrupt_middle(path)
-    msg = failed(run_module("pg_backup", dict(data_db.login_args(), state="restored", src=path, target_db=target)))
+    msg = failure_message(run_module("pg_backup", dict(data_db.login_args(), state="restored", src=path, target_db=target)))
     assert "checksum mismatch" in msg and "nothing was restored" in msg
     # without the manifest only pg_restore can notice: a truncated archive
     os.unlink(made.result["manifest_path"])
     with open(path, "r+b") as handle:
         handle.truncate(os.path.getsize(path) // 3)
-    msg = failed(run_module("pg_backup", dict(data_db.login_args(), state="restored", src=path, target_db=target)))
+    msg = failure_message(run_module("pg_backup", dict(data_db.login_args(), state="restored", src=path, target_db=target)))
     assert "restore of" in msg and "failed" in msg
     left = databases(pg_server)
     assert target not in left and not [d for d in left if d.startswith(target + "_restore_")]
@@ -148,7 +143,7 @@ def test_dump_that_does_not_restore(pg_db, pg_server, tmp_path):
     listed = backup(pg_db, tmp_path / "list", verify="list")
     assert not listed.result.get("failed") and listed.result["verified"], listed.output
     dest = tmp_path / "restore"
-    msg = failed(backup(pg_db, dest, verify="restore"))
+    msg = failure_message(backup(pg_db, dest, verify="restore"))
     assert "failed" in msg
     assert os.listdir(dest) == []
     assert not [d for d in databases(pg_server) if "_verify_" in d]
@@ -160,7 +155,7 @@ def test_wrong_credentials(data_db, tmp_path):
     wrong = "Wr0ng-Passw0rd-" + uuid.uuid4().hex[:6]
     args = dict(data_db.login_args(), login_password=wrong, dest=str(tmp_path / "b"))
     run = run_module("pg_backup", args)
-    msg = failed(run)
+    msg = failure_message(run)
     assert "password authentication failed" in msg and "login_password" in msg
     assert not find_secret(wrong, json.dumps(run.result), run.output)
     assert not (tmp_path / "b").exists()
@@ -170,7 +165,7 @@ def test_wrong_credentials(data_db, tmp_path):
                    holds="fails naming the database and what to check; nothing written")
 def test_missing_database(pg_server, tmp_path):
     args = dict(pg_server.login_args("no_such_db_x"), dest=str(tmp_path / "b"))
-    msg = failed(run_module("pg_backup", args))
+    msg = failure_message(run_module("pg_backup", args))
     assert "no_such_db_x" in msg and "does not exist" in msg and "login_db" in msg
     assert not (tmp_path / "b").exists()
 
@@ -184,7 +179,7 @@ def test_client_older_than_server(data_db, tmp_path):
         script = old_bin / tool
         script.write_text("#!/bin/sh\necho '%s (PostgreSQL) 13.4'\n" % tool)
         script.chmod(0o755)
-    msg = failed(backup(data_db, tmp_path / "b", bin_dir=str(old_bin)))
+    msg = failure_message(backup(data_db, tmp_path / "b", bin_dir=str(old_bin)))
     assert "pg_dump 13.4 is older than the server (PostgreSQL 15." in msg
     assert "postgresql-client-15" in msg and "bin_dir" in msg and "container" in msg
     assert not (tmp_path / "b").exists() or os.listdir(tmp_path / "b") == []
@@ -193,9 +188,9 @@ def test_client_older_than_server(data_db, tmp_path):
 @pytest.mark.fault("bad option combinations", kind="bad_input",
                    holds="jobs with custom format, compressed plain, keep 0 each fail with what to set instead")
 def test_bad_options(data_db, tmp_path):
-    assert "format: directory" in failed(backup(data_db, tmp_path, jobs=2))
-    assert "format: plain" in failed(backup(data_db, tmp_path, format="plain", compress=6))
-    assert "at least 1" in failed(backup(data_db, tmp_path, keep=0))
+    assert "format: directory" in failure_message(backup(data_db, tmp_path, jobs=2))
+    assert "format: plain" in failure_message(backup(data_db, tmp_path, format="plain", compress=6))
+    assert "at least 1" in failure_message(backup(data_db, tmp_path, keep=0))
     assert os.listdir(tmp_path) == []
 
 
