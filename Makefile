@@ -40,6 +40,7 @@ test-interrupt: bootstrap ## every task boundary of deploy.yml and backup.yml, S
 
 lint: ## ansible-lint, ansible-doc for every module, ansible-test sanity
 	$(VENV)/bin/ansible-lint --offline
+	for module in $$(ls plugins/modules | sed -n 's/\.py$$//p'); do $(VENV)/bin/ansible-doc dbops.migrations.$$module > /dev/null || exit 1; done
 	scripts/sanity
 
 build: ## the collection tarball
