@@ -11,10 +11,13 @@ assumed large enough to matter (the rule's base risk).
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import io
 import json
 import re
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+import tokenize
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import DbFacts, TableFacts
@@ -40,6 +43,10 @@ RUNTIME_FAILURES = frozenset((
     "enum-add-value-in-transaction", "concurrent-index-pg14-bug"))
 CREATE_RULES = frozenset(("create-table", "create-table-as"))
 REMEMBERED_KINDS = frozenset(("CreateStmt", "CreateTableAsStmt", "IndexStmt", "DropStmt"))
+# Statements that change neither schema nor data (a revision made only of these has nothing to undo).
+NO_CHANGE_STATEMENTS = frozenset(("SelectStmt", "VariableShowStmt", "ExplainStmt", "CheckPointStmt",
+                                  "DiscardStmt", "NotifyStmt", "ListenStmt", "UnlistenStmt", "DeallocateStmt",
+                                  "PrepareStmt", "LoadStmt"))
 WRITE_BLOCKING_LOCKS = frozenset((R.SHARE, R.SHARE_ROW_EXCLUSIVE, R.EXCLUSIVE, R.ACCESS_EXCLUSIVE))
 
 # Throughput assumptions for lock-time estimates (bytes or rows per second, conservative).
@@ -49,6 +56,11 @@ BRIEF_LOCK_SECONDS = 0.0
 
 SUPPRESS_RE = re.compile(r"migration-risk:\s*ignore\s+([a-z0-9][a-z0-9_,\s-]*?)\s*(?:(?:because|reason:?)\s+(.+?))?\s*$",
                          re.IGNORECASE | re.MULTILINE)
+SUPPRESS_MARK = "migration-risk"
+
+
+def _has_mark(text: str) -> bool:
+    return SUPPRESS_MARK in text.lower()
 
 
 class RiskInputError(ValueError):
@@ -112,6 +124,7 @@ class Finding:
     source: str = ""
     suppressed_reason: Optional[str] = None
     size_class: str = "unknown"
+    lock_on: Optional[str] = None          # what the lock is taken on (the table, or "the table of index x")
 
     PINNED = ("revision", "statement", "operation", "rule", "risk", "lock", "blocks", "rewrites_table", "table",
               "rows_estimate", "message", "safe_alternative")
@@ -131,6 +144,13 @@ class RevisionVerdict:
     source: str = ""
     statements: int = 0
     downgrade_drops: List[str] = dataclasses.field(default_factory=list)
+    sql: List[str] = dataclasses.field(default_factory=list)  # the statements it was judged on
+    changes: int = 0                       # statements (and Python data changes) that change something
+
+    @property
+    def nothing_to_undo(self) -> bool:
+        """A merge revision or an empty upgrade(): there is nothing a downgrade would have to undo."""
+        return self.analysed and self.changes == 0
 
 
 @dataclasses.dataclass
@@ -162,6 +182,8 @@ class Analysis:
             seconds += finding.lock_seconds
         notes = []
         for rev in self.revisions:
+            if rev.nothing_to_undo:
+                continue
             if not rev.has_downgrade:
                 notes.append("%s: %s" % (rev.revision, rev.downgrade_note or "no usable downgrade()"))
                 continue
@@ -172,7 +194,7 @@ class Analysis:
                 notes.append("%s: %s" % (rev.revision, rev.downgrade_note))
         if self.alembic:
             # Nothing pending needs nothing to roll back.
-            has_plan = all(rev.has_downgrade for rev in self.revisions)
+            has_plan = all(rev.has_downgrade or rev.nothing_to_undo for rev in self.revisions)
         else:
             has_plan = False
             notes.append("plain SQL has no downgrade: restore the backup to roll back")
@@ -189,7 +211,8 @@ class Analysis:
             "backup": BACKUP_FOR_RISK[risk],
             "findings": [f.as_dict() for f in self.findings],
             "revisions": [{"revision": r.revision, "risk": r.risk, "has_downgrade": r.has_downgrade,
-                           "analysed": r.analysed, "error": r.error, "downgrade_drops": r.downgrade_drops}
+                           "analysed": r.analysed, "error": r.error, "downgrade_drops": r.downgrade_drops,
+                           "sql": r.sql}
                           for r in self.revisions],
             "checklist": self.checklist(),
             "suppressed": [dict(f.as_dict(), reason=f.suppressed_reason) for f in self.suppressed],
@@ -224,15 +247,18 @@ class _SafeDict(dict):
 class StatementContext:
     """What matchers may ask about the run so far and the database."""
 
-    __slots__ = ("version", "version_num", "facts", "run", "in_transaction", "table")
+    __slots__ = ("version", "version_num", "facts", "run", "history", "in_transaction", "table", "relation")
 
-    def __init__(self, version: int, version_num: Optional[int], facts: Optional[DbFacts], run: "RunState"):
+    def __init__(self, version: int, version_num: Optional[int], facts: Optional[DbFacts], run: "RunState",
+                 history: Optional["History"] = None):
         self.version = version
         self.version_num = version_num
         self.facts = facts
         self.run = run
+        self.history = history if history is not None else History()
         self.in_transaction = False
         self.table: Optional[str] = None
+        self.relation: Optional[Dict[str, Any]] = None  # the ALTER TABLE statement's RangeVar
 
     def table_facts(self, table: Optional[str]) -> Optional[TableFacts]:
         return self.facts.table(table) if self.facts is not None else None
@@ -242,13 +268,24 @@ class StatementContext:
         return facts.relkind if facts else None
 
     def index_table(self, index: Optional[str]) -> Optional[str]:
+        """The table of an index: created earlier in this analysis, or known to the database."""
         if not index:
             return None
-        if index in self.run.new_indexes:
-            return self.run.new_indexes[index]
+        for known in (self.run.new_indexes, self.history.index_tables):
+            if index in known:
+                return known[index]
         if self.facts is not None:
             return self.facts.index_tables.get(index) or self.facts.index_tables.get(index.split(".")[-1])
         return None
+
+    def key_columns(self, table: Optional[str]) -> Set[str]:
+        """Columns that identify one row: the database's single-column unique keys when it tells them,
+        otherwise the conventional ``id``."""
+        facts = self.table_facts(table)
+        unique = getattr(facts, "unique_columns", None) if facts is not None else None
+        if unique is not None:
+            return set(unique)
+        return {"id"}
 
     def column_type(self, table: Optional[str], column: Optional[str]) -> Optional[Tuple[str, Tuple[int, ...]]]:
         hint = self.run.column_hints.get((table, column))
@@ -265,41 +302,80 @@ class StatementContext:
         return bool(facts and column in facts.columns and facts.columns[column].not_null)
 
     def has_not_null_check(self, table, column) -> bool:
-        if (table, column) in self.run.validated_not_null_checks:
-            return True
+        """A validated CHECK (column IS NOT NULL): from an earlier statement or revision of this analysis,
+        or already in the database."""
+        for (check_table, _name), check_column in self.history.validated_not_null_checks.items():
+            if check_table == table and check_column == column:
+                return True
         facts = self.table_facts(table)
         return bool(facts and column in facts.not_null_checks)
 
 
 @dataclasses.dataclass
 class RunState:
+    """What one run of statements created: later statements on these objects are not risky."""
+
     new_tables: Set[str] = dataclasses.field(default_factory=set)
     new_indexes: Dict[str, str] = dataclasses.field(default_factory=dict)
     column_hints: Dict[Tuple[Optional[str], Optional[str]], Tuple[str, Tuple[int, ...]]] = \
         dataclasses.field(default_factory=dict)
-    validated_not_null_checks: Set[Tuple[str, str]] = dataclasses.field(default_factory=set)
-    pending_not_null_checks: Dict[Tuple[Optional[str], Optional[str]], str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class History:
+    """What every revision of one analysis did, in order; kept across revisions even without a database
+    (an index or a validated CHECK from an earlier revision is there when a later one runs)."""
+
+    index_tables: Dict[str, Optional[str]] = dataclasses.field(default_factory=dict)
+    # (table, constraint name) -> column, for CHECK (column IS NOT NULL) constraints
+    validated_not_null_checks: Dict[Tuple[Optional[str], Optional[str]], str] = \
+        dataclasses.field(default_factory=dict)
+    pending_not_null_checks: Dict[Tuple[Optional[str], Optional[str]], str] = \
+        dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- parsing
 
+class LineIndex:
+    """Byte offset -> line number, from a table of line starts built once per text (bisect per lookup)."""
+
+    __slots__ = ("_raw", "_starts")
+
+    def __init__(self, raw: bytes):
+        self._raw = raw
+        self._starts: Optional[List[int]] = None
+
+    def line(self, offset: int) -> int:
+        if self._starts is None:
+            starts = [0]
+            find = self._raw.find
+            pos = find(b"\n")
+            while pos >= 0:
+                starts.append(pos + 1)
+                pos = find(b"\n", pos + 1)
+            self._starts = starts
+        return bisect.bisect_right(self._starts, offset)
+
+
 class Statement:
     """One parsed statement; its line number is computed only when a finding needs it."""
 
-    __slots__ = ("node_type", "node", "text", "offset", "suppress", "_raw")
+    __slots__ = ("node_type", "node", "text", "offset", "end", "suppress", "number", "_lines")
 
-    def __init__(self, node_type: str, node: Dict[str, Any], text: str, offset: int, suppress: Dict[str, str],
-                 raw: bytes):
+    def __init__(self, node_type: str, node: Dict[str, Any], text: str, offset: int, end: int, number: int,
+                 lines: LineIndex):
         self.node_type = node_type
         self.node = node
         self.text = text
         self.offset = offset
-        self.suppress = suppress
-        self._raw = raw
+        self.end = end
+        self.number = number            # 1-based position in its migration (revisions[].sql)
+        self.suppress: Dict[str, str] = {}
+        self._lines = lines
 
     @property
     def line(self) -> int:
-        return self._raw.count(b"\n", 0, self.offset) + 1
+        return self._lines.line(self.offset)
 
 
 def parse_statements(sql: str, where: str) -> List[Statement]:
@@ -310,43 +386,62 @@ def parse_statements(sql: str, where: str) -> List[Statement]:
         raise RiskInputError(_parse_error_message(sql, where, exc)) from None
     raw = sql.encode("utf-8")
     ascii_only = len(raw) == len(sql)
-    has_suppressions = "migration-risk" in sql
+    lines = LineIndex(raw)
     out: List[Statement] = []
-    previous_end = 0
-    stmts = tree.get("stmts") or []
-    for item in stmts:
+    for number, item in enumerate(tree.get("stmts") or (), 1):
         start = item.get("stmt_location", 0)
         length = item.get("stmt_len", 0)
         end = start + length if length else len(raw)
-        if ascii_only:
-            text = sql[start:end]
-        else:
-            text = raw[start:end].decode("utf-8", "replace")
+        text = sql[start:end] if ascii_only else raw[start:end].decode("utf-8", "replace")
         stmt = item["stmt"]
         node_type = next(iter(stmt))
-        suppress: Dict[str, str] = {}
-        if has_suppressions:
-            gap = raw[previous_end:start].decode("utf-8", "replace")
-            leading = _leading_comments(gap) if out else gap
-            suppress = _suppressions(leading + "\n" + _inner_comments(text))
-            if out:
-                trailing = gap.split("\n", 1)[0]
-                out[-1].suppress.update(_suppressions(trailing))
-        out.append(Statement(node_type, stmt[node_type], text.strip(), start, suppress, raw))
-        previous_end = end
-    if has_suppressions and out:
-        tail = raw[previous_end:].decode("utf-8", "replace").split("\n", 1)[0]
-        out[-1].suppress.update(_suppressions(tail))
+        out.append(Statement(node_type, stmt[node_type], text.strip(), start, end, number, lines))
+    if out and _has_mark(sql):
+        _attach_suppressions(sql, raw, out)
     return out
 
 
-def _leading_comments(gap: str) -> str:
-    # The first line of the gap ends the previous statement's line: it belongs to that statement.
-    return gap.split("\n", 1)[1] if "\n" in gap else ""
+def _attach_suppressions(sql: str, raw: bytes, statements: List[Statement]) -> None:
+    """Give each statement the suppressions of the real SQL comments around it.
+
+    Comments come from PostgreSQL's own scanner, so text inside string literals never counts. A
+    comment inside a statement, or after it on the same line, belongs to it; a comment on its own
+    line belongs to the statement that follows.
+    """
+    starts = [stmt.offset for stmt in statements]
+    for byte_start, text in _marked_comments(sql, raw):
+        found = _suppressions(text)
+        if not found:
+            continue
+        index = bisect.bisect_right(starts, byte_start) - 1   # the last statement starting before it
+        if index < 0:
+            owner = statements[0]
+        elif byte_start < statements[index].end or b"\n" not in raw[statements[index].end:byte_start]:
+            owner = statements[index]
+        elif index + 1 < len(statements):
+            owner = statements[index + 1]
+        else:
+            continue  # a comment on its own line after the last statement suppresses nothing
+        owner.suppress.update(found)
 
 
-def _inner_comments(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if "--" in line)
+def _marked_comments(sql: str, raw: bytes) -> Iterator[Tuple[int, str]]:
+    """(byte offset, text) of each SQL comment that mentions migration-risk, in order."""
+    ascii_only = len(raw) == len(sql)
+    char_pos = byte_pos = 0
+    for token in _pglast_parser.scan(sql):
+        if token.name not in ("SQL_COMMENT", "C_COMMENT"):
+            continue
+        text = sql[token.start:token.end + 1]  # the scanner counts characters, the parser bytes
+        if not _has_mark(text):
+            continue
+        text = text[2:-2] if token.name == "C_COMMENT" else text[2:]  # without /* */ or --
+        if ascii_only:
+            yield token.start, text
+            continue
+        byte_pos += len(sql[char_pos:token.start].encode("utf-8"))
+        char_pos = token.start
+        yield byte_pos, text
 
 
 def _suppressions(text: str) -> Dict[str, str]:
@@ -360,9 +455,21 @@ def _suppressions(text: str) -> Dict[str, str]:
 
 
 def suppressions_in_python(source: str) -> Dict[str, str]:
-    """``# migration-risk: ignore RULE because REASON`` comments in a revision file."""
-    comments = "\n".join(line.split("#", 1)[1] for line in source.splitlines() if "#" in line)
-    return _suppressions(comments)
+    """``# migration-risk: ignore RULE because REASON`` comments in a revision file.
+
+    Only real comments count (Python's own tokenizer): the same words in a docstring or a string
+    literal, such as SQL handed to op.execute(), suppress nothing.
+    """
+    if not _has_mark(source):
+        return {}
+    comments: List[str] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.COMMENT and _has_mark(token.string):
+                comments.append(token.string[1:])
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass  # a file that does not tokenize to the end keeps the comments read so far
+    return _suppressions("\n".join(comments))
 
 
 def _parse_error_message(sql: str, where: str, exc: Exception) -> str:
@@ -392,6 +499,7 @@ class Engine:
             self.version_num = None
         self.config = config or RiskConfig()
         self.run = RunState()
+        self.history = History()
         # With a database the pending revisions run together from its current revision, so a table
         # created by one of them is still new (and empty) for the next ones.
         self.carry_run_state = facts is not None
@@ -406,7 +514,7 @@ class Engine:
                 # Without a database the revisions are not known to run together: a table created by an
                 # older revision may have been in production for months (and large) by now.
                 self.run = RunState()
-            unit_findings = self.analyse_unit(unit)
+            unit_findings, statements, changes = self._analyse_unit(unit)
             kept = []
             for finding in unit_findings:
                 if finding.rule in self.config.disabled_rules:
@@ -422,16 +530,23 @@ class Engine:
                     risk = R.max_level(risk, "high")
                 revisions.append(RevisionVerdict(unit.revision, risk, unit.has_downgrade, unit.error is None,
                                                  unit.error, unit.downgrade_note, unit.source,
-                                                 downgrade_drops=list(unit.downgrade_drops)))
+                                                 statements=len(statements),
+                                                 downgrade_drops=list(unit.downgrade_drops),
+                                                 sql=[_masked(stmt.text) for stmt in statements],
+                                                 changes=changes + len(unit.extra_findings)))
         alembic = alembic or bool(revisions)
         return Analysis(findings, suppressed, revisions, self.version, self.facts is not None, alembic=alembic)
 
     def analyse_unit(self, unit: MigrationUnit) -> List[Finding]:
+        return self._analyse_unit(unit)[0]
+
+    def _analyse_unit(self, unit: MigrationUnit) -> Tuple[List[Finding], List[Statement], int]:
+        """The findings of one migration, its statements, and how many of them change the schema or data."""
         where = ("revision %s (%s)" % (unit.revision, unit.source)) if unit.revision else unit.source
         out: List[Finding] = []
         if unit.error:
             out.append(self._migration_finding("revision-not-analysed", unit, None, "", reason=unit.error))
-            return out
+            return out, [], 0
         for extra in unit.extra_findings:
             finding = self._migration_finding(extra["rule"], unit, extra.get("table"), extra.get("statement", ""),
                                               **extra.get("details", {}))
@@ -441,12 +556,13 @@ class Engine:
             # A declared existing_type is a hint; live facts, when present, win.
             if self.facts is None or self.facts.table(key[0]) is None:
                 self.run.column_hints[key] = hint
-        ctx = StatementContext(self.version, self.version_num, self.facts, self.run)
+        ctx = StatementContext(self.version, self.version_num, self.facts, self.run, self.history)
         lock_timeout_session = unit.lock_timeout_set
         lock_timeout_local = False
-        held: List[Tuple[str, str]] = []        # (table, lock) held in the current transaction
+        held: List[Tuple[str, str, int]] = []   # (table, lock, statement number) held in the current transaction
         held_reported = False
         timeout_reported = False
+        changes = 0
         bookkeeping_possible = "alembic_version" in unit.sql
         for stmt in statements:
             kind = stmt.node_type
@@ -473,6 +589,8 @@ class Engine:
                 continue
             if bookkeeping_possible and _is_bookkeeping(kind, node):
                 continue
+            if kind not in NO_CHANGE_STATEMENTS:
+                changes += 1
             stmt_findings = self._statement_findings(kind, node, stmt, unit, ctx)
             for finding in stmt_findings:
                 creates = finding.rule in CREATE_RULES
@@ -480,26 +598,51 @@ class Engine:
                 if is_new and not creates and finding.rule not in RUNTIME_FAILURES:
                     continue
                 out.append(finding)
-                existing = finding.table is not None and not is_new
+                locked = finding.lock_on if not is_new else None
                 slow = finding.work != R.INSTANT and finding.size_class != "small"
                 if ctx.in_transaction and slow and held and not held_reported:
-                    held_tables = ", ".join(sorted({held_table for held_table, _mode in held}))
-                    strongest = max((lock for _table, lock in held), key=lambda m: R.LOCK_STRENGTH[m])
-                    out.append(self._migration_finding("lock-held-in-transaction", unit, finding.table,
-                                                       stmt.text, held=held_tables, lock=strongest,
-                                                       line=stmt.line, supp=stmt.suppress))
+                    out.append(self._held_finding(unit, finding, stmt, held))
                     held_reported = True
-                if existing and finding.lock in WRITE_BLOCKING_LOCKS:
+                if locked is not None and finding.lock in WRITE_BLOCKING_LOCKS:
                     if ctx.in_transaction:
-                        held.append((finding.table, finding.lock))
+                        held.append((locked, finding.lock, stmt.number))
                     if (self.config.require_lock_timeout and not timeout_reported
                             and not (lock_timeout_session or lock_timeout_local)):
                         out.append(self._migration_finding("lock-timeout-missing", unit, finding.table, stmt.text,
-                                                           line=stmt.line, supp=stmt.suppress, lock=finding.lock))
+                                                           line=stmt.line, supp=stmt.suppress, lock=finding.lock,
+                                                           locked=locked))
                         timeout_reported = True
             if kind in REMEMBERED_KINDS:
                 self._remember(kind, node, ctx)
-        return out
+        self._grade_batched_loops(out)
+        return out, statements, changes
+
+    def _held_finding(self, unit: MigrationUnit, finding: Finding, stmt: Statement,
+                      held: List[Tuple[str, str, int]]) -> Finding:
+        """The locks earlier statements of this transaction took are still held while a slow one runs."""
+        strongest = max((lock for _table, lock, _number in held), key=lambda mode: R.LOCK_STRENGTH[mode])
+        described = "; ".join("%s on %s from statement %d" % (lock, table, number) for table, lock, number in held)
+        return self._migration_finding("lock-held-in-transaction", unit, finding.table, stmt.text,
+                                       held=described, lock=strongest, number=stmt.number,
+                                       held_tables=", ".join(sorted({table for table, _lock, _n in held})),
+                                       line=stmt.line, supp=stmt.suppress)
+
+    def _grade_batched_loops(self, findings: List[Finding]) -> None:
+        """A Python loop whose rendered statements are all bounded batches is the batched backfill the
+        safe alternatives recommend: graded as such, not as an unbounded data change."""
+        loops = [f for f in findings if f.rule == "python-data-loop" and f.suppressed_reason is None]
+        if not loops:
+            return
+        data = [f for f in findings if (f.data or f.rule in R.BATCH_RULES) and f.rule != "python-data-loop"]
+        if not data or any(f.rule not in R.BATCH_RULES for f in data):
+            return
+        for loop in loops:
+            loop.risk = self.config.risk_overrides.get("python-data-loop", "medium")
+            loop.data = False
+            loop.message = ("upgrade() repeats bounded batches in a loop (%s): the batched backfill, each "
+                            "batch short; make sure every batch commits on its own (autocommit_block) so row "
+                            "locks are not held until the end." % ", ".join(
+                                "%s %s" % (f.operation, f.table or "") for f in data))
 
     # -- helpers
     def _statement_findings(self, kind, node, stmt: Statement, unit: MigrationUnit,
@@ -509,6 +652,7 @@ class Engine:
             if table in BOOKKEEPING_TABLES:
                 return []
             ctx.table = table
+            ctx.relation = node.get("relation")
             found = []
             for cmd_item in node.get("cmds") or ():
                 cmd = cmd_item.get("AlterTableCmd")
@@ -543,6 +687,8 @@ class Engine:
                 size_class = self._size_class(rows, size)
                 if size_class == "small" and rule.small_risk:
                     risk = rule.small_risk
+                elif size_class == "medium" and rule.medium_risk:
+                    risk = rule.medium_risk
                 elif size_class == "large" and rule.large_risk:
                     risk = rule.large_risk
         if self.config.risk_overrides:
@@ -563,6 +709,7 @@ class Engine:
             _target(details, table), _lock_seconds(rule, rows, size, facts is not None), rule.drop, rule.data,
             rule.work, stmt.line, unit.source)
         finding.size_class = size_class
+        finding.lock_on = details.get("_lock_on", table)
         if stmt.suppress or unit.suppressions:
             finding.suppressed_reason = _suppression_for(rule.id, stmt.suppress, unit.suppressions)
         return finding
@@ -574,13 +721,14 @@ class Engine:
         values = _SafeDict(details)
         values.setdefault("table", table or "?")
         values.setdefault("lock", spec["lock"])
+        values.setdefault("locked", table or "?")
         lock = details.get("lock", spec["lock"])
         finding = Finding(
             revision=unit.revision, statement=_excerpt(statement), operation=spec["operation"], rule=rule_id,
             risk=self.config.risk_overrides.get(rule_id, spec["risk"]), lock=lock, blocks=R.BLOCKS_FOR_LOCK[lock],
             rewrites_table=False, table=table, rows_estimate=facts.rows if facts else None,
             message=spec["message"].format_map(values), safe_alternative=spec["safe_alternative"].format_map(values),
-            lock_seconds=0.0, data=rule_id == "python-data-loop", line=line, source=unit.source)
+            lock_seconds=0.0, data=rule_id == "python-data-loop", line=line, source=unit.source, lock_on=table)
         if rule_id in ("lock-held-in-transaction",):
             finding.lock_seconds = 0.0
         finding.suppressed_reason = _suppression_for(rule_id, supp or {}, unit.suppressions)
@@ -606,18 +754,28 @@ class Engine:
             if name:
                 self.run.new_tables.add(name)
         elif kind == "IndexStmt" and node.get("idxname"):
-            self.run.new_indexes[node["idxname"]] = R.relation_name(node.get("relation"))
+            table = R.relation_name(node.get("relation"))
+            self.run.new_indexes[node["idxname"]] = table
+            self.history.index_tables[node["idxname"]] = table
         elif kind == "DropStmt" and node.get("removeType") == "OBJECT_TABLE":
             for name in R._drop_objects(node):
                 self.run.new_tables.discard(name)
 
     def _remember_cmd(self, table: Optional[str], cmd: Dict[str, Any]) -> None:
-        """Remember CHECK (col IS NOT NULL) constraints: once validated they prove a later SET NOT NULL."""
+        """Remember CHECK (col IS NOT NULL) constraints: once validated they prove a later SET NOT NULL,
+        in this revision or a later one (the four-step NOT NULL spread over revisions)."""
         subtype = cmd.get("subtype")
+        history = self.history
         if subtype == "AT_ValidateConstraint":
-            column = self.run.pending_not_null_checks.pop((table, cmd.get("name")), None)
+            key = (table, cmd.get("name"))
+            column = history.pending_not_null_checks.pop(key, None)
             if column:
-                self.run.validated_not_null_checks.add((table, column))
+                history.validated_not_null_checks[key] = column
+            return
+        if subtype == "AT_DropConstraint":
+            key = (table, cmd.get("name"))
+            history.pending_not_null_checks.pop(key, None)
+            history.validated_not_null_checks.pop(key, None)
             return
         con = R.def_node(cmd, "Constraint")
         if subtype != "AT_AddConstraint" or con.get("contype") != "CONSTR_CHECK":
@@ -625,10 +783,11 @@ class Engine:
         column = _is_not_null_check(con.get("raw_expr"))
         if not column:
             return
+        key = (table, con.get("conname"))
         if con.get("skip_validation"):
-            self.run.pending_not_null_checks[(table, con.get("conname"))] = column
+            history.pending_not_null_checks[key] = column
         else:
-            self.run.validated_not_null_checks.add((table, column))
+            history.validated_not_null_checks[key] = column
 
 
 def _is_not_null_check(expr: Optional[Dict[str, Any]]) -> Optional[str]:
@@ -704,12 +863,17 @@ def _human_bytes(size: Optional[int]) -> str:
 _PASSWORD_LITERAL = re.compile(r"(password\s*(?:=\s*)?)'(?:[^']|'')*'", re.IGNORECASE)
 
 
-def _excerpt(text: str) -> str:
-    text = " ".join(text.split())
+def _masked(text: str) -> str:
+    """The statement with password literals and URL credentials masked."""
     if "assword" in text or "ASSWORD" in text or "://" in text:
         # Imported here: _pg loads psycopg2, which plain SQL analysis does not need.
         from ansible_collections.dbops.migrations.plugins.module_utils._pg import mask_secrets
         text = mask_secrets(_PASSWORD_LITERAL.sub(r"\1'********'", text))
+    return text
+
+
+def _excerpt(text: str) -> str:
+    text = _masked(" ".join(text.split()))
     return text if len(text) <= STATEMENT_EXCERPT else text[:STATEMENT_EXCERPT - 3] + "..."
 
 

@@ -68,6 +68,7 @@ class Rule:
     rewrites_table: bool = False
     contract: bool = False          # breaks, or may break, the release that is running
     small_risk: Optional[str] = None  # risk when the table is known to be small
+    medium_risk: Optional[str] = None  # risk when the table is known to lie between small and large
     large_risk: Optional[str] = None  # risk when the table is known to be large
     drop: bool = False              # destroys data (checklist: drops)
     data: bool = False              # processes rows (checklist: large_data)
@@ -209,8 +210,7 @@ ALT_INDEX = ("with op.get_context().autocommit_block():\n"
              "index before retrying)")
 ALT_DROP_INDEX = ("with op.get_context().autocommit_block():\n"
                   "    op.drop_index('{index}', postgresql_concurrently=True)")
-ALT_FK = ("op.create_foreign_key('{constraint}', '{table}', '{referenced}', {fk_columns}, {pk_columns}, "
-          "postgresql_not_valid=True)\n"
+ALT_FK = ("op.execute({fk_not_valid_sql})\n"
           "# then, in a later revision (its own transaction):\n"
           "op.execute('ALTER TABLE {table} VALIDATE CONSTRAINT {constraint}')")
 ALT_CHECK = ("op.create_check_constraint('{constraint}', '{table}', '<condition>', postgresql_not_valid=True)\n"
@@ -364,7 +364,11 @@ def m_drop_index(concurrent: bool):
             return None
         objs = _drop_objects(node)
         index = objs[0] if objs else None
-        return {"table": ctx.index_table(index) if index else None, "index": index}
+        table = ctx.index_table(index) if index else None
+        # An index whose table stays unknown still locks that table: assume it is large and busy.
+        on = table or "the table of index %s" % index
+        return {"table": table, "index": index, "_lock_on": on,
+                "on": on if table else on + " (unknown here: assumed large and busy)"}
     return matcher
 
 
@@ -530,14 +534,87 @@ def m_constraint(contype, not_valid=None, using_index=None):
             return None
         keys = names_of(con.get("keys")) or names_of(con.get("fk_attrs"))
         suffix = {"CONSTR_FOREIGN": "fkey", "CONSTR_UNIQUE": "key", "CONSTR_PRIMARY": "pkey"}.get(contype, "check")
-        details = _cmd(node, ctx, constraint=con.get("conname") or "%s_%s_%s" % (ctx.table, "_".join(keys), suffix),
+        bare = (ctx.table or "").rpartition(".")[2]
+        details = _cmd(node, ctx, constraint=con.get("conname") or "%s_%s_%s" % (bare, "_".join(keys), suffix),
                        columns=repr(keys or ["col"]))
         if contype == "CONSTR_FOREIGN":
             details["referenced"] = relation_name(con.get("pktable"))
             details["fk_columns"] = repr(names_of(con.get("fk_attrs")))
             details["pk_columns"] = repr(names_of(con.get("pk_attrs")) or ["id"])
+            if not not_valid:
+                details["fk_not_valid_sql"] = repr(fk_not_valid_sql(getattr(ctx, "relation", None), con,
+                                                                    details["constraint"]))
         return details
     return matcher
+
+
+FK_MATCH = {"f": " MATCH FULL", "p": " MATCH PARTIAL"}
+FK_ACTION = {"r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+
+def fk_not_valid_sql(relation: Optional[Dict[str, Any]], con: Dict[str, Any], name: str) -> str:
+    """The same foreign key as written (ON DELETE/UPDATE, MATCH, DEFERRABLE kept), added NOT VALID.
+
+    Rendered by pglast's deparser from the parse tree with only the validation switched off."""
+    con = dict(con, conname=name, skip_validation=True, initially_valid=False)
+    stmt = {"relation": relation, "objtype": "OBJECT_TABLE",
+            "cmds": [{"AlterTableCmd": {"subtype": "AT_AddConstraint", "def": {"Constraint": con},
+                                        "behavior": "DROP_RESTRICT"}}]}
+    try:
+        from pglast.stream import RawStream
+        if not relation:
+            raise ValueError("no relation")
+        return RawStream()(_ast_node("AlterTableStmt", stmt))
+    except Exception:  # pragma: no cover - the deparser covers every FK the parser produces
+        return _fk_not_valid_fallback(relation_name(relation) or "<table>", con)
+
+
+def _ast_node(kind: str, body: Dict[str, Any]):
+    """pglast AST node from the parser's JSON (the deparser works on AST nodes)."""
+    from pglast import ast
+    cls = getattr(ast, kind)
+    slots = cls.__slots__
+    data: Dict[str, Any] = {"@": kind}
+    for key, value in body.items():
+        if key not in slots and key + "_" in slots:  # Python keywords: def -> def_
+            key += "_"
+        info = slots.get(key)
+        if info is None:
+            continue
+        typed = info.c_type.rstrip("*")
+        if info.c_type.endswith("*") and typed not in ("Node", "List", "char") and isinstance(value, dict) \
+                and hasattr(ast, typed):
+            data[key] = _ast_node(typed, value)  # a typed field (RangeVar*) is not wrapped in the JSON
+        else:
+            data[key] = _ast_value(value)
+    return cls(data)
+
+
+def _ast_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_ast_value(item) for item in value)
+    if isinstance(value, dict) and len(value) == 1:
+        (kind, inner), = value.items()
+        if isinstance(inner, dict) and kind[:1].isupper():
+            return _ast_node(kind, inner)
+    return value
+
+
+def _fk_not_valid_fallback(table: str, con: Dict[str, Any]) -> str:
+    text = "ALTER TABLE %s ADD CONSTRAINT %s FOREIGN KEY (%s) REFERENCES %s" % (
+        table, con["conname"], ", ".join(names_of(con.get("fk_attrs"))), relation_name(con.get("pktable")))
+    pk = names_of(con.get("pk_attrs"))
+    if pk:
+        text += " (%s)" % ", ".join(pk)
+    text += FK_MATCH.get(con.get("fk_matchtype"), "")
+    for key, words in (("fk_del_action", "ON DELETE"), ("fk_upd_action", "ON UPDATE")):
+        if con.get(key) in FK_ACTION:
+            text += " %s %s" % (words, FK_ACTION[con[key]])
+    if con.get("deferrable"):
+        text += " DEFERRABLE"
+    if con.get("initdeferred"):
+        text += " INITIALLY DEFERRED"
+    return text + " NOT VALID"
 
 
 def m_detach(concurrent):
@@ -589,6 +666,122 @@ def m_where(has_where):
         if bool(node.get("whereClause")) != has_where:
             return None
         return _rel(node, ctx)
+    return matcher
+
+
+# ---- what an UPDATE or DELETE touches, read from its WHERE clause
+
+MAX_KEY_VALUES = 100        # a literal list of keys up to this long is "a few rows"
+MAX_BATCH_ROWS = 100000     # one batch of the batched backfill touches at most this many rows
+BATCH_RULES = frozenset(("update-batch", "delete-batch"))
+
+
+def where_scope(node: Dict[str, Any], ctx) -> Optional[Tuple[str, str, Optional[int]]]:
+    """("key" | "batch", key column, rows or None) when the WHERE clause bounds the rows touched.
+
+    "key": equality (or a literal list of at most MAX_KEY_VALUES) on a column that identifies one row;
+    "batch": the batched-backfill shapes, ``key IN (SELECT ... LIMIT n)`` or ``key BETWEEN a AND b``
+    with parameters or a range of at most MAX_BATCH_ROWS. None: anything else (unbounded).
+    """
+    table = relation_name(node.get("relation"))
+    keys = ctx.key_columns(table) if ctx is not None else {"id"}
+    best = None
+    for term in _conjuncts(node.get("whereClause")):
+        scope = _term_scope(term, keys)
+        if scope is not None and (best is None or (scope[0] == "key" and best[0] != "key")):
+            best = scope
+    return best
+
+
+def _conjuncts(expr: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The terms of a top-level AND (a bound on any of them bounds the whole)."""
+    if not expr:
+        return []
+    boolean = expr.get("BoolExpr")
+    if boolean and boolean.get("boolop") == "AND_EXPR":
+        out: List[Dict[str, Any]] = []
+        for arg in boolean.get("args") or ():
+            out.extend(_conjuncts(arg))
+        return out
+    return [expr]
+
+
+def _key_column(expr: Optional[Dict[str, Any]], keys) -> Optional[str]:
+    ref = (expr or {}).get("ColumnRef")
+    fields = names_of(ref.get("fields")) if ref else []
+    return fields[-1] if fields and fields[-1] in keys else None
+
+
+def _constant(expr: Optional[Dict[str, Any]]) -> bool:
+    """A literal or a bind parameter (possibly cast): one value known before the statement runs."""
+    while expr and "TypeCast" in expr:
+        expr = expr["TypeCast"].get("arg")
+    return bool(expr) and ("A_Const" in expr or "ParamRef" in expr)
+
+
+def _int_constant(expr: Optional[Dict[str, Any]]) -> Optional[int]:
+    while expr and "TypeCast" in expr:
+        expr = expr["TypeCast"].get("arg")
+    const = (expr or {}).get("A_Const") or {}
+    if "ival" in const:
+        return int(const["ival"].get("ival", 0))
+    return None
+
+
+def _term_scope(term: Dict[str, Any], keys) -> Optional[Tuple[str, str, Optional[int]]]:
+    expr = term.get("A_Expr")
+    if expr is not None:
+        kind = expr.get("kind")
+        operator = names_of(expr.get("name"))
+        left, right = expr.get("lexpr"), expr.get("rexpr")
+        if kind == "AEXPR_OP" and operator == ["="]:
+            column = _key_column(left, keys) if _constant(right) else _key_column(right, keys) if _constant(left) \
+                else None
+            return ("key", column, 1) if column else None
+        column = _key_column(left, keys)
+        if column is None:
+            return None
+        if kind == "AEXPR_IN" and operator == ["="]:
+            values = ((right or {}).get("List") or {}).get("items") or []
+            if 0 < len(values) <= MAX_KEY_VALUES and all(_constant(v) for v in values):
+                return ("key", column, len(values))
+        elif kind == "AEXPR_OP_ANY" and operator == ["="]:
+            values = ((right or {}).get("A_ArrayExpr") or {}).get("elements") or []
+            if 0 < len(values) <= MAX_KEY_VALUES and all(_constant(v) for v in values):
+                return ("key", column, len(values))
+        elif kind == "AEXPR_BETWEEN":
+            bounds = ((right or {}).get("List") or {}).get("items") or []
+            if len(bounds) == 2 and all(_constant(b) for b in bounds):
+                low, high = (_int_constant(b) for b in bounds)
+                if low is None or high is None:
+                    # Parameters: one batch of a loop over key ranges, sized by the caller.
+                    return ("batch", column, None) if any("ParamRef" in b for b in bounds) else None
+                if 0 <= high - low < MAX_BATCH_ROWS:
+                    return ("batch", column, high - low + 1)
+        return None
+    link = term.get("SubLink")
+    if link is not None and link.get("subLinkType") == "ANY_SUBLINK":
+        column = _key_column(link.get("testexpr"), keys)
+        select = (link.get("subselect") or {}).get("SelectStmt") or {}
+        limit = _int_constant(select.get("limitCount"))
+        if column and limit is not None and 0 < limit <= MAX_BATCH_ROWS:
+            return ("batch", column, limit)
+    return None
+
+
+def m_scope(wanted: str):
+    def matcher(node, ctx):
+        scope = where_scope(node, ctx)
+        if scope is None or scope[0] != wanted:
+            return None
+        kind, column, rows = scope
+        if rows is None:
+            size = "the key range between its parameters"
+        elif kind == "batch":
+            size = "at most %s rows" % format(rows, ",")
+        else:
+            size = "%s %s" % (format(rows, ","), "row" if rows == 1 else "rows")
+        return {"table": relation_name(node.get("relation")), "key": column, "size": size}
     return matcher
 
 
@@ -790,9 +983,9 @@ RULES: List[Rule] = [
     _r("add-column-unique", ATC + "AT_AddColumn", "add column with unique/primary key", AE, "high",
        "Adding {table}.{column} with UNIQUE or PRIMARY KEY builds an index under ACCESS EXCLUSIVE.",
        ALT_UNIQUE, m_add_column_index, work=BUILD, small_risk="low", large_risk="critical"),
-    _r("add-column-check", ATC + "AT_AddColumn", "add column with check", AE, "medium",
+    _r("add-column-check", ATC + "AT_AddColumn", "add column with check", AE, "high",
        "A CHECK on new column {table}.{column} is validated against every row under ACCESS EXCLUSIVE.",
-       ALT_CHECK, m_add_column_check, work=SCAN, small_risk="low", large_risk="high"),
+       ALT_CHECK, m_add_column_check, work=SCAN, small_risk="low", medium_risk="medium", large_risk="high"),
     _r("add-column-not-null", ATC + "AT_AddColumn", "add NOT NULL column without default", AE, "high",
        "Adding NOT NULL column {table}.{column} without a default fails if the table has rows, and the running "
        "release does not write it.", ALT_NOT_NULL_NO_DEFAULT, m_add_column_not_null_no_default, contract=True),
@@ -910,25 +1103,26 @@ RULES: List[Rule] = [
        "Builds the index without blocking writes (an INVALID index is left behind if it fails).",
        "Check pg_index.indisvalid after a failure and drop the INVALID index before retrying.",
        m_index_concurrent),
-    _r("create-index", "IndexStmt", "create index", SH, "medium",
+    _r("create-index", "IndexStmt", "create index", SH, "high",
        "CREATE INDEX without CONCURRENTLY blocks writes to {table} for the whole build.", ALT_INDEX, m_index,
-       work=BUILD, small_risk="low", large_risk="high"),
+       work=BUILD, small_risk="low", medium_risk="medium", large_risk="high"),
     _r("drop-index-concurrently-in-transaction", "DropStmt", "drop index concurrently in transaction", SUE, "high",
        "DROP INDEX CONCURRENTLY cannot run inside a transaction block: the migration fails at run time.",
        ALT_CONCURRENT_TXN, m_drop_index_concurrent_in_txn),
     _r("drop-index-concurrently", "DropStmt", "drop index concurrently", SUE, "low",
        "Drops the index without blocking queries.", match=m_drop_index(True)),
     _r("drop-index", "DropStmt", "drop index", AE, "medium",
-       "DROP INDEX takes ACCESS EXCLUSIVE on the table (queued behind every open transaction on it); queries "
-       "that relied on the index get slower.", ALT_DROP_INDEX, m_drop_index(False)),
+       "DROP INDEX {index} takes ACCESS EXCLUSIVE on {on}: every read and write of it waits, queued behind "
+       "every open transaction on it, and inside a transaction the lock is held until commit; queries that "
+       "relied on the index get slower.", ALT_DROP_INDEX, m_drop_index(False)),
     _r("reindex-concurrently-unsupported", "ReindexStmt", "reindex concurrently", SUE, "high",
        "REINDEX CONCURRENTLY needs PostgreSQL 12+ and cannot run inside a transaction block.", ALT_CONCURRENT_TXN,
        m_reindex_concurrent_unsupported),
     _r("reindex-concurrently", "ReindexStmt", "reindex concurrently", SUE, "low",
        "Rebuilds indexes without blocking writes.", match=m_reindex(True)),
-    _r("reindex", "ReindexStmt", "reindex", SH, "medium",
+    _r("reindex", "ReindexStmt", "reindex", SH, "high",
        "REINDEX blocks writes to {table} and reads that use the index while it rebuilds.", ALT_REINDEX,
-       m_reindex(False), work=BUILD, small_risk="low", large_risk="high"),
+       m_reindex(False), work=BUILD, small_risk="low", medium_risk="medium", large_risk="high"),
     # ---- other drops
     _r("drop-schema", "DropStmt", "drop schema", AE, "critical",
        "Drops a schema and everything in it.", "Drop its objects one by one, each after the release that stops "
@@ -954,9 +1148,23 @@ RULES: List[Rule] = [
        "UPDATE {table} rewrites every row in one transaction: row locks on all rows, WAL and bloat; "
        "writers block until commit.", ALT_BACKFILL, m_where(False), work=DATA, data=True,
        small_risk="medium"),
+    _r("update-by-key", "UpdateStmt", "update by key", RE, "low",
+       "UPDATE {table} changes {size} chosen by key column {key}: only those rows are locked, briefly.",
+       match=m_scope("key")),
+    _r("update-batch", "UpdateStmt", "update one batch", RE, "medium",
+       "UPDATE {table} changes one bounded batch ({size}, chosen by {key}): the batched backfill. "
+       "Each batch must commit on its own (autocommit_block) and the loop must stop when no row changes.",
+       ALT_BACKFILL, m_scope("batch")),
     _r("update", "UpdateStmt", "update", RE, "critical",
        "Data transformation on {table} in the migration: rows stay locked until the migration commits.",
        ALT_BACKFILL, m_where(True), work=DATA, data=True, small_risk="medium"),
+    _r("delete-by-key", "DeleteStmt", "delete by key", RE, "medium",
+       "DELETE removes {size} of {table} chosen by key column {key}; only a backup brings them back.",
+       "Keep a backup (or copy the rows aside) before deleting; the downgrade cannot restore them.",
+       m_scope("key"), drop=True),
+    _r("delete-batch", "DeleteStmt", "delete one batch", RE, "medium",
+       "DELETE removes one bounded batch of {table} ({size}, chosen by {key}); only a backup brings "
+       "them back. Each batch must commit on its own.", ALT_DATA_DELETE, m_scope("batch"), drop=True),
     _r("delete", "DeleteStmt", "delete", RE, "critical",
        "DELETE from {table} in the migration removes data; rows stay locked until commit.", ALT_DATA_DELETE, _rel,
        work=DATA, data=True, drop=True, small_risk="medium"),
@@ -984,9 +1192,9 @@ RULES: List[Rule] = [
        ALT_CLUSTER, _rel, work=REWRITE, rewrites_table=True, small_risk="low", large_risk="critical"),
     _r("refresh-matview-concurrently", "RefreshMatViewStmt", "refresh materialized view concurrently", EXCLUSIVE,
        "low", "Refreshes {table} while reads continue.", match=m_refresh(True)),
-    _r("refresh-matview", "RefreshMatViewStmt", "refresh materialized view", AE, "medium",
+    _r("refresh-matview", "RefreshMatViewStmt", "refresh materialized view", AE, "high",
        "REFRESH MATERIALIZED VIEW blocks reads of {table} until it finishes.", ALT_REFRESH, m_refresh(False),
-       work=REWRITE, rewrites_table=True, small_risk="low", large_risk="high"),
+       work=REWRITE, rewrites_table=True, small_risk="low", medium_risk="medium", large_risk="high"),
     _r("lock-table", "LockStmt", "lock table", AE, "high",
        "An explicit strong LOCK on {table} blocks the application until the migration commits.",
        "Avoid explicit locks; set lock_timeout and keep the transaction short.", m_lock_strong),
@@ -1028,13 +1236,13 @@ QUIET_STATEMENTS = frozenset((
 MIGRATION_RULES: Dict[str, Dict[str, str]] = {
     "lock-timeout-missing": dict(
         operation="no lock_timeout", lock=ACCESS_EXCLUSIVE, risk="low",
-        message="No lock_timeout is set before {table} is locked: if the lock waits behind a long transaction, "
-                "every query on {table} queues behind the migration.",
+        message="No lock_timeout is set before {locked} is locked: if the lock waits behind a long transaction, "
+                "every query on it queues behind the migration.",
         safe_alternative=ALT_LOCK_TIMEOUT),
     "lock-held-in-transaction": dict(
         operation="lock held across a slow statement", lock=ACCESS_EXCLUSIVE, risk="medium",
-        message="The {lock} lock on {held} taken earlier in this transaction is held while this slow "
-                "statement runs, until the transaction commits.",
+        message="Statement {number} is slow, and locks taken earlier in this transaction are still held "
+                "while it runs, until the transaction commits: {held}.",
         safe_alternative=ALT_HOLD),
     "python-data-loop": dict(
         operation="data change in a Python loop", lock=ROW_EXCLUSIVE, risk="critical",

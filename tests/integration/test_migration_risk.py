@@ -55,9 +55,9 @@ def test_index_on_small_table_is_low_and_on_big_table_high(sized_tables):
     assert big["risk"] == "high"
     assert finding(big, "create-index")["rows_estimate"] > 1000000
     assert big["checklist"]["estimated_lock_seconds"] > 0
-    # Without the database the same statement gets the base verdict and no row estimate.
+    # Without the database the table is assumed large (high) and has no row estimate.
     offline = run_request(RiskRequest(sql="CREATE INDEX ix_b ON big (qty)"))
-    assert offline["risk"] == "medium"
+    assert offline["risk"] == "high"
     assert offline["findings"][0]["rows_estimate"] is None
     assert offline["checklist"]["estimated_lock_seconds"] is None
 
@@ -130,7 +130,8 @@ def test_example_app_pending_revisions_from_the_database_revision(pg_db):
 def test_example_app_without_database_uses_guide_levels():
     result = run_request(RiskRequest(alembic_config=str(EXAMPLE_APP / "alembic.ini")))
     verdicts = {r["revision"]: r["risk"] for r in result["revisions"]}
-    assert verdicts == {"0001": "low", "0002": "low", "0003": "medium", "0004": "high", "0005": "critical"}
+    # Unknown tables are assumed large: the plain CREATE INDEX of 0003 takes the high path.
+    assert verdicts == {"0001": "low", "0002": "low", "0003": "high", "0004": "high", "0005": "critical"}
     assert result["risk"] == "critical" and result["recommended_path"] == "manual" and result["backup"] == "required"
     assert {f["revision"] for f in result["findings"] if f["rule"] == "update-all-rows"} == {"0005"}
 

@@ -56,7 +56,7 @@ def test_each_revision_rendered_separately_with_autocommit_blocks(tmp_path):
     # CONCURRENTLY inside autocommit_block is outside the transaction: fine. The plain index is not.
     assert "concurrent-index-in-transaction" not in by_rule
     assert by_rule["create-index"].revision == "b"
-    assert [(r.revision, r.risk) for r in analysis.revisions] == [("a", "low"), ("b", "medium")]
+    assert [(r.revision, r.risk) for r in analysis.revisions] == [("a", "low"), ("b", "high")]
 
 
 def test_concurrent_index_without_autocommit_block_fails_at_run_time(tmp_path):

@@ -27,7 +27,7 @@ def test_suppression_comment_before_statement_needs_rule_and_keeps_reason():
     sql = ("-- migration-risk: ignore create-index because the table holds 12 rows\n"
            "CREATE INDEX ix ON orders (a);\nCREATE INDEX ix2 ON orders (b);")
     result = analyse_sql(sql).as_result()
-    assert result["risk"] == "medium"  # the second index is not suppressed
+    assert result["risk"] == "high"  # the second index (unknown table: assumed large) is not suppressed
     assert [s["reason"] for s in result["suppressed"]] == ["the table holds 12 rows"]
     assert rules(result).count("create-index") == 1
 
@@ -40,7 +40,7 @@ def test_trailing_suppression_comment_applies_to_its_own_statement():
 
 def test_suppression_of_another_rule_does_not_hide_the_finding():
     sql = "-- migration-risk: ignore drop-column because planned\nCREATE INDEX ix ON orders (a);"
-    assert analyse_sql(sql).as_result()["risk"] == "medium"
+    assert analyse_sql(sql).as_result()["risk"] == "high"
 
 
 def test_python_file_suppressions():
@@ -129,7 +129,7 @@ def test_drop_index_table_comes_from_facts():
 def test_new_tables_carry_across_revisions_only_with_a_database():
     units = lambda: [MigrationUnit(sql="CREATE TABLE n (a int)", revision="r1"),  # noqa: E731
                      MigrationUnit(sql="CREATE INDEX ix ON n (a)", revision="r2")]
-    assert Engine().analyse(units()).risk == "medium"          # r1 may have shipped long ago
+    assert Engine().analyse(units()).risk == "high"            # r1 may have shipped long ago (and grown)
     assert Engine(facts=facts(10)).analyse(units()).risk == "low"  # the database has no table n yet
 
 
@@ -182,7 +182,8 @@ def test_markdown_json_and_sarif():
     assert sarif["version"] == "2.1.0"
     assert {r["id"] for r in run["tool"]["driver"]["rules"]} == {f["rule"] for f in result["findings"]}
     levels = {r["ruleId"]: r["level"] for r in run["results"]}
-    assert levels["drop-column"] == "error" and levels["create-index"] == "warning"
+    assert levels["drop-column"] == "error" and levels["create-index"] == "error"
+    assert levels["lock-timeout-missing"] == "note"
     assert run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "m.sql"
 
 
