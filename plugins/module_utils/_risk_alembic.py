@@ -1,121 +1,41 @@
 # -*- coding: utf-8 -*-
 # Copyright: dbops developers
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Render pending Alembic revisions to SQL, one revision at a time, without the project's env.py.
+"""Pending Alembic revisions as MigrationUnits: rendered SQL plus what the revision's Python shows.
 
-env.py usually imports the whole application (settings, secrets, the Flask or FastAPI
-app), so it is never executed here.  The revision scripts are loaded with Alembic's
-``ScriptDirectory``; a script that cannot be imported is kept as a placeholder (its ids
-read from the file with ``ast``) and reported as not analysed.  Each ``upgrade()`` runs
-against an offline ``MigrationContext`` for the PostgreSQL dialect (``as_sql=True``)
-whose output is captured per revision, so every finding names its revision.
-
-The revision's Python is also read for what rendering cannot show: statements executed
-in loops (batched data changes), a ``downgrade()`` that is missing, ``pass`` or raises,
-and ``# migration-risk: ignore`` comments.
+The SQL comes from :mod:`_risk_render` (offline, env.py never runs, stand-ins for modules that
+cannot be imported, a bind that answers like PostgreSQL), run here or in the application's own
+interpreter or image.  Its JSON payload is turned into units here, on the side that analyses:
+the revision's Python is read for what rendering cannot show (statements executed in loops,
+ORM objects changed in loops, a ``downgrade()`` that is missing, ``pass`` or raises, and
+``# migration-risk: ignore`` comments).
 """
 from __future__ import annotations
 
 import ast
-import contextlib
-import io
-import os
-import re
-import sys
-import types
-from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+import dataclasses
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (
     MigrationUnit, RiskInputError, parse_statements, suppressions_in_python)
 
 try:
-    from alembic.config import Config
-    from alembic.operations import Operations
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import Script, ScriptDirectory
-    from alembic.script.revision import RevisionError, RevisionMap
-    from alembic.util import CommandError
-    HAS_ALEMBIC = True
-    ALEMBIC_IMPORT_ERROR = None
+    from ansible_collections.dbops.migrations.plugins.module_utils import _risk_render as render
+    HAS_ALEMBIC = render.HAS_RENDER_LIBS
+    ALEMBIC_IMPORT_ERROR = render.RENDER_IMPORT_ERROR
 except ImportError as exc:  # pragma: no cover - reported through missing_required_lib
     HAS_ALEMBIC = False
     ALEMBIC_IMPORT_ERROR = exc
 
-LOAD_ERROR_ATTR = "__migration_risk_load_error__"
 
+@dataclasses.dataclass
+class RenderedUnit(MigrationUnit):
+    """A MigrationUnit with where its SQL came from."""
 
-def _ids_from_source(path: Path) -> Dict[str, Any]:
-    """revision / down_revision / branch_labels / depends_on read statically from a script."""
-    found: Dict[str, Any] = {"revision": None, "down_revision": None, "branch_labels": None, "depends_on": None}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, ValueError):
-        return found
-    try:
-        tree = ast.parse(text, filename=str(path))
-    except (SyntaxError, ValueError):
-        return _ids_by_pattern(text, found)
-    for node in tree.body:
-        targets: List[ast.expr] = []
-        value = None
-        if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, value = [node.target], node.value
-        for target in targets:
-            if isinstance(target, ast.Name) and target.id in found:
-                try:
-                    found[target.id] = ast.literal_eval(value)
-                except ValueError:
-                    pass
-    return found
-
-
-_ID_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=]+)?=\s*(.+?)\s*(?:#.*)?$", re.MULTILINE)
-
-
-def _ids_by_pattern(text: str, found: Dict[str, Any]) -> Dict[str, Any]:
-    """A script that does not even parse: read its ids line by line, as Alembic's templates write them."""
-    for name, value in _ID_LINE.findall(text):
-        try:
-            found[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            pass
-    return found
-
-
-if HAS_ALEMBIC:
-    class TolerantScriptDirectory(ScriptDirectory):
-        """A ScriptDirectory that keeps going when one revision script cannot be imported."""
-
-        def _load_revisions(self) -> Iterator[Script]:
-            paths = [vers for vers in self._version_locations if vers.exists()]
-            seen = set()
-            for vers in paths:
-                for file_path in Script._list_py_dir(self, vers):
-                    real_path = file_path.resolve()
-                    if real_path in seen:
-                        continue
-                    seen.add(real_path)
-                    try:
-                        script = Script._from_path(self, real_path)
-                    except Exception as exc:  # the script imports code that is not installed, or is broken
-                        script = _placeholder_script(real_path, exc)
-                    if script is not None:
-                        yield script
-
-    def _placeholder_script(path: Path, exc: Exception) -> Optional["Script"]:
-        ids = _ids_from_source(path)
-        if not ids["revision"]:
-            raise RiskInputError("revision script %s cannot be loaded (%s: %s) and its revision id cannot be read: "
-                                 "fix the file" % (path, type(exc).__name__, exc))
-        module = types.ModuleType("migration_risk_unloadable_%s" % ids["revision"])
-        for key, value in ids.items():
-            setattr(module, key, value)
-        setattr(module, LOAD_ERROR_ATTR, "%s: %s" % (type(exc).__name__, exc))
-        return Script(module, ids["revision"], path)
+    source_sha256: str = ""
+    stand_ins: List[str] = dataclasses.field(default_factory=list)
+    down_revisions: List[str] = dataclasses.field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- Python source checks
@@ -145,27 +65,142 @@ def judge_downgrade(source: str) -> Tuple[bool, str]:
     return True, ""
 
 
-EXECUTING_CALLS = frozenset(("execute", "bulk_insert", "exec_driver_sql"))
+EXECUTING_CALLS = frozenset(("execute", "bulk_insert", "exec_driver_sql", "executemany"))
+ORM_WRITES = frozenset(("add", "add_all", "merge", "delete", "bulk_save_objects", "bulk_insert_mappings",
+                        "bulk_update_mappings"))
 
 
-def loop_data_changes(source: str) -> List[int]:
-    """Lines of statements executed inside a for/while loop in upgrade()."""
+def _module_functions(tree: ast.Module) -> Dict[str, ast.FunctionDef]:
+    return {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def _reachable(tree: ast.Module, entry: str) -> List[ast.FunctionDef]:
+    """``entry`` and the module's functions it calls, directly or not (data helpers live there)."""
+    functions = _module_functions(tree)
+    todo, seen, out = [entry], set(), []
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        out.append(functions[name])
+        for node in ast.walk(functions[name]):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                todo.append(node.func.id)
+    return out
+
+
+def _literal_names(tree: ast.Module) -> Set[str]:
+    """Module-level names bound to literal collections (``TABLES = ["a", "b"]``)."""
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and _is_literal(node.value):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+def _is_literal(node: ast.expr) -> bool:
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return all(_is_literal(elt) for elt in node.elts)
+    if isinstance(node, ast.Dict):
+        return all(k is None or _is_literal(k) for k in node.keys) and all(_is_literal(v) for v in node.values)
+    return isinstance(node, ast.Constant)
+
+
+def _text(node: ast.AST) -> str:
+    try:
+        return ast.unparse(node)
+    except Exception:  # pragma: no cover - Python < 3.9
+        return ""
+
+
+def _session_like(receiver: ast.expr, sessions: Set[str]) -> bool:
+    text = _text(receiver)
+    return "session" in text.lower() or (isinstance(receiver, ast.Name) and receiver.id in sessions)
+
+
+def _session_names(func: ast.FunctionDef) -> Set[str]:
+    """Local names bound to an ORM session (``s = Session(bind=...)``, ``sessionmaker(...)()``)."""
+    names = set()
+    for node in ast.walk(func):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and "session" in _text(
+                node.value.func).lower():
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.withitem) and isinstance(node.context_expr, ast.Call) and "session" in _text(
+                node.context_expr.func).lower() and isinstance(node.optional_vars, ast.Name):
+            names.add(node.optional_vars.id)
+    return names
+
+
+def _loop_targets(loop: ast.AST) -> Set[str]:
+    target = getattr(loop, "target", None)
+    if target is None:
+        return set()
+    return {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+
+
+def _data_change_in(loop: ast.AST, sessions: Set[str]) -> Optional[Tuple[int, str]]:
+    """(line, how) of the first data change inside a loop body, if any."""
+    targets = _loop_targets(loop)
+    reads_rows = isinstance(loop, (ast.For, ast.AsyncFor)) and any(
+        isinstance(n, ast.Call) for n in ast.walk(loop.iter))
+    parts = list(loop.body) + list(loop.orelse) + ([loop.test] if isinstance(loop, ast.While) else [])
+    for inner in (node for part in parts for node in ast.walk(part)):
+        if isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute):
+            if inner.func.attr in EXECUTING_CALLS:
+                return inner.lineno, "execute"
+            if inner.func.attr in ORM_WRITES and _session_like(inner.func.value, sessions):
+                return inner.lineno, "orm"
+        if reads_rows and isinstance(inner, (ast.Assign, ast.AugAssign)):
+            for target in (inner.targets if isinstance(inner, ast.Assign) else [inner.target]):
+                if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                        and target.value.id in targets):
+                    return inner.lineno, "orm"  # rows read from the database, changed one by one
+    return None
+
+
+def _statically_bounded(loop: ast.AST, literals: Set[str]) -> bool:
+    """A loop over a literal collection renders every iteration: its statements are all in the SQL."""
+    if not isinstance(loop, (ast.For, ast.AsyncFor)):
+        return False
+    it = loop.iter
+    if isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute) and it.func.attr in ("items", "keys", "values"):
+        it = it.func.value
+    return _is_literal(it) or (isinstance(it, ast.Name) and it.id in literals)
+
+
+def python_data_changes(source: str) -> List[Dict[str, Any]]:
+    """Data changes the rendered SQL cannot size: statements executed, or ORM objects changed, in a
+    loop of upgrade() or of a function it calls.  Each: line, loop (for/while), via (execute/orm),
+    batched (a while loop that stops on rowcount, or a loop inside an autocommit block)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return []
-    func = _function(tree, "upgrade")
-    if func is None:
-        return []
-    lines: List[int] = []
-    for node in ast.walk(func):
-        if isinstance(node, (ast.For, ast.While, ast.AsyncFor)):
-            for inner in ast.walk(node):
-                if (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute)
-                        and inner.func.attr in EXECUTING_CALLS):
-                    lines.append(inner.lineno)
-                    break
-    return lines
+    literals = _literal_names(tree)
+    found: List[Dict[str, Any]] = []
+    seen_lines: Set[int] = set()
+    for func in _reachable(tree, "upgrade"):
+        sessions = _session_names(func)
+        autocommit = [n for n in ast.walk(func) if isinstance(n, ast.With) and "autocommit_block" in _text(n)]
+        for node in ast.walk(func):
+            if not isinstance(node, (ast.For, ast.While, ast.AsyncFor)) or _statically_bounded(node, literals):
+                continue
+            change = _data_change_in(node, sessions)
+            if change is None or change[0] in seen_lines:
+                continue
+            line, via = change
+            seen_lines.add(line)
+            in_block = any(node in list(ast.walk(block)) for block in autocommit)
+            batched = in_block or (isinstance(node, ast.While) and "rowcount" in _text(node))
+            found.append({"line": line, "loop": "while" if isinstance(node, ast.While) else "for", "via": via,
+                          "batched": batched})
+    return sorted(found, key=lambda item: item["line"])
+
+
+def loop_data_changes(source: str) -> List[int]:
+    """Lines of data changes inside a for/while loop in upgrade() (and the functions it calls)."""
+    return [item["line"] for item in python_data_changes(source)]
 
 
 SA_TYPES = {"string": "varchar", "varchar": "varchar", "unicode": "varchar", "text": "text", "unicodetext": "text",
@@ -215,53 +250,9 @@ def existing_type_hints(source: str) -> Dict[Tuple[str, str], Tuple[str, Tuple[i
     return hints
 
 
-# --------------------------------------------------------------------------- rendering
-
-@contextlib.contextmanager
-def _restored_sys_path():
-    """ScriptDirectory.from_config prepends the project's prepend_sys_path for good; undo it afterwards."""
-    saved = list(sys.path)
-    try:
-        yield
-    finally:
-        sys.path[:] = saved
 
 
-def _tolerant_scripts(cfg: "Config") -> "ScriptDirectory":
-    scripts = ScriptDirectory.from_config(cfg)
-    scripts.__class__ = TolerantScriptDirectory
-    scripts.revision_map = RevisionMap(scripts._load_revisions)
-    return scripts
-
-
-def _config(alembic_config: str) -> "Config":
-    path = Path(alembic_config)
-    if not path.is_file():
-        raise RiskInputError("alembic_config %s does not exist: give the path of the project's alembic.ini"
-                             % alembic_config)
-    try:
-        cfg = Config(str(path))
-        location = cfg.get_main_option("script_location")
-    except Exception as exc:
-        raise RiskInputError("alembic_config %s cannot be read (%s): check the file" % (alembic_config, exc))
-    if not location:
-        raise RiskInputError("alembic_config %s has no script_location in [alembic]: is it an alembic.ini?"
-                             % alembic_config)
-    return cfg
-
-
-def render_revision(script: "Script", direction: str = "upgrade") -> str:
-    """Offline SQL of one revision's upgrade() (or downgrade()), BEGIN/COMMIT and autocommit blocks included."""
-    buffer = io.StringIO()
-    context = MigrationContext.configure(
-        dialect_name="postgresql",
-        opts={"as_sql": True, "output_buffer": buffer, "literal_binds": True,
-              "transactional_ddl": True},
-    )
-    with Operations.context(context):
-        with context.begin_transaction():
-            getattr(script.module, direction)()
-    return buffer.getvalue()
+# --------------------------------------------------------------------------- rendered payload -> units
 
 
 def downgrade_drops(sql: str) -> List[str]:
@@ -282,79 +273,70 @@ def downgrade_drops(sql: str) -> List[str]:
     return drops
 
 
-def pending_units(alembic_config: str, from_revision: Optional[str] = None, to_revision: Optional[str] = None,
-                  current_revisions: Optional[List[str]] = None) -> List[MigrationUnit]:
-    """One MigrationUnit per pending revision, oldest first."""
-    cfg = _config(alembic_config)
-    with _restored_sys_path():
-        try:
-            scripts = _tolerant_scripts(cfg)
-            lower = from_revision
-            if lower is None:
-                lower = ",".join(current_revisions) if current_revisions else "base"
-            upper = to_revision or "heads"
-            revs = list(_iterate(scripts, upper, lower))
-        except RiskInputError:
-            raise
-        except (CommandError, RevisionError) as exc:
-            if from_revision is None and current_revisions:
-                raise RiskInputError(
-                    "the database is at revision %s, which alembic project %s does not know (%s): is the code "
-                    "older than the database? Check out the release that matches, or give from_revision"
-                    % (", ".join(current_revisions), alembic_config, exc))
-            raise RiskInputError("alembic project %s: %s -- check from_revision/to_revision against "
-                                 "`alembic history`" % (alembic_config, exc))
-        except Exception as exc:
-            raise RiskInputError("alembic project %s cannot be read: %s: %s"
-                                 % (alembic_config, type(exc).__name__, exc))
-        base = os.path.dirname(os.path.abspath(alembic_config))
-        units = []
-        for script in reversed(revs):
-            units.append(_unit_for(script, base))
-    return units
-
-
-def _iterate(scripts: "ScriptDirectory", upper: str, lower: str):
-    lowers = [part for part in lower.split(",") if part]
-    if len(lowers) <= 1:
-        return scripts.iterate_revisions(upper, lowers[0] if lowers else "base")
-    seen, out = set(), []
-    for item in lowers:
-        for rev in scripts.iterate_revisions(upper, item):
-            if rev.revision not in seen:
-                seen.add(rev.revision)
-                out.append(rev)
-    return out
-
-
-def _unit_for(script: "Script", base: str) -> MigrationUnit:
-    path = Path(script.path)
+def _renders_nothing(sql: str) -> bool:
     try:
-        source = path.read_text(encoding="utf-8")
-    except OSError:
-        source = ""
+        return all(stmt.node_type == "TransactionStmt" for stmt in parse_statements(sql, "upgrade()"))
+    except RiskInputError:
+        return False
+
+
+def unit_from_entry(entry: Dict[str, Any]) -> RenderedUnit:
+    """One rendered revision (an entry of the render payload) as a MigrationUnit."""
+    source = entry.get("source") or ""
     usable, note = judge_downgrade(source)
-    unit = MigrationUnit(sql="", revision=script.revision, source=os.path.relpath(str(script.path), base),
-                         has_downgrade=usable, downgrade_note=note, suppressions=suppressions_in_python(source))
-    load_error = getattr(script.module, LOAD_ERROR_ATTR, None)
-    if load_error:
-        unit.error = "cannot be imported without the application: %s" % load_error
+    unit = RenderedUnit(sql="", revision=entry["revision"], source=entry.get("path") or "",
+                        has_downgrade=usable, downgrade_note=note, suppressions=suppressions_in_python(source),
+                        source_sha256=entry.get("source_sha256") or "", stand_ins=list(entry.get("stand_ins") or []),
+                        down_revisions=list(entry.get("down_revision") or []))
+    if entry.get("error"):
+        unit.error = entry["error"]
         return unit
-    if not hasattr(script.module, "upgrade"):
-        unit.error = "the script has no upgrade() function"
-        return unit
-    try:
-        unit.sql = render_revision(script)
-    except Exception as exc:  # upgrade() needs a live connection or application code
-        unit.error = "upgrade() cannot be rendered offline: %s: %s" % (type(exc).__name__, str(exc)[:300])
-        return unit
-    if usable:
-        try:
-            unit.downgrade_drops = downgrade_drops(render_revision(script, "downgrade"))
-        except Exception as exc:  # the downgrade needs a live connection: judged from its source only
-            unit.downgrade_note = "downgrade() cannot be rendered offline (%s); review it by hand" % type(exc).__name__
+    unit.sql = entry.get("upgrade_sql") or ""
+    changes = python_data_changes(source)
+    if not usable and not changes and _renders_nothing(unit.sql):
+        # A merge point or an empty revision: there is nothing to undo, so no plan is missing.
+        unit.has_downgrade, unit.downgrade_note = True, ""
+    elif usable:
+        if entry.get("downgrade_error"):
+            unit.downgrade_note = "%s; review it by hand" % entry["downgrade_error"]
+        else:
+            try:
+                unit.downgrade_drops = downgrade_drops(entry.get("downgrade_sql") or "")
+            except RiskInputError as exc:
+                unit.downgrade_note = "downgrade() SQL cannot be parsed (%s); review it by hand" % exc
     unit.column_hints = existing_type_hints(source)
-    for line in loop_data_changes(source):
-        unit.extra_findings.append({"rule": "python-data-loop", "details": {"line": line},
-                                    "statement": "upgrade() line %d" % line})
+    for change in changes:
+        unit.extra_findings.append({"rule": "python-data-loop", "details": dict(change),
+                                    "statement": "upgrade() line %d" % change["line"]})
+    for item in entry.get("unrendered") or ():
+        unit.extra_findings.append({"rule": "python-data-loop", "details": {"line": item.get("line") or 0,
+                                                                           "loop": None, "via": "stand-in",
+                                                                           "batched": False},
+                                    "statement": "upgrade() line %s: %s" % (item.get("line"), item.get("what"))})
     return unit
+
+
+def units_from_payload(payload: Dict[str, Any]) -> List[RenderedUnit]:
+    return [unit_from_entry(entry) for entry in payload.get("revisions") or ()]
+
+
+def render_here(alembic_config: str, from_revision: Optional[str] = None, to_revision: Optional[str] = None,
+                current_revisions: Optional[List[str]] = None, ini_section: str = "alembic",
+                script_location: Optional[str] = None, server_version: Optional[int] = 15) -> Dict[str, Any]:
+    """The render payload, produced in this interpreter (the controller executor)."""
+    if not HAS_ALEMBIC:
+        raise RiskInputError("alembic is not installed on the managed host: pip install alembic")
+    try:
+        return render.render_project(alembic_config, ini_section, script_location, from_revision,
+                                     to_revision or "heads", current_revisions, server_version or 15)
+    except render.RenderError as exc:
+        raise RiskInputError(str(exc))
+
+
+def pending_units(alembic_config: str, from_revision: Optional[str] = None, to_revision: Optional[str] = None,
+                  current_revisions: Optional[List[str]] = None, ini_section: str = "alembic",
+                  script_location: Optional[str] = None, server_version: Optional[int] = 15) -> List[MigrationUnit]:
+    """One MigrationUnit per pending revision, oldest first, rendered here."""
+    payload = render_here(alembic_config, from_revision, to_revision, current_revisions, ini_section,
+                          script_location, server_version)
+    return list(units_from_payload(payload))

@@ -39,7 +39,9 @@ class DbFacts:
     version_num: int
     tables: Dict[str, TableFacts] = dataclasses.field(default_factory=dict)
     index_tables: Dict[str, str] = dataclasses.field(default_factory=dict)
-    alembic_revisions: Optional[List[str]] = None  # None: no alembic_version table
+    alembic_revisions: Optional[List[str]] = None  # None: no version table (no revision applied yet)
+    version_table: Optional[str] = None  # the version table read (schema.table), or looked for
+    version_table_found: bool = False
 
     @property
     def version(self) -> int:
@@ -94,7 +96,12 @@ def type_modifiers(type_name: str, typmod: int) -> Tuple[int, ...]:
     return ()
 
 
-def read_facts(conn) -> DbFacts:
+class VersionTableError(Exception):
+    """The version table exists but cannot be read, or sits where the options do not look."""
+
+
+def read_facts(conn, version_table: str = "alembic_version", version_table_schema: Optional[str] = None,
+               read_version: bool = True) -> DbFacts:
     """Read the facts from an open psycopg2 connection (read-only, then rolled back)."""
     previous_autocommit = conn.autocommit
     conn.autocommit = False
@@ -127,7 +134,8 @@ def read_facts(conn) -> DbFacts:
                     if contype == "c" and validated and match:
                         table.not_null_checks.add(match.group(1))
             _fill_missing_row_estimates(cur, facts)
-            facts.alembic_revisions = _alembic_revisions(cur)
+            if read_version:
+                _read_version_table(cur, facts, version_table, version_table_schema)
         conn.rollback()
         return facts
     finally:
@@ -149,9 +157,40 @@ def _qualified(name: str) -> str:
     return ".".join('"%s"' % part.replace('"', '""') for part in name.split(".", 1))
 
 
-def _alembic_revisions(cur) -> Optional[List[str]]:
-    cur.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
-    if not cur.fetchone()[0]:
-        return None
-    cur.execute("SELECT version_num FROM alembic_version")
-    return sorted(row[0] for row in cur.fetchall())
+def _ident(name: str) -> str:
+    return '"%s"' % name.replace('"', '""')
+
+
+def _read_version_table(cur, facts: DbFacts, table: str, schema: Optional[str]) -> None:
+    """The applied revisions.  "No revision applied yet" only when the table truly does not exist:
+    a table that exists but cannot be read, or that lives in a schema the options do not name, is
+    an error that says so."""
+    wanted = "%s.%s" % (_ident(schema), _ident(table)) if schema else _ident(table)
+    cur.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.oid = to_regclass(%s)", (wanted,))
+    row = cur.fetchone()
+    if row is None:
+        cur.execute("SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relname = %s AND c.relkind IN ('r', 'p', 'v') ORDER BY 1", (table,))
+        elsewhere = [r[0] for r in cur.fetchall()]
+        if schema and schema in elsewhere:
+            raise VersionTableError("the version table %s.%s exists but this user cannot see it (no USAGE on schema "
+                                    "%s?): grant it, or give from_revision" % (schema, table, schema))
+        if elsewhere and not schema:
+            raise VersionTableError("the version table %s is not on the search_path, but exists in schema %s: set "
+                                    "version_table_schema" % (table, ", ".join(elsewhere)))
+        facts.version_table = "%s.%s" % (schema, table) if schema else table
+        facts.version_table_found = False
+        facts.alembic_revisions = None
+        return
+    facts.version_table = "%s.%s" % (row[0], row[1])
+    facts.version_table_found = True
+    cur.execute("SAVEPOINT dbops_version")
+    try:
+        cur.execute("SELECT version_num FROM %s.%s" % (_ident(row[0]), _ident(row[1])))
+        facts.alembic_revisions = sorted(str(r[0]) for r in cur.fetchall())
+    except Exception as exc:
+        cur.execute("ROLLBACK TO SAVEPOINT dbops_version")
+        raise VersionTableError("the version table %s cannot be read (%s): grant SELECT on it, or give from_revision"
+                                % (facts.version_table, str(exc).strip().splitlines()[0] if str(exc).strip()
+                                   else type(exc).__name__))

@@ -16,6 +16,7 @@ from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine impo
     Engine, MigrationUnit, RiskConfig, RiskInputError, load_config)
 
 Runner = Callable[[List[str], Dict[str, str]], Tuple[int, str, str]]
+RenderRunner = Callable[[List[str], Dict[str, str], str, Optional[str]], Tuple[int, str, str]]
 
 
 def subprocess_runner(argv: List[str], env: Dict[str, str]) -> Tuple[int, str, str]:
@@ -23,6 +24,15 @@ def subprocess_runner(argv: List[str], env: Dict[str, str]) -> Tuple[int, str, s
     full_env = dict(os.environ)
     full_env.update(env)
     proc = subprocess.run(argv, env=full_env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def subprocess_render_runner(argv: List[str], env: Dict[str, str], stdin: str,
+                             cwd: Optional[str]) -> Tuple[int, str, str]:
+    """Default render runner outside Ansible: the script on stdin, no shell."""
+    full_env = dict(os.environ)
+    full_env.update(env)
+    proc = subprocess.run(argv, env=full_env, input=stdin, capture_output=True, text=True, cwd=cwd, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -39,6 +49,21 @@ class RiskRequest:
     trace_bin_dir: Optional[str] = None
     connection_params: Optional[Dict[str, Any]] = None
     runner: Runner = subprocess_runner
+    # Where the revisions are rendered (see _risk_render_exec.RenderSpec); None: here.
+    render: Optional[Any] = None
+    render_runner: RenderRunner = subprocess_render_runner
+    ini_section: str = "alembic"
+    script_location: Optional[str] = None
+    version_table: str = "alembic_version"
+    version_table_schema: Optional[str] = None
+
+    @property
+    def executor(self) -> str:
+        return self.render.executor if self.render is not None else "controller"
+
+    @property
+    def alembic(self) -> bool:
+        return bool(self.alembic_config) or self.executor == "compose"
 
 
 def _read_sql_file(path: str) -> str:
@@ -66,19 +91,22 @@ def run_request(request: RiskRequest) -> Dict[str, Any]:
             raise RiskInputError(mask_secrets(
                 "cannot connect to %s: %s -- check db_url/login_* and that the server accepts connections"
                 % (info.masked_url(), str(exc).strip()), info.password))
+        from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import VersionTableError
         try:
-            facts = read_facts(conn)
+            facts = read_facts(conn, request.version_table or "alembic_version", request.version_table_schema or None,
+                               read_version=request.alembic)
+        except VersionTableError as exc:
+            raise RiskInputError(str(exc))
         finally:
             conn.close()
     units: List[MigrationUnit]
     uri_for_revision: Dict[str, str] = {}
-    if request.alembic_config:
-        from ansible_collections.dbops.migrations.plugins.module_utils._risk_alembic import (
-            HAS_ALEMBIC, pending_units)
-        if not HAS_ALEMBIC:
-            raise RiskInputError("alembic is not installed on the managed host: pip install alembic")
+    payload: Optional[Dict[str, Any]] = None
+    if request.alembic:
+        from ansible_collections.dbops.migrations.plugins.module_utils._risk_alembic import units_from_payload
         current = facts.alembic_revisions if (facts is not None and request.from_revision is None) else None
-        units = pending_units(request.alembic_config, request.from_revision, request.to_revision, current)
+        payload = render_payload(request, current, info)
+        units = list(units_from_payload(payload))
         for unit in units:
             uri_for_revision[unit.revision or ""] = unit.source
     elif request.sql_file is not None:
@@ -87,8 +115,10 @@ def run_request(request: RiskRequest) -> Dict[str, Any]:
     else:
         units = [MigrationUnit(sql=request.sql or "", source="sql")]
     engine = Engine(request.server_version, facts, config)
-    analysis = engine.analyse(units, alembic=bool(request.alembic_config))
+    analysis = engine.analyse(units, alembic=request.alembic)
     result = analysis.as_result()
+    if payload is not None:
+        _add_render_facts(result, units, payload, request.executor, facts)
     if request.trace:
         if info is None:
             raise RiskInputError("trace=true needs a database: set db_url or the login_* options")
@@ -99,3 +129,41 @@ def run_request(request: RiskRequest) -> Dict[str, Any]:
     result["sarif"] = _risk_report.sarif(dict(result, findings=[
         dict(f.as_dict(), line=None if f.revision else f.line) for f in analysis.findings]), uri_for_revision)
     return result
+
+
+def render_payload(request: RiskRequest, current: Optional[List[str]], info=None) -> Dict[str, Any]:
+    """The rendered revisions, from this interpreter or from where the application's code lives."""
+    if request.executor == "controller":
+        from ansible_collections.dbops.migrations.plugins.module_utils._risk_alembic import render_here
+        return render_here(request.alembic_config or "", request.from_revision, request.to_revision, current,
+                           request.ini_section or "alembic", request.script_location, request.server_version)
+    from ansible_collections.dbops.migrations.plugins.module_utils._risk_render_exec import render_elsewhere
+    secrets = [str(v) for v in (request.render.env or {}).values() if v]
+    if info is not None and info.password:
+        secrets.append(info.password)
+    return render_elsewhere(request.render, request.render_runner, request.alembic_config, request.from_revision,
+                            request.to_revision, current, request.server_version, secrets)
+
+
+def _add_render_facts(result: Dict[str, Any], units: List[MigrationUnit], payload: Dict[str, Any], executor: str,
+                      facts) -> None:
+    """Where the SQL came from, per revision and for the run (added keys; the pinned ones stay)."""
+    by_revision = {unit.revision: unit for unit in units}
+    stand_ins: set = set()
+    for entry in result["revisions"]:
+        unit = by_revision.get(entry["revision"])
+        if unit is None:
+            continue
+        entry.setdefault("source", unit.source)
+        entry["source_sha256"] = getattr(unit, "source_sha256", "")
+        entry["stand_ins"] = list(getattr(unit, "stand_ins", []))
+        entry["down_revisions"] = list(getattr(unit, "down_revisions", []))
+        stand_ins.update(entry["stand_ins"])
+    result["rendered_by"] = executor
+    result["heads"] = list(payload.get("heads") or [])
+    result["stand_ins"] = sorted(stand_ins)
+    result["render"] = {key: payload.get(key) for key in ("script_location", "version_locations", "ini_section",
+                                                          "python", "alembic", "sqlalchemy") if key in payload}
+    if facts is not None and facts.version_table:
+        result["version_table"] = {"table": facts.version_table, "found": facts.version_table_found,
+                                   "revisions": list(facts.alembic_revisions or [])}

@@ -15,10 +15,18 @@ description:
     (PostgreSQL's own parser) and checked against a catalogue of rules, each with the lock it takes, what the lock
     blocks, whether the table is rewritten or scanned, whether the running release breaks, and a concrete
     safe alternative (an Alembic rewrite where one exists). See C(docs/migration_risk.md) for the catalogue.
-  - The input is raw SQL (O(sql) or O(sql_file)) or an Alembic project (O(alembic_config)). Alembic revisions
-    are rendered one by one to offline SQL (PostgreSQL dialect) without running the project's C(env.py),
-    so every finding names its revision. A revision that cannot be loaded (it imports application code that
-    is not installed) is reported as not analysed and counts as V(high).
+  - The input is raw SQL (O(sql) or O(sql_file)) or an Alembic project (O(alembic_config), or the release
+    image with O(executor=compose)). Alembic revisions are rendered one by one to offline SQL (PostgreSQL
+    dialect) without running the project's C(env.py), so every finding names its revision.
+  - "Render where the code lives: O(executor=controller) renders here; modules the revisions import that
+    cannot be imported here (the application, libraries such as C(sqlalchemy_utils)) become stand-ins (a
+    stand-in column type renders as a named type; RV(stand_ins) lists them), and C(op.get_bind()) answers like
+    PostgreSQL (dialect, C(engine.url), empty results with C(rowcount) 0). O(executor=python) runs the same
+    renderer in the application's interpreter (O(python)); O(executor=compose) runs it in a one-off container
+    of the compose migration service (the release image), so the revisions judged are the ones that image
+    applies. The analysis always runs here."
+  - A revision is not analysed only when its file does not compile or its C(upgrade()) fails while rendering;
+    the finding says why, and it counts as V(high).
   - The revision's Python is read too, for statements executed in loops (batched data changes) and for the
     rollback plan (a C(downgrade()) that is missing, only C(pass), or raises is no plan).
   - With a database (O(db_url) or the C(login_*) options) the server version, table sizes and row estimates,
@@ -45,8 +53,80 @@ options:
     description: Path of a SQL file to analyse (for example the output of C(alembic upgrade --sql)).
     type: path
   alembic_config:
-    description: Path of the project's C(alembic.ini). Its C(script_location) names the revision scripts.
+    description:
+      - Path of the project's C(alembic.ini) on the host that runs the module (O(executor=controller) or
+        O(executor=python)).
+      - Relative C(script_location), C(prepend_sys_path) and C(version_locations) resolve from the ini's folder;
+        an ini without C(script_location) (Flask-Migrate's C(migrations/alembic.ini)) uses its own folder.
     type: path
+  ini_section:
+    description: Section of the alembic.ini to read (C(alembic --name)).
+    type: str
+    default: alembic
+  script_location:
+    description: Folder of C(env.py) and C(versions/), overriding the ini's C(script_location) (relative to the ini's folder).
+    type: str
+  executor:
+    description:
+      - Where the revisions are rendered to SQL. V(controller) here; V(python) in the interpreter O(python)
+        (the application's virtualenv, so its imports work); V(compose) in a one-off container of
+        O(compose_service) (C(docker compose run --rm -T --no-deps SERVICE python -)), the release image.
+      - The analysis (pglast, rules, database facts) runs where the module runs, whatever the executor.
+    type: str
+    choices: [controller, python, compose]
+    default: controller
+  python:
+    description:
+      - O(executor=python) the interpreter to render with (required), e.g. C(/srv/app/.venv/bin/python).
+      - O(executor=compose) the interpreter inside the image.
+    type: str
+  alembic_config_in_image:
+    description: O(executor=compose) path of the alembic.ini inside the image (relative to its working directory).
+    type: str
+    default: alembic.ini
+  project_src:
+    description: O(executor=compose) folder of the compose project.
+    type: path
+  compose_files:
+    description: O(executor=compose) compose files (relative to O(project_src) or absolute).
+    type: list
+    elements: path
+    default: []
+    aliases: [files]
+  compose_project_name:
+    description: O(executor=compose) compose project name (C(-p)).
+    type: str
+    aliases: [project_name]
+  compose_profiles:
+    description: O(executor=compose) compose profiles that enable O(compose_service).
+    type: list
+    elements: str
+    default: [migration]
+    aliases: [profiles]
+  compose_service:
+    description: O(executor=compose) the one-off service of the release image (the one that runs Alembic).
+    type: str
+    default: migration
+    aliases: [service]
+  compose_command:
+    description:
+      - O(executor=compose) which compose CLI to run. V(auto) takes the C(docker compose) v2 plugin and falls
+        back to C(docker-compose) v1; V(plugin) (also V(docker compose)) and V(standalone) (also V(docker-compose))
+        insist on one.
+    type: str
+    choices: [auto, plugin, standalone, docker compose, docker-compose]
+    default: auto
+  env:
+    description: O(executor=compose) variables for compose interpolation (for example the image tag); never logged.
+    type: dict
+    default: {}
+  version_table:
+    description: Alembic's version table, read for the database's current revision.
+    type: str
+    default: alembic_version
+  version_table_schema:
+    description: Schema of O(version_table). Default is the search_path.
+    type: str
   from_revision:
     description:
       - First revision that is already applied (exclusive lower bound).
@@ -107,6 +187,23 @@ EXAMPLES = r'''
   ansible.builtin.assert:
     that: risk.risk == 'low'
     fail_msg: "Migration risk is {{ risk.risk }}: use -e risk={{ risk.risk }} ({{ risk.recommended_path }} path)"
+
+- name: Judge the revisions the release image will apply (rendered inside it)
+  dbops.migrations.migration_risk:
+    executor: compose
+    project_src: /srv/auto_trader
+    compose_files: [docker-compose.prod.yml]
+    env:
+      APP_VERSION: "1.4.0"
+      POSTGRES_PASSWORD: "{{ vault_pg_password }}"
+    db_url: "{{ vault_database_url }}"
+
+- name: Render with the application's own virtualenv (a Flask-Migrate project)
+  dbops.migrations.migration_risk:
+    executor: python
+    python: /srv/app/.venv/bin/python
+    alembic_config: /srv/app/migrations/alembic.ini
+    version_table_schema: app
 
 - name: Check a SQL file against PostgreSQL 12 rules, without a database
   dbops.migrations.migration_risk:
@@ -224,6 +321,52 @@ revisions:
       type: list
       elements: str
       sample: [orders.notional]
+    source:
+      description: The revision file, relative to the alembic.ini's folder.
+      type: str
+      sample: migrations/versions/0004_orders_quantity_bigint.py
+    source_sha256:
+      description: SHA-256 of the revision file as rendered (compare it with what the image applies).
+      type: str
+      sample: 9f2c0c1e0a3d4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9011223344
+    stand_ins:
+      description: Names the revision imports that could not be imported where it was rendered.
+      type: list
+      elements: str
+      sample: [myapp.types.Money]
+    down_revisions:
+      description: The revision's parents (two or more for a merge).
+      type: list
+      elements: str
+      sample: ['0003']
+rendered_by:
+  description: Where the revisions were rendered, V(controller), V(python) or V(compose).
+  returned: with an Alembic project
+  type: str
+  sample: compose
+heads:
+  description: The project's head revisions.
+  returned: with an Alembic project
+  type: list
+  elements: str
+  sample: ['0005']
+stand_ins:
+  description: Every stand-in used while rendering (modules and names that could not be imported).
+  returned: with an Alembic project
+  type: list
+  elements: str
+  sample: [myapp.types, myapp.types.Money]
+render:
+  description: Where the revisions were found (C(script_location), C(version_locations), C(ini_section)) and, for
+    O(executor=python) and O(executor=compose), the versions of Python, alembic and SQLAlchemy that rendered them.
+  returned: with an Alembic project
+  type: dict
+version_table:
+  description: The version table read for the current revision (C(table)), whether it exists (C(found)), and the
+    revisions it holds (C(revisions)); a missing table means no revision is applied yet.
+  returned: with an Alembic project and a database
+  type: dict
+  sample: {table: public.alembic_version, found: true, revisions: ['0003']}
 checklist:
   description: The guide's questions before migrating.
   returned: success
@@ -292,10 +435,52 @@ try:
         RiskRequest, run_request)
     from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (
         HAS_PGLAST, PGLAST_IMPORT_ERROR, RiskInputError)
+    from ansible_collections.dbops.migrations.plugins.module_utils._risk_render_exec import RenderSpec
+    from ansible_collections.dbops.migrations.plugins.module_utils._compose import ComposeError
+    from ansible_collections.dbops.migrations.plugins.module_utils._compose_engine import choose_compose_cli
+    from ansible_collections.dbops.migrations.plugins.module_utils._compose_v1 import STANDALONE
     IMPORT_ERROR = None
 except ImportError:  # pragma: no cover
     IMPORT_ERROR = traceback.format_exc()
     HAS_PGLAST = False
+
+
+COMPOSE_COMMANDS = {"docker compose": "plugin", "docker-compose": "standalone"}
+
+
+def render_spec(module, params):
+    """Where to render (None: here), with the compose CLI chosen as alembic_migrate chooses it."""
+    executor = params["executor"]
+    if executor == "controller":
+        if params["python"]:
+            raise RiskInputError("python is only used with executor=python or executor=compose")
+        return None
+    spec = RenderSpec(executor=executor, python=params["python"], ini_section=params["ini_section"],
+                      script_location=params["script_location"])
+    if executor == "python":
+        if not params["python"]:
+            raise RiskInputError("executor=python needs python: the interpreter of the application's virtualenv "
+                                 "(e.g. /srv/app/.venv/bin/python)")
+        if not params["alembic_config"]:
+            raise RiskInputError("executor=python needs alembic_config: the project's alembic.ini on this host")
+        return spec
+    if not params["project_src"]:
+        raise RiskInputError("executor=compose needs project_src: the folder of the compose project")
+    if params["alembic_config"]:
+        raise RiskInputError("executor=compose reads the alembic.ini inside the image: give its path there as "
+                             "alembic_config_in_image instead of alembic_config")
+    requested = COMPOSE_COMMANDS.get(params["compose_command"], params["compose_command"])
+    choice, compose_bin = choose_compose_cli(module, requested)
+    spec.project_src = params["project_src"]
+    spec.files = list(params["compose_files"] or [])
+    spec.project_name = params["compose_project_name"]
+    spec.profiles = list(params["compose_profiles"] or [])
+    spec.service = params["compose_service"]
+    spec.env = {str(k): "" if v is None else str(v) for k, v in (params["env"] or {}).items()}
+    spec.docker_bin = compose_bin
+    spec.standalone = choice.kind == STANDALONE
+    spec.config_in_image = params["alembic_config_in_image"] or "alembic.ini"
+    return spec
 
 
 def main() -> None:
@@ -310,11 +495,25 @@ def main() -> None:
         config_file=dict(type="path"),
         trace=dict(type="bool", default=False),
         trace_bin_dir=dict(type="path"),
+        ini_section=dict(type="str", default="alembic"),
+        script_location=dict(type="str"),
+        executor=dict(type="str", default="controller", choices=["controller", "python", "compose"]),
+        python=dict(type="str"),
+        alembic_config_in_image=dict(type="str", default="alembic.ini"),
+        project_src=dict(type="path"),
+        compose_files=dict(type="list", elements="path", default=[], aliases=["files"]),
+        compose_project_name=dict(type="str", aliases=["project_name"]),
+        compose_profiles=dict(type="list", elements="str", default=["migration"], aliases=["profiles"]),
+        compose_service=dict(type="str", default="migration", aliases=["service"]),
+        compose_command=dict(type="str", default="auto",
+                             choices=["auto", "plugin", "standalone", "docker compose", "docker-compose"]),
+        env=dict(type="dict", default={}, no_log=True),
+        version_table=dict(type="str", default="alembic_version"),
+        version_table_schema=dict(type="str"),
     )
     module = AnsibleModule(
         argument_spec=spec,
         mutually_exclusive=CONNECTION_MUTUALLY_EXCLUSIVE + [["sql", "sql_file", "alembic_config"]],
-        required_one_of=[["sql", "sql_file", "alembic_config"]],
         supports_check_mode=True,
     )
     if IMPORT_ERROR is not None:
@@ -328,12 +527,29 @@ def main() -> None:
     if params["server_version"] is not None and not 10 <= params["server_version"] <= 18:
         module.fail_json(msg="server_version must be a PostgreSQL major version between 10 and 18 "
                              "(got %s)" % params["server_version"], changed=False)
+    secrets += tuple(str(v) for v in (params["env"] or {}).values() if v)
+    executor = params["executor"]
+    if not (params["sql"] or params["sql_file"] or params["alembic_config"]) and executor != "compose":
+        module.fail_json(msg="give one of sql, sql_file or alembic_config (or executor=compose to judge the "
+                             "revisions of the release image)", changed=False)
+    if (params["sql"] is not None or params["sql_file"]) and executor != "controller":
+        module.fail_json(msg="executor=%s renders Alembic revisions; sql and sql_file are analysed as they are: "
+                             "drop executor, or give alembic_config" % executor, changed=False)
+    try:
+        render = render_spec(module, params)
+    except (RiskInputError, ComposeError) as exc:
+        module.fail_json(msg=mask_secrets(str(exc), *secrets), changed=False)
     request = RiskRequest(
         sql=params["sql"], sql_file=params["sql_file"], alembic_config=params["alembic_config"],
         from_revision=params["from_revision"], to_revision=params["to_revision"],
         server_version=params["server_version"], config_file=params["config_file"], trace=params["trace"],
         trace_bin_dir=params["trace_bin_dir"], connection_params=params if has_connection_params(params) else None,
-        runner=lambda argv, env: module.run_command(argv, environ_update=env))
+        runner=lambda argv, env: module.run_command(argv, environ_update=env),
+        render=render,
+        render_runner=lambda argv, env, stdin, cwd: module.run_command(argv, environ_update=env, data=stdin,
+                                                                       cwd=cwd),
+        ini_section=params["ini_section"], script_location=params["script_location"],
+        version_table=params["version_table"], version_table_schema=params["version_table_schema"])
     try:
         result = run_request(request)
     except (RiskInputError, ConnectionOptionsError) as exc:

@@ -78,17 +78,22 @@ def test_range_and_unknown_revision(tmp_path):
         pending_units(ini, from_revision="zzz")
 
 
-def test_unloadable_revision_keeps_the_chain(tmp_path):
+def test_missing_application_module_is_stood_in_and_a_broken_file_keeps_the_chain(tmp_path):
     ini = project(tmp_path, {
         "a.py": rev("a", None, "op.add_column('users', sa.Column('n', sa.Integer))"),
         "b.py": "from app_not_installed import models\n" + rev("b", "a", "op.drop_column('users', 'n')"),
-        "c.py": rev("c", "b", "op.add_column('users', sa.Column('k', sa.Integer))"),
+        "c.py": rev("c", "b", "op.add_column('users', sa.Column('k', sa.Integer))").replace("def upgrade():",
+                                                                                          "def upgrade(:"),
+        "d.py": rev("d", "c", "op.add_column('users', sa.Column('j', sa.Integer))"),
     })
     units = pending_units(ini)
-    assert [u.revision for u in units] == ["a", "b", "c"]
-    assert units[1].error and "app_not_installed" in units[1].error and units[2].error is None
+    assert [u.revision for u in units] == ["a", "b", "c", "d"]
+    assert units[1].error is None and "DROP COLUMN n" in units[1].sql
+    assert units[1].stand_ins == ["app_not_installed", "app_not_installed.models"]
+    assert units[2].error == "the file does not compile: invalid syntax at line 6" and units[3].error is None
     analysis = Engine().analyse(units)
-    assert [(r.revision, r.risk) for r in analysis.revisions] == [("a", "low"), ("b", "high"), ("c", "low")]
+    assert [(r.revision, r.risk, r.analysed) for r in analysis.revisions] == [
+        ("a", "low", True), ("b", "critical", True), ("c", "high", False), ("d", "low", True)]
 
 
 @pytest.mark.parametrize("body,usable,note", [
