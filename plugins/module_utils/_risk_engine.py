@@ -768,7 +768,7 @@ class Engine:
         history = self.history
         if subtype == "AT_ValidateConstraint":
             key = (table, cmd.get("name"))
-            column = history.pending_not_null_checks.pop(key, None)
+            column = history.pending_not_null_checks.pop(key, None) or self._unvalidated_check_column(table, key[1])
             if column:
                 history.validated_not_null_checks[key] = column
             return
@@ -788,6 +788,13 @@ class Engine:
             history.pending_not_null_checks[key] = column
         else:
             history.validated_not_null_checks[key] = column
+
+
+    def _unvalidated_check_column(self, table: Optional[str], name: Optional[str]) -> Optional[str]:
+        """The column of a CHECK (column IS NOT NULL) NOT VALID that is already in the database."""
+        facts = self.facts.table(table) if self.facts is not None else None
+        unvalidated = getattr(facts, "unvalidated_not_null_checks", None) or {}  # constraint name -> column
+        return unvalidated.get(name)
 
 
 def _is_not_null_check(expr: Optional[Dict[str, Any]]) -> Optional[str]:

@@ -388,3 +388,15 @@ def test_line_numbers_with_multibyte_text():
 def test_reason_of_a_block_comment_has_no_delimiters():
     sql = "DROP TABLE /* migration-risk: ignore drop-table because empty */ legacy;"
     assert [s["reason"] for s in analyse_sql(sql).as_result()["suppressed"]] == ["empty"]
+
+
+def test_validating_a_check_added_not_valid_in_the_database_proves_set_not_null():
+    # Step 1 ran in an earlier release; the pending revisions validate it, then SET NOT NULL.
+    facts = sized(5000000, table="users", unvalidated_not_null_checks={"ck_users_email_nn": "email"})
+    units = [MigrationUnit(sql=FOUR_STEPS[1], revision="r2"), MigrationUnit(sql=FOUR_STEPS[2], revision="r3")]
+    analysis = Engine(facts=facts).analyse(units)
+    assert [(f.revision, f.rule, f.risk) for f in analysis.findings if f.rule.startswith("set-not-null")] == [
+        ("r3", "set-not-null-proven", "low")]
+    unproven = Engine(facts=sized(5000000, table="users")).analyse(
+        [MigrationUnit(sql=FOUR_STEPS[1], revision="r2"), MigrationUnit(sql=FOUR_STEPS[2], revision="r3")])
+    assert unproven.risk == "critical"
