@@ -125,6 +125,7 @@ class Finding:
     suppressed_reason: Optional[str] = None
     size_class: str = "unknown"
     lock_on: Optional[str] = None          # what the lock is taken on (the table, or "the table of index x")
+    in_transaction: bool = False           # inside an explicit transaction (BEGIN ... COMMIT)
 
     PINNED = ("revision", "statement", "operation", "rule", "risk", "lock", "blocks", "rewrites_table", "table",
               "rows_estimate", "message", "safe_alternative")
@@ -597,6 +598,7 @@ class Engine:
                 is_new = creates or finding.table in self.run.new_tables
                 if is_new and not creates and finding.rule not in RUNTIME_FAILURES:
                     continue
+                finding.in_transaction = ctx.in_transaction
                 out.append(finding)
                 locked = finding.lock_on if not is_new else None
                 slow = finding.work != R.INSTANT and finding.size_class != "small"
@@ -636,13 +638,19 @@ class Engine:
         data = [f for f in findings if (f.data or f.rule in R.BATCH_RULES) and f.rule != "python-data-loop"]
         if not data or any(f.rule not in R.BATCH_RULES for f in data):
             return
+        batches = ", ".join("%s %s" % (f.operation, f.table or "") for f in data)
         for loop in loops:
+            if any(f.in_transaction for f in data):
+                # One transaction around every batch holds every changed row until the end: unbounded after all.
+                loop.message += (" Its batches (%s) run inside the migration's transaction, so every row they "
+                                 "change stays locked until it commits: run the loop in "
+                                 "op.get_context().autocommit_block()." % batches)
+                continue
             loop.risk = self.config.risk_overrides.get("python-data-loop", "medium")
             loop.data = False
-            loop.message = ("upgrade() repeats bounded batches in a loop (%s): the batched backfill, each "
-                            "batch short; make sure every batch commits on its own (autocommit_block) so row "
-                            "locks are not held until the end." % ", ".join(
-                                "%s %s" % (f.operation, f.table or "") for f in data))
+            loop.message = ("upgrade() repeats bounded batches in a loop (line %d: %s), each committed on its own "
+                            "outside the migration's transaction: the batched backfill. Watch replication lag "
+                            "and bloat while it runs." % (loop.line, batches))
 
     # -- helpers
     def _statement_findings(self, kind, node, stmt: Statement, unit: MigrationUnit,

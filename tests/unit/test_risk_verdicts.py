@@ -154,8 +154,23 @@ def test_batched_backfill_loop_is_a_bounded_batch():
     result = Engine().analyse([unit]).as_result()
     loop = only(result, "python-data-loop")
     assert loop["risk"] == "medium" and result["risk"] == "medium"
-    assert loop["message"].startswith("upgrade() repeats bounded batches in a loop (update one batch orders)")
+    assert loop["message"] == ("upgrade() repeats bounded batches in a loop (line 12: update one batch orders), each "
+                               "committed on its own outside the migration's transaction: the batched backfill. "
+                               "Watch replication lag and bloat while it runs.")
     assert result["checklist"]["large_data"] == []
+
+
+def test_loop_of_batches_inside_one_transaction_stays_critical():
+    sql = ("BEGIN; UPDATE orders SET n = q * p WHERE id IN (SELECT id FROM orders WHERE n IS NULL LIMIT 5000); "
+           "COMMIT;")
+    unit = MigrationUnit(sql=sql, revision="r1", extra_findings=[
+        {"rule": "python-data-loop", "details": {"line": 12}, "statement": "upgrade() line 12"}])
+    result = Engine().analyse([unit]).as_result()
+    loop = only(result, "python-data-loop")
+    assert loop["risk"] == "critical" and result["risk"] == "critical"
+    assert loop["message"].endswith("Its batches (update one batch orders) run inside the migration's transaction, "
+                                    "so every row they change stays locked until it commits: run the loop in "
+                                    "op.get_context().autocommit_block().")
 
 
 def test_loop_with_an_unbounded_statement_stays_critical():
