@@ -1,0 +1,1 @@
+"""ledger: a small double-entry style bookkeeping API (the second example application)."""
