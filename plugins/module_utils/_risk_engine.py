@@ -12,7 +12,9 @@ assumed large enough to matter (the rule's base risk).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
+import gc
 import io
 import json
 import re
@@ -219,6 +221,77 @@ class Analysis:
             "suppressed": [dict(f.as_dict(), reason=f.suppressed_reason) for f in self.suppressed],
             "server_version": self.server_version,
         }
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause Python's cyclic garbage collector while analysing.
+
+    A parse tree is a great many small dicts without cycles: the collector would walk all of them again
+    at every collection (analysis time grew with the square of the input) and free nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class _Deferred:
+    """A text computed on first read (see Finding's lazy fields)."""
+
+    __slots__ = ("function", "args")
+
+    def __init__(self, function, *args):
+        self.function = function
+        self.args = args
+
+    def __call__(self):
+        return self.function(*self.args)
+
+
+def _lazy_field(name: str) -> property:
+    slot = "_lazy_" + name
+
+    def read(self):
+        value = self.__dict__[slot]
+        if type(value) is _Deferred:
+            value = self.__dict__[slot] = value()
+        return value
+
+    def write(self, value):
+        self.__dict__[slot] = value
+
+    return property(read, write)
+
+
+for _name in ("statement", "message", "safe_alternative", "line"):
+    setattr(Finding, _name, _lazy_field(_name))
+
+
+def _values(details: Dict[str, Any], table: Optional[str]) -> "_SafeDict":
+    values = _SafeDict(details)
+    if table is None:
+        values["table"] = "its table"
+    return values
+
+
+def _rule_message(rule: R.Rule, details: Dict[str, Any], table: Optional[str], rows: Optional[int],
+                  size: Optional[int], sized: bool) -> str:
+    message = rule.message.format_map(_values(details, table))
+    if sized:
+        message += " %s has about %s rows (%s)." % (table, "?" if rows is None else format(rows, ","),
+                                                    _human_bytes(size))
+    return message
+
+
+def _fill(template: str, details: Dict[str, Any], table: Optional[str]) -> str:
+    return template.format_map(_values(details, table))
+
+
+def _line_of(stmt: "Statement") -> int:
+    return stmt.line
 
 
 def _short(f: Finding) -> str:
@@ -507,6 +580,10 @@ class Engine:
 
     # -- public
     def analyse(self, units: Iterable[MigrationUnit], alembic: bool = False) -> Analysis:
+        with _gc_paused():
+            return self._analyse(units, alembic)
+
+    def _analyse(self, units: Iterable[MigrationUnit], alembic: bool) -> Analysis:
         findings: List[Finding] = []
         suppressed: List[Finding] = []
         revisions: List[RevisionVerdict] = []
@@ -701,21 +778,16 @@ class Engine:
                     risk = rule.large_risk
         if self.config.risk_overrides:
             risk = self.config.risk_overrides.get(rule.id, risk)
-        values = _SafeDict(details)
-        if table is None:
-            values["table"] = "its table"
-        message = rule.message.format_map(values)
-        if facts is not None and rule.work != R.INSTANT:
-            message += " %s has about %s rows (%s)." % (table, "?" if rows is None else format(rows, ","),
-                                                        _human_bytes(size))
+        # The texts are built only when read: most callers need only the levels.
+        sized = facts is not None and rule.work != R.INSTANT
         alternative = rule.safe_alternative
-        if "{" in alternative:
-            alternative = alternative.format_map(values)
         finding = Finding(
-            unit.revision, _excerpt(stmt.text), rule.operation, rule.id, risk, details.get("_lock", rule.lock),
-            details.get("_blocks", rule.blocks), rule.rewrites_table, table, rows, message, alternative,
+            unit.revision, _Deferred(_excerpt, stmt.text), rule.operation, rule.id, risk,
+            details.get("_lock", rule.lock), details.get("_blocks", rule.blocks), rule.rewrites_table, table, rows,
+            _Deferred(_rule_message, rule, details, table, rows, size, sized),
+            _Deferred(_fill, alternative, details, table) if "{" in alternative else alternative,
             _target(details, table), _lock_seconds(rule, rows, size, facts is not None), rule.drop, rule.data,
-            rule.work, stmt.line, unit.source)
+            rule.work, _Deferred(_line_of, stmt), unit.source)
         finding.size_class = size_class
         finding.lock_on = details.get("_lock_on", table)
         if stmt.suppress or unit.suppressions:
