@@ -138,6 +138,9 @@ def read_facts(conn, version_table: str = "alembic_version", version_table_schem
                 _read_version_table(cur, facts, version_table, version_table_schema)
         conn.rollback()
         return facts
+    except Exception:
+        conn.rollback()  # autocommit cannot be restored inside the failed transaction
+        raise
     finally:
         conn.autocommit = previous_autocommit
 

@@ -138,7 +138,8 @@ def render_payload(request: RiskRequest, current: Optional[List[str]], info=None
         return render_here(request.alembic_config or "", request.from_revision, request.to_revision, current,
                            request.ini_section or "alembic", request.script_location, request.server_version)
     from ansible_collections.dbops.migrations.plugins.module_utils._risk_render_exec import render_elsewhere
-    secrets = [str(v) for v in (request.render.env or {}).values() if v]
+    # Short values (a tag such as "2") are not secrets, and masking them would garble the JSON.
+    secrets = [str(v) for v in (request.render.env or {}).values() if v and len(str(v)) >= 6]
     if info is not None and info.password:
         secrets.append(info.password)
     return render_elsewhere(request.render, request.render_runner, request.alembic_config, request.from_revision,
