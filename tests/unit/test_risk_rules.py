@@ -29,6 +29,14 @@ CASES = [
     ("update-all", "UPDATE orders SET notional = quantity * price", "critical", "update-all-rows", 15),
     ("update-where", "UPDATE orders SET status = 'x' WHERE status IS NULL", "critical", "update", 15),
     ("delete", "DELETE FROM orders WHERE created_at < now() - interval '1 year'", "critical", "delete", 15),
+    ("update-by-key", "UPDATE settings SET v = 'x' WHERE id = 1", "low", "update-by-key", 15),
+    ("update-by-key-list", "UPDATE settings SET v = 'x' WHERE id IN (1, 2, 3)", "low", "update-by-key", 15),
+    ("update-batch", "UPDATE orders SET n = 1 WHERE id IN (SELECT id FROM orders WHERE n IS NULL LIMIT 5000)",
+     "medium", "update-batch", 15),
+    ("update-range", "UPDATE orders SET n = 1 WHERE id > 1000", "critical", "update", 15),
+    ("delete-by-key", "DELETE FROM settings WHERE id = 4", "medium", "delete-by-key", 15),
+    ("delete-batch", "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < now() LIMIT 1000)", "medium",
+     "delete-batch", 15),
     ("insert-select", "INSERT INTO archive SELECT * FROM orders", "critical", "insert-select", 15),
     ("insert-values", "INSERT INTO settings (k, v) VALUES ('a', 'b')", "low", "insert-values", 15),
     # -- rewrites on ADD COLUMN
@@ -96,6 +104,8 @@ CASES = [
     ("cic-new-table-in-transaction", "BEGIN; CREATE TABLE n (a int); CREATE INDEX CONCURRENTLY ix_n ON n (a); "
      "COMMIT;", "high", "concurrent-index-in-transaction", 15),
     ("drop-index-concurrently", "DROP INDEX CONCURRENTLY ix_o", "low", "drop-index-concurrently", 15),
+    ("drop-index-held", "BEGIN; DROP INDEX ix_o; UPDATE orders SET n = 1 WHERE n IS NULL; COMMIT;", "critical",
+     "lock-held-in-transaction", 15),
     ("drop-index-concurrently-in-txn", "BEGIN; DROP INDEX CONCURRENTLY ix_o; COMMIT;", "high",
      "drop-index-concurrently-in-transaction", 15),
     ("reindex", "REINDEX TABLE orders", "high", "reindex", 15),
