@@ -743,7 +743,7 @@ class Engine:
                 cmd = cmd_item.get("AlterTableCmd")
                 if cmd is None:
                     continue
-                rules = R.RULES_BY_NODE.get(R.ATC + cmd.get("subtype", "")) or R.RULES_BY_NODE[R.ATC + "*"]
+                rules = R.RULES_BY_SUBTYPE.get(cmd.get("subtype", "")) or R.RULES_ANY_SUBTYPE
                 hit = _first_match(rules, cmd, ctx)
                 if hit is not None:
                     found.append(self._finding(hit[0], hit[1], stmt, unit))

@@ -1263,4 +1263,8 @@ RULES_BY_NODE: Dict[str, List[Rule]] = {}
 for _rule in RULES:
     RULES_BY_NODE.setdefault(_rule.node, []).append(_rule)
 RULES_BY_ID: Dict[str, Rule] = {rule.id: rule for rule in RULES}
+# ALTER TABLE sub-commands by subtype (AT_AddColumn, ...), looked up once per command.
+RULES_BY_SUBTYPE: Dict[str, List[Rule]] = {node[len(ATC):]: rules for node, rules in RULES_BY_NODE.items()
+                                           if node.startswith(ATC) and node != ATC + "*"}
+RULES_ANY_SUBTYPE: List[Rule] = RULES_BY_NODE[ATC + "*"]
 ALL_RULE_IDS = frozenset(list(RULES_BY_ID) + list(MIGRATION_RULES))
