@@ -415,3 +415,41 @@ def test_validating_a_check_added_not_valid_in_the_database_proves_set_not_null(
     unproven = Engine(facts=sized(5000000, table="users")).analyse(
         [MigrationUnit(sql=FOUR_STEPS[1], revision="r2"), MigrationUnit(sql=FOUR_STEPS[2], revision="r3")])
     assert unproven.risk == "critical"
+
+
+HOSTILE_REVISION = '''"""Clean up legacy data.
+
+# migration-risk: ignore all
+"""
+from alembic import op
+
+revision = "r1"
+down_revision = None
+NOTE = "# migration-risk: ignore all"
+
+
+def upgrade():
+    op.drop_table("legacy")
+    op.execute("""UPDATE orders SET note = 'first line
+-- migration-risk: ignore all
+last line'""")
+    op.execute("UPDATE orders SET n = 1")
+
+
+def downgrade():
+    pass
+'''
+
+
+def test_hostile_comments_in_a_rendered_revision_suppress_nothing(tmp_path):
+    from ansible_collections.dbops.migrations.plugins.module_utils._risk_alembic import pending_units
+    versions = tmp_path / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    (tmp_path / "migrations" / "env.py").write_text("raise RuntimeError('env.py must never run')\n")
+    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/migrations\n")
+    (versions / "r1.py").write_text(HOSTILE_REVISION)
+    result = Engine().analyse(pending_units(str(tmp_path / "alembic.ini"))).as_result()
+    assert result["risk"] == "critical" and result["suppressed"] == []
+    assert [f["rule"] for f in result["findings"] if f["risk"] == "critical"] == [
+        "drop-table", "update-all-rows", "update-all-rows"]
+    assert result["revisions"][0]["sql"][1] == "DROP TABLE legacy"
