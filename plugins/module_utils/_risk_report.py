@@ -65,10 +65,11 @@ def markdown(result: Dict[str, Any]) -> str:
               "- large data changes: %s" % ("; ".join(checklist.get("large_data") or []) or "none"),
               "- estimated lock time: %s" % ("unknown (no database facts for the tables involved)"
                                              if seconds is None else "%.1f s" % seconds),
-              "- rollback plan: %s" % ("yes, every revision has a downgrade()" if checklist.get("rollback_plan")
-                                       else "NO"), ""]
+              "- rollback plan: %s" % ("yes, every revision that changes something has a downgrade()"
+                                       if checklist.get("rollback_plan") else "NO"), ""]
     for note in checklist.get("rollback_notes") or []:
         lines.append("  - %s" % note)
+    lines += _revision_sql(revisions)
     suppressed = result.get("suppressed") or []
     if suppressed:
         lines += ["", "## Suppressed (%d)" % len(suppressed), ""]
@@ -89,6 +90,30 @@ def markdown(result: Dict[str, Any]) -> str:
             lines += ["", "Trace and static analysis disagree:", ""]
             lines += ["- %s" % d for d in trace["disagreements"]]
     return "\n".join(lines).rstrip() + "\n"
+
+
+SQL_SHOWN_PER_REVISION = 20000  # characters; the full list is in the result's revisions[].sql
+
+
+def _revision_sql(revisions: List[Dict[str, Any]]) -> List[str]:
+    """The statements each revision was judged on, folded, so a reviewer can check the verdict."""
+    shown = [rev for rev in revisions if rev.get("sql")]
+    if not shown:
+        return []
+    lines = ["", "## SQL judged", ""]
+    for rev in shown:
+        statements = rev["sql"]
+        text, count = "", 0
+        for statement in statements:
+            if len(text) + len(statement) > SQL_SHOWN_PER_REVISION:
+                break
+            text += statement.replace("```", "` ` `") + ";\n"
+            count += 1
+        more = "" if count == len(statements) else "\n-- ... %d more statements in revisions[].sql\n" % (
+            len(statements) - count)
+        lines += ["<details><summary>revision %s: %d statements</summary>" % (rev["revision"], len(statements)),
+                  "", "```sql", text.rstrip("\n") + more.rstrip("\n"), "```", "", "</details>", ""]
+    return lines
 
 
 def to_json(result: Dict[str, Any]) -> str:

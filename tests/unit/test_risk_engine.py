@@ -206,3 +206,22 @@ def test_not_null_column_without_default_is_fine_on_an_empty_table():
     sql = "ALTER TABLE orders ADD COLUMN email text NOT NULL"
     assert Engine(facts=facts(0)).analyse([MigrationUnit(sql=sql)]).risk == "low"
     assert Engine(facts=facts(5)).analyse([MigrationUnit(sql=sql)]).risk == "high"
+
+
+def test_markdown_shows_the_sql_each_revision_was_judged_on():
+    units = [MigrationUnit(sql="BEGIN; ALTER TABLE users ADD COLUMN n int; COMMIT;", revision="r1", has_downgrade=True),
+             MigrationUnit(sql="", revision="r2", has_downgrade=False, downgrade_note="pass")]
+    text = _risk_report.markdown(Engine().analyse(units).as_result())
+    assert "<details><summary>revision r1: 3 statements</summary>\n\n```sql\nBEGIN;\n" \
+           "ALTER TABLE users ADD COLUMN n int;\nCOMMIT;\n```" in text
+    assert "revision r2" not in text.split("## SQL judged")[1]
+    assert "- rollback plan: yes, every revision that changes something has a downgrade()" in text
+
+
+def test_markdown_folds_very_long_revision_sql():
+    sql = "".join("UPDATE t SET a = %d WHERE id = %d;\n" % (i, i) for i in range(3000))
+    text = _risk_report.markdown(Engine().analyse([MigrationUnit(sql=sql, revision="big")]).as_result())
+    section = text.split("## SQL judged")[1]
+    assert len(section) < _risk_report.SQL_SHOWN_PER_REVISION + 500
+    shown = section.count("UPDATE t SET")
+    assert "-- ... %d more statements in revisions[].sql" % (3000 - shown) in section
