@@ -250,8 +250,6 @@ def existing_type_hints(source: str) -> Dict[Tuple[str, str], Tuple[str, Tuple[i
     return hints
 
 
-
-
 # --------------------------------------------------------------------------- rendered payload -> units
 
 
@@ -309,9 +307,9 @@ def unit_from_entry(entry: Dict[str, Any]) -> RenderedUnit:
         unit.extra_findings.append({"rule": "python-data-loop", "details": dict(change),
                                     "statement": "upgrade() line %d" % change["line"]})
     for item in entry.get("unrendered") or ():
-        unit.extra_findings.append({"rule": "python-data-loop", "details": {"line": item.get("line") or 0,
-                                                                           "loop": None, "via": "stand-in",
-                                                                           "batched": False},
+        # A statement built from stand-ins (the application's models): its data change is unknown.
+        details = {"line": item.get("line") or 0, "loop": None, "via": "stand-in", "batched": False}
+        unit.extra_findings.append({"rule": "python-data-loop", "details": details,
                                     "statement": "upgrade() line %s: %s" % (item.get("line"), item.get("what"))})
     return unit
 

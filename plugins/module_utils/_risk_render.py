@@ -209,30 +209,31 @@ REGISTRY = StandInRegistry()
 
 
 def _make_stand_in_type():
+    # SQLAlchemy 1.3 types have a metaclass of their own: derive from it, whatever it is.
     class _StandInMeta(type(sa_types.UserDefinedType)):
         """Attribute access, calls and iteration on a stand-in class give more stand-ins."""
 
-        def __getattr__(cls, name):
+        def __getattr__(self, name):
             if name.startswith("_"):
                 raise AttributeError(name)
-            full = "%s.%s" % (cls._standin_name, name)
+            full = "%s.%s" % (self._standin_name, name)
             if "(" not in full and "[" not in full:
                 REGISTRY.note(full)
             return stand_in(full)
 
-        def __getitem__(cls, key):
-            return stand_in("%s[]" % cls._standin_name)
+        def __getitem__(self, key):
+            return stand_in("%s[]" % self._standin_name)
 
-        def __iter__(cls):
+        def __iter__(self):
             return iter(())
 
-        def __str__(cls):
-            return cls._standin_name
+        def __str__(self):
+            return self._standin_name
 
-        def __repr__(cls):
-            return "<stand-in %s>" % cls._standin_name
+        def __repr__(self):
+            return "<stand-in %s>" % self._standin_name
 
-    class StandIn(sa_types.UserDefinedType, metaclass=_StandInMeta):
+    class StandIn(sa_types.UserDefinedType, metaclass=_StandInMeta):  # pylint: disable=invalid-metaclass
         """Something the revision imports but this interpreter cannot: a class, a function, a
         column type or a constant of the application.  As a column type it renders as its
         name; called, subclassed or iterated it behaves as an empty, permissive object."""
@@ -974,7 +975,7 @@ def _register_inspection():
     registrars = getattr(inspection, "_registrars", None)
     if registrars is None or OfflineBind in registrars:
         return
-    registrars[OfflineBind] = lambda bind: OfflineInspector(bind)
+    registrars[OfflineBind] = OfflineInspector
     registrars[OfflineEngine] = lambda engine: OfflineInspector(engine._bind)
 
 
@@ -1227,4 +1228,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

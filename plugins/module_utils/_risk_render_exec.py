@@ -116,8 +116,10 @@ def render_elsewhere(spec: RenderSpec, runner: RenderRunner, alembic_config: Opt
     if spec.executor == "python":
         if not alembic_config:
             raise RiskInputError("executor=python needs alembic_config: the project's alembic.ini on this host")
-        args = script_args(alembic_config, spec, from_revision, to_revision, current, server_version)
-        argv, cwd = python_command(spec, alembic_config, args)
+        import os
+        config = os.path.abspath(alembic_config)  # the interpreter runs in the ini's folder
+        args = script_args(config, spec, from_revision, to_revision, current, server_version)
+        argv, cwd = python_command(spec, config, args)
         env: Dict[str, str] = {}
         where = "python %s" % spec.python
     elif spec.executor == "compose":

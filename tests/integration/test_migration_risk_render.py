@@ -43,6 +43,13 @@ def test_python_executor_judges_as_the_controller(name):
     assert there["render"]["python"] == "%d.%d.%d" % sys.version_info[:3]
 
 
+def test_python_executor_with_a_relative_ini_path(monkeypatch):
+    monkeypatch.chdir(HISTORIES)
+    result = run_request(RiskRequest(alembic_config="relative_paths/deploy/alembic.ini",
+                                     render=RenderSpec(executor="python", python=PYTHON)))
+    assert [(r["revision"], r["analysed"], r["stand_ins"]) for r in result["revisions"]] == [("0001", True, [])]
+
+
 def test_python_executor_through_the_module_names_a_bad_interpreter(tmp_path):
     ini = HISTORIES / "flask_migrate" / "migrations" / "alembic.ini"
     good = run_module("migration_risk", {"alembic_config": str(ini), "executor": "python", "python": PYTHON})

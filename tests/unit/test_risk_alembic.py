@@ -163,3 +163,33 @@ def test_sarif_points_at_the_revision_file(tmp_path):
     location = result["sarif"]["runs"][0]["results"][0]["locations"][0]["physicalLocation"]
     assert location == {"artifactLocation": {"uri": "migrations/versions/a.py"}}
     assert result["report"].startswith("# Migration risk: CRITICAL")
+
+
+def test_compose_render_command_for_both_compose_clis():
+    from ansible_collections.dbops.migrations.plugins.module_utils._risk_render_exec import (
+        RenderSpec, compose_command, script_args)
+    spec = RenderSpec(executor="compose", project_src="/srv/app", files=["docker-compose.prod.yml"],
+                      project_name="shop", profiles=["migration"], service="migration", docker_bin="/usr/bin/docker")
+    args = script_args("alembic.ini", spec, None, "heads", ["0003"], 15)
+    argv, cwd = compose_command(spec, args)
+    assert cwd == "/srv/app"
+    assert argv == ["/usr/bin/docker", "compose", "--project-directory", "/srv/app", "-p", "shop",
+                    "-f", "/srv/app/docker-compose.prod.yml", "--profile", "migration",
+                    "run", "--rm", "-T", "--no-deps", "-e", "PYTHONDONTWRITEBYTECODE=1", "-e", "PYTHONIOENCODING=utf-8",
+                    "migration", "python", "-", "--config", "alembic.ini", "--section", "alembic",
+                    "--to-revision", "heads", "--server-version", "15", "--current", "0003"]
+    spec.standalone, spec.docker_bin, spec.project_name = True, "/usr/bin/docker-compose", None
+    argv, _cwd = compose_command(spec, args)
+    assert argv[:4] == ["/usr/bin/docker-compose", "--project-directory", "/srv/app", "-p"] and argv[4] == "app"
+    assert argv[argv.index("--no-deps") + 5:argv.index("--no-deps") + 9] == ["--", "migration", "python", "-"]
+
+
+def test_render_payload_errors_name_the_cause():
+    from ansible_collections.dbops.migrations.plugins.module_utils._risk_render import JSON_MARKER
+    from ansible_collections.dbops.migrations.plugins.module_utils._risk_render_exec import parse_payload
+    with pytest.raises(RiskInputError, match=r"exit code 125\) before it could answer: no such service: migration"):
+        parse_payload(125, "", "no such service: migration\n", "the compose service migration")
+    out = "banner printed by the app\n%s\n{\"failure\": \"no [alembic] section\"}\n" % JSON_MARKER
+    with pytest.raises(RiskInputError, match=r"^no \[alembic\] section \(rendered with python /x\)$"):
+        parse_payload(0, out, "", "python /x")
+    assert parse_payload(0, "x\n%s\n{\"revisions\": [], \"heads\": []}" % JSON_MARKER, "", "w")["heads"] == []
