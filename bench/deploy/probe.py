@@ -114,3 +114,18 @@ def summarize(samples: list[Sample]) -> dict:
             "p99_ms": round(p99 * 1000, 1) if p99 is not None else None,
             "versions": versions, "errors": errors,
             "last_version": next((s.version for s in reversed(samples) if s.version), None)}
+
+
+def latency_phases(samples: list[Sample], started: float, ended: float) -> dict:
+    """p50/p99/max latency (ms) of good answers and failures before, during and after a release
+    (``started``/``ended``: time.monotonic() around it)."""
+    def stats(selected: list[Sample]) -> dict:
+        good = sorted(s.latency for s in selected if s.ok)
+
+        def pick(q: float):
+            return round(good[min(len(good) - 1, int(q * len(good)))] * 1000, 1) if good else None
+        return {"n": len(selected), "failed": sum(1 for s in selected if not s.ok),
+                "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": round(good[-1] * 1000, 1) if good else None}
+    return {"before": stats([s for s in samples if s.t < started]),
+            "during": stats([s for s in samples if started <= s.t <= ended]),
+            "after": stats([s for s in samples if s.t > ended])}

@@ -12,6 +12,11 @@ timeout) while it releases alternately 1.0.0 and 2.0.0:
 
 Then two broken releases through compose_deploy: one never healthy, one that crashes 5 s
 after start. Everything it creates is removed at the end.
+
+``--proxy caching`` puts an ordinary nginx in front instead (``proxy_pass http://app:8000;``,
+no resolver: the address is resolved once, tests/fixtures/nginx-caching.conf) and gives
+compose_deploy ``proxy: {service: nginx}``; every row also reports p50/p99/max latency
+before, during and after the release.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +39,7 @@ sys.path.insert(0, str(ROOT / ".collections"))
 
 import docker  # noqa: E402
 
-from bench.deploy.probe import Prober, summarize  # noqa: E402
+from bench.deploy.probe import Prober, latency_phases, summarize  # noqa: E402
 from tests.helpers.ansible import ensure_collection_link, run_module  # noqa: E402
 from tests.integration.test_compose_deploy import DeployStack, Releases  # noqa: E402
 
@@ -50,7 +56,8 @@ def probe_during(stack: DeployStack, action, expect_version: str, tail_max: floa
     time.sleep(2)
     started = time.monotonic()
     outcome = action()
-    duration = time.monotonic() - started
+    ended = time.monotonic()
+    duration = ended - started
     deadline = time.monotonic() + tail_max
     while time.monotonic() < deadline:
         recent = [s for s in list(prober.samples)[-100:] if s.t > time.monotonic() - 2.5]
@@ -58,7 +65,7 @@ def probe_during(stack: DeployStack, action, expect_version: str, tail_max: floa
             break
         time.sleep(0.5)
     samples = prober.stop()
-    return summarize(samples), duration, outcome, samples
+    return dict(summarize(samples), phases=latency_phases(samples, started, ended)), duration, outcome, samples
 
 
 def baseline_p99(stack: DeployStack, seconds: float = 10) -> float | None:
@@ -72,11 +79,28 @@ def plain_up(stack: DeployStack, tag: str):
     return lambda: stack.compose("up", "-d")
 
 
+PROXY: dict = {}  # compose_deploy's proxy option (--proxy caching)
+CACHING_NGINX = """services:
+  nginx:
+    volumes:
+      - %s:/etc/nginx/conf.d/default.conf:ro
+""" % (ROOT / "tests" / "fixtures" / "nginx-caching.conf")
+
+
 def with_module(stack: DeployStack, tag: str, timeout: int = RELEASE_TIMEOUT, **health):
     def action():
         stack.env["APP_VERSION"] = tag
-        return run_module("compose_deploy", stack.args(health={"timeout": timeout, **health}))
+        extra = {"proxy": PROXY} if PROXY else {}
+        return run_module("compose_deploy", stack.args(health={"timeout": timeout, **health}, **extra))
     return action
+
+
+def use_caching_proxy(stack: DeployStack) -> None:
+    """An ordinary nginx (the upstream resolved once) instead of the example's re-resolving one."""
+    override = Path(tempfile.mkdtemp(prefix="dbops-ci-")) / "caching-nginx.yml"
+    override.write_text(CACHING_NGINX)
+    stack.files.append(str(override))
+    PROXY.update(service="nginx")
 
 
 def environment() -> dict:
@@ -109,6 +133,8 @@ def main() -> int:
     parser.add_argument("--report", default=str(Path(__file__).with_name("REPORT.md")))
     parser.add_argument("--json", default=str(Path(__file__).with_name("results.json")))
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from --json, measure nothing")
+    parser.add_argument("--proxy", choices=["resolving", "caching"], default="resolving",
+                        help="the example's re-resolving nginx, or an ordinary one that resolves the app once")
     args = parser.parse_args()
     if args.report_only:
         write_report(json.loads(Path(args.json).read_text()), Path(args.report), args.runs)
@@ -123,7 +149,9 @@ def main() -> int:
     releases.build("unhealthy", "9.0.0-unhealthy", "unhealthy")
     releases.build("crash_after", "9.0.0-crash-after", "crash_after")
     stack = DeployStack(releases, "a", relaxed_healthcheck=False)
-    results: dict = {"env": environment(), "runs": [], "faults": []}
+    if args.proxy == "caching":
+        use_caching_proxy(stack)
+    results: dict = {"env": environment(), "proxy": args.proxy, "runs": [], "faults": []}
     try:
         first = with_module(stack, "a")()
         assert not first.result.get("failed"), first.result.get("msg")
@@ -230,6 +258,16 @@ def write_report(results: dict, path: Path, planned: int) -> None:
             r["strategy"], r["run"], r["to"], r["failed"], r["total"],
             ", ".join("%s %d" % kv for kv in sorted(r.get("errors", {}).items())) or "-",
             r["longest_failure_s"], r["p99_ms"], r["duration_s"], r.get("load1")))
+    phased = [r for r in rows if r.get("phases")]
+    if phased:
+        lines += ["", "Latency per phase (good answers; ms p50 / p99 / max) against the baseline p99 of %s ms, proxy: %s:"
+                  % (results.get("baseline_p99_ms"), results.get("proxy", "resolving")), "",
+                  "| strategy | run | before | during | after | failed during |", "|---|---|---|---|---|---|"]
+        for r in phased:
+            cells = ["%s / %s / %s" % (p["p50_ms"], p["p99_ms"], p["max_ms"])
+                     for p in (r["phases"]["before"], r["phases"]["during"], r["phases"]["after"])]
+            lines.append("| %s | %d | %s | %s | %s | %d |" % (r["strategy"], r["run"], *cells,
+                                                               r["phases"]["during"]["failed"]))
     # hand-written reading of the committed run; a report under another name stands alone
     notes = path.with_name("NOTES.md") if path.name == "REPORT.md" else path.with_name("-")
     lines += ["", "## Broken releases through compose_deploy", "",

@@ -1,12 +1,15 @@
 # -*- coding: utf-8 -*-
 """Action plugin for dbops.migrations.compose_deploy.
 
-Every change goes through community.docker's modules on the target (docker_compose_v2,
-docker_compose_v2_run, docker_image_tag, docker_container). The read-only steps (engine
-facts, the health wait with its URL gate, logs) and the hidden start of a surge container
-run in one call each through the compose_deploy module on the target, with the Docker SDK
-(module_utils/_compose_engine.py). What this adds: a backup tag before the update, a health
-gate, a zero-downtime surge for services that can run twice, and an automatic rollback.
+Compose changes go through community.docker's modules on the target (docker_compose_v2,
+docker_compose_v2_run, docker_image_tag, docker_container). The other steps run in one call
+each through the compose_deploy module on the target (its hidden ``worker`` option, one typed
+operation per call, see WORKER_OPS), with the Docker SDK (module_utils/_compose_engine.py):
+engine facts, the health wait with its URL gate, logs, backup tags, the proxy's configuration,
+and the changes community.docker has no module for (hidden start and exposure of a surge
+container, a proxy reload, a graceful stop). What this adds: a backup tag per project and
+release before the update, a health gate, a zero-downtime surge (with a caching proxy's
+reloads), an automatic rollback and a rollback on request through the compose tag variable.
 Decisions live in module_utils/_compose.py.
 
 community.docker's compose modules drive only the ``docker compose`` v2 plugin. Without it
@@ -37,6 +40,11 @@ class DeployFailed(Exception):
 
 class EngineLost(DeployFailed):
     """The Docker engine stopped answering: nothing can be checked or rolled back until it is back."""
+
+
+def by_service_running(containers: list[cu.Container]) -> dict[str, str]:
+    """{service: image id} of the running, non one-off containers."""
+    return {c.service: c.image_id for c in containers if c.running and not c.oneoff}
 
 
 class ActionModule(ActionBase):
@@ -84,8 +92,12 @@ class ActionModule(ActionBase):
     # ------------------------------------------------------------------ target-side worker
 
     def _worker(self, op: str, **job: Any) -> dict[str, Any]:
-        """Read-only steps run by the compose_deploy module on the target (Docker SDK)."""
+        """One step run by the compose_deploy module on the target (Docker SDK or compose CLI), with a
+        job checked against its operation's spec (WORKER_OPS) before it leaves."""
         job.update(op=op)
+        problem = cu.worker_job_problem(job)
+        if problem:  # a defect of this plugin: say so instead of sending a job the module would misread
+            raise AnsibleError("compose_deploy: %s" % problem)
         args = {"project_src": self.p["project_src"], "worker": job}
         result = self._module("dbops.migrations.compose_deploy", args, check=False, ignore_errors=True)
         if result.get("failed"):
@@ -108,9 +120,12 @@ class ActionModule(ActionBase):
     def _all_profiles(self) -> list[str]:
         return sorted({p for spec in self.specs.values() for p in spec.profiles})
 
-    def _prepare(self) -> None:
-        """Env file, engine, compose and config, before anything changes."""
-        res = self._worker("prepare", env={k: ("" if v is None else to_text(v)) for k, v in self.p["env"].items()},
+    def _prepare(self, env: dict[str, Any] | None = None) -> None:
+        """Env file, engine, compose and config, before anything changes. ``env`` replaces the
+        task's variables (a rollback names the backup image through the tag variable)."""
+        env = self.p["env"] if env is None else env
+        self._cleanup()
+        res = self._worker("prepare", env={k: ("" if v is None else to_text(v)) for k, v in env.items()},
                            project_name=self.p["project_name"], files=self.p["files"],
                            compose_command=self.p["compose_command"])
         self.tmpdir = res.get("tmpdir")
@@ -130,7 +145,8 @@ class ActionModule(ActionBase):
         if self.p["run"]:
             cu.select_services(self.specs, [self.p["run"]])
         if self.p["backup_tag"] and not cu.valid_tag(self.p["backup_tag"]):
-            raise DeployFailed("backup_tag %r is not a valid image tag" % self.p["backup_tag"])
+            raise DeployFailed("backup_tag %r is not a valid image tag prefix; use letters, digits, '.', '_' "
+                               "and '-' (for example %s)" % (self.p["backup_tag"], cu.BACKUP_PREFIX))
 
     def _cleanup(self) -> None:
         if getattr(self, "tmpdir", None):
@@ -138,9 +154,11 @@ class ActionModule(ActionBase):
                 self._worker("cleanup", tmpdir=self.tmpdir)
             except DeployFailed:
                 pass
+            self.tmpdir = None
 
     def _facts(self, refs: list[str] | None = None) -> tuple[list[cu.Container], dict[str, str | None]]:
         res = self._worker("facts", project=self.project, refs=refs or [])
+        self.image_tags = res.get("image_tags") or {}
         return [cu.container_from_dict(c) for c in res["containers"]], res.get("image_ids") or {}
 
     def _containers(self) -> list[cu.Container]:
@@ -151,13 +169,15 @@ class ActionModule(ActionBase):
 
     def _wait_healthy(self, targets: list[str], *, exclude_ids: tuple[str, ...] = (),
                       watch_ids: tuple[str, ...] = (), settle: float = 0.0,
-                      log_service: str | None = None, use_url: bool = True) -> tuple[cu.HealthVerdict, list[str]]:
-        """Containers running and healthy, ``settle`` seconds stable, then the URL (one call)."""
+                      log_service: str | None = None, use_url: bool = True,
+                      url: str | None = None) -> tuple[cu.HealthVerdict, list[str]]:
+        """Containers running and healthy, ``settle`` seconds stable, then the URL (one call);
+        ``url`` replaces the health URL (the deep health URL of a hidden container)."""
         h = self.health
         res = self._worker(
             "wait", project=self.project, specs={n: s.__dict__ for n, s in self.specs.items()},
             targets=list(targets), timeout=h["timeout"], interval=h["interval"], settle=settle,
-            url=h.get("url") if use_url else None, status_code=h["status_code"], successes=h["successes"],
+            url=url or (h.get("url") if use_url else None), status_code=h["status_code"], successes=h["successes"],
             containers=h["containers"], exclude_ids=list(exclude_ids), watch_ids=list(watch_ids),
             log_lines=self.p["log_lines"], log_service=log_service)
         v = res["verdict"]
@@ -198,8 +218,9 @@ class ActionModule(ActionBase):
             raise DeployFailed(cu.port_conflict_message(res["busy"]), failed_check="ports")
 
     def _backup(self, plan: list[cu.ServiceChange]) -> list[dict[str, str]]:
+        """Keep each replaced image under this project's own backup tag (never a release tag)."""
         done = []
-        for item in cu.backup_targets(plan, self.p["backup_tag"]):
+        for item in cu.backup_targets(plan, self.p["backup_tag"], self.project):
             self._module("community.docker.docker_image_tag", {
                 "name": item["image_id"], "repository": [item["backup"]],
                 "existing_images": "overwrite"}, check=False)
@@ -258,12 +279,15 @@ class ActionModule(ActionBase):
         new = [cu.Container(id=i, name=i[:12], service=service, number=0, image="", image_id="",
                             state="running", health="none") for i in new_ids]
         verdict, logs = self._wait_healthy([service], exclude_ids=old_ids, watch_ids=new_ids,
-                                           settle=self.health["settle"], log_service=service, use_url=False)
-        exposed = False
+                                           settle=self.health["settle"], log_service=service, use_url=False,
+                                           url=self._deep_health_url(created, new_ids))
+        exposed = reloaded = False
         if verdict.state == "ok":
             self._worker("expose", service=service, aliases=created.get("aliases") or {})
             exposed = True
             self._mark("exposed new %s" % service)
+            # a proxy that resolved the service name once learns the new container only now
+            reloaded = self._reload_proxy(service, "new %s healthy" % service)
             if self.health.get("url"):
                 verdict, logs = self._wait_healthy([service], exclude_ids=old_ids, watch_ids=new_ids,
                                                    log_service=service)
@@ -271,11 +295,49 @@ class ActionModule(ActionBase):
             for container in new:
                 self._remove_container(container, graceful=exposed)
             self._mark("removed new %s" % service)
+            if reloaded:
+                self._reload_proxy(service, "new %s removed" % service)
             raise DeployFailed("new release of %s failed its health gate: %s" % (service, verdict.reason),
                                failed_check=verdict.check, failed_service=service, logs=logs,
                                old_kept=True)
+        self._retire(service, old)
+
+    def _deep_health_url(self, created: dict[str, Any], new_ids: tuple[str, ...]) -> str | None:
+        """health.container_path on the hidden new container itself, before it takes traffic."""
+        path, port = self.health.get("container_path"), self.health.get("container_port")
+        if not path or not new_ids:
+            return None
+        ips = (created.get("ips") or {}).get(new_ids[0]) or []
+        if not ips:
+            raise DeployFailed("the new container has no network address for health.container_path",
+                               failed_check="url", old_kept=True)
+        return "http://%s:%d/%s" % (ips[0], port or 80, path.lstrip("/"))
+
+    def _proxy_caches(self, service: str) -> bool:
+        return bool(self.proxy) and self.proxy["mode"] == "caching" and service in self.proxy["upstreams"]
+
+    def _reload_proxy(self, service: str, why: str) -> bool:
+        """Graceful reload of a caching proxy (it re-resolves the service name); False when none."""
+        if not self._proxy_caches(service):
+            return False
+        self._worker("proxy_exec", project=self.project, service=self.proxy["service"],
+                     command=list(self.proxy["reload_command"]))
+        self._mark("reloaded %s (%s)" % (self.proxy["service"], why))
+        if self.proxy["drain"] > 0:
+            time.sleep(self.proxy["drain"])  # requests the old proxy workers still carry finish
+        return True
+
+    def _retire(self, service: str, old: list[cu.Container]) -> None:
+        """Stop the old containers gracefully (they stop listening at once and finish what is in
+        flight); then a caching proxy drops their addresses with a second reload."""
         for container in old:
-            self._remove_container(container)
+            if self._proxy_caches(service):
+                self._worker("stop", id=container.id, timeout=self.p["stop_timeout"])
+                self._mark("stopped old %s" % container.name)
+                self._reload_proxy(service, "old %s stopped" % service)
+                self._remove_container(container, graceful=False)
+            else:
+                self._remove_container(container)
         self._mark("retired old %s" % service)
 
     def _mark(self, step: str) -> None:
@@ -304,16 +366,35 @@ class ActionModule(ActionBase):
             raise DeployFailed("health check failed: %s" % verdict.reason, failed_check=verdict.check,
                                failed_service=verdict.service or (changed[0] if changed else None), logs=logs)
 
-    def _restore_backups(self, backups: list[dict[str, str]], same_ref_only: bool) -> list[str]:
-        restored = []
-        for item in backups:
-            if same_ref_only and not item["same_ref"]:
-                continue
-            self._module("community.docker.docker_image_tag", {
-                "name": item["backup"], "repository": [item["restore_to"]],
-                "existing_images": "overwrite"}, check=False)
-            restored.append(item["restore_to"])
-        return restored
+    def _redeploy_images(self, chosen: dict[str, dict[str, str]]) -> list[str]:
+        """Deploy the given backups ({service: {ref, id}}) through the compose file's own tag
+        variable (and image variable), then check that each service runs exactly that image."""
+        refs = {cu.parse_image_ref(c["ref"]) for c in chosen.values()}
+        tags = sorted({r.tag for r in refs})
+        if len(tags) != 1:
+            raise DeployFailed("the services to roll back need different backup tags (%s) but the compose file has one "
+                               "tag variable (%s); roll them back one at a time with services=[...]"
+                               % (", ".join(tags), self.p["tag_variable"]), failed_check="rollback")
+        env = dict(self.p["env"])
+        env[self.p["tag_variable"]] = tags[0]
+        repos = sorted({r.repository for r in refs})
+        if self.p["image_variable"] and len(repos) == 1:
+            env[self.p["image_variable"]] = repos[0]
+        self._prepare(env)
+        wrong = {s: self.specs[s].image for s, c in chosen.items() if self.specs[s].image != c["ref"]}
+        if wrong:
+            raise DeployFailed(
+                "with %s=%s the compose file still names %s, so the backup cannot be deployed through it; set "
+                "tag_variable (and image_variable) to the variables the compose file uses in image:"
+                % (self.p["tag_variable"], tags[0], ", ".join("%s: %s" % kv for kv in sorted(wrong.items()))),
+                failed_check="rollback")
+        self._deploy(self._plan())
+        running = by_service_running(self._containers())
+        mismatch = ["%s runs %s, expected %s" % (s, cu.short_id(running.get(s)), cu.short_id(c["id"]))
+                    for s, c in chosen.items() if running.get(s) != c["id"]]
+        if mismatch:
+            raise DeployFailed("after the rollback " + "; ".join(mismatch), failed_check="rollback")
+        return sorted({c["ref"] for c in chosen.values()})
 
     def _rollback_after(self, failure: DeployFailed, backups: list[dict[str, str]],
                         fresh: bool) -> dict[str, Any]:
@@ -328,30 +409,30 @@ class ActionModule(ActionBase):
             out["msg"] += "; the new containers were removed (nothing ran before)"
             return out
         if failure.extra.get("old_kept"):
-            # The old containers never stopped. A release under the same tag (latest rebuilt)
-            # gets its old image back under that tag, so compose still sees it as current.
-            out["restored_images"] = self._restore_backups(backups, same_ref_only=True)
+            # The old containers never stopped: nothing to bring back, no tag to touch.
+            out["restored_images"] = []
             out["msg"] += "; the new container was removed and the previous release kept serving"
-            self.timeline.append(("rolled back", round(time.monotonic() - self.t0, 2)))
+            self._mark("rolled back")
             return out
-        # The guide's rollback: tag the backup as the release tag again and redeploy it. A new
-        # tag (1.0 -> 1.1) gets its own image back afterwards, so that REPO:1.1 still names the
-        # release that failed; the running containers keep the previous image.
-        failed_ids = self._image_ids([b["restore_to"] for b in backups if not b["same_ref"]])
-        out["restored_images"] = self._restore_backups(backups, same_ref_only=False)
+        # In place: redeploy the images that ran before, each under its backup tag (release tags
+        # stay where they are, the failed release keeps its own).
+        chosen = {b["service"]: {"ref": b["backup"], "id": b["image_id"]} for b in backups}
         try:
-            self._deploy(self._plan())
-            out["msg"] += "; rolled back to the previous release (%s), which is healthy" % ", ".join(
-                out["restored_images"]) if out["restored_images"] else "; redeployed the previous configuration"
+            if chosen:
+                out["restored_images"] = self._redeploy_images(chosen)
+                out["msg"] += "; rolled back to the previous release (%s), which is healthy" % ", ".join(
+                    "%s: %s" % (b["service"], b["source"] if not cu.is_image_id(b["source"]) else b["backup"])
+                    for b in backups)
+            else:
+                out["restored_images"] = []
+                self._deploy(self._plan())
+                out["msg"] += "; redeployed the previous configuration"
+        except EngineLost:
+            raise
         except DeployFailed as again:
             out["rollback_error"] = again.msg
             out["msg"] += "; ROLLBACK ALSO FAILED: %s" % again.msg
-        for ref, image_id in failed_ids.items():
-            if image_id:
-                self._module("community.docker.docker_image_tag", {
-                    "name": image_id, "repository": [ref], "existing_images": "overwrite"},
-                    check=False, ignore_errors=True)
-        self.timeline.append(("rolled back", round(time.monotonic() - self.t0, 2)))
+        self._mark("rolled back")
         return out
 
     # ------------------------------------------------------------------ states
@@ -366,10 +447,14 @@ class ActionModule(ActionBase):
         result["services"] = self.targets
         if self._task.diff:
             result["diff"] = cu.render_diff(plan)
+        if any(c.action == "recreate" for c in changing):
+            # something that runs is replaced: how does traffic reach it, can it be done without downtime?
+            self._refuse_in_place(plan, result)
         if self._task.check_mode:
             return result
         if not changing:
             verdict, logs = self._wait_healthy(self.targets)
+            result["images"] = self._running_images()
             if verdict.state != "ok":
                 result.update(failed=True, msg="the running release is not healthy: %s" % verdict.reason,
                               failed_check=verdict.check, failed_service=verdict.service, logs=logs)
@@ -378,6 +463,7 @@ class ActionModule(ActionBase):
         fresh = not any(c.before_image_id for c in plan)
         backups = self._backup(plan) if self.p["backup_tag"] else []
         result["backups"] = [b["backup"] for b in backups]
+        result["backup_images"] = cu.backup_images_result(backups)
         started = time.monotonic()
         try:
             self._deploy(plan)
@@ -401,6 +487,60 @@ class ActionModule(ActionBase):
             result["images"] = self._running_images()
         return result
 
+    def _detect_proxy(self) -> None:
+        """How traffic reaches the services (proxy option): mode and the services it routes to."""
+        option = self.p.get("proxy")
+        self.proxy = None
+        if not option:
+            return
+        proxy = {"service": option.get("service"), "mode": option.get("mode") or "auto",
+                 "reload_command": option.get("reload_command") or ["nginx", "-s", "reload"],
+                 "drain": float(option.get("drain") if option.get("drain") is not None else 2.0),
+                 "upstreams": [], "detected": False}
+        if proxy["mode"] != "none" and not proxy["service"]:
+            raise DeployFailed("proxy.service is required with proxy.mode=%s: name the compose service of the reverse "
+                               "proxy (for example nginx), or set proxy.mode=none" % proxy["mode"])
+        if proxy["mode"] != "none":
+            if proxy["service"] not in self.specs:
+                raise DeployFailed("proxy.service %s is not a service of the compose project (it defines: %s)"
+                                   % (proxy["service"], ", ".join(sorted(self.specs))))
+            others = [s for s in self.specs if s != proxy["service"]]
+            answer = self._worker("proxy_config", project=self.project, service=proxy["service"])
+            if not answer.get("running"):
+                # no proxy container runs: no traffic flows through it, nothing to keep alive
+                proxy["mode"] = "none" if proxy["mode"] == "auto" else proxy["mode"]
+            elif answer.get("rc") == 0:
+                found = cu.classify_proxy(answer.get("config") or "", others)
+                proxy["upstreams"] = found["upstreams"]
+                if proxy["mode"] == "auto":
+                    proxy["mode"], proxy["detected"] = found["mode"], True
+            elif proxy["mode"] == "auto":
+                raise DeployFailed(
+                    "could not read the configuration of the proxy %s to tell how it reaches the services (%s); set "
+                    "proxy.mode to resolving (it re-resolves names), caching (it resolves them once; give "
+                    "proxy.reload_command) or none. Nothing was changed."
+                    % (proxy["service"], (answer.get("error") or "").strip()[-300:] or "nginx -T failed"))
+            if not proxy["upstreams"]:
+                proxy["upstreams"] = [s for s in self.targets if s != proxy["service"]]
+        self.proxy = proxy
+
+    def _refuse_in_place(self, plan: list[cu.ServiceChange], result: dict[str, Any]) -> None:
+        """With a proxy option: say before anything changes when a service that takes traffic
+        can only be released in place, and go on only with allow_in_place."""
+        self._detect_proxy()
+        if self.proxy is None:
+            return
+        result["proxy"] = {k: self.proxy[k] for k in ("service", "mode", "upstreams", "detected")}
+        if not self.p["zero_downtime"] or self.p["allow_in_place"]:
+            return
+        if self.proxy["mode"] == "none":
+            traffic = [s for s in (self.p["services"] or []) if self.specs[s].published_ports]
+        else:
+            traffic = self.proxy["upstreams"]
+        problem = cu.in_place_problem(plan, self.specs, traffic, self.proxy["mode"])
+        if problem:
+            raise DeployFailed(problem, failed_check="strategy")
+
     def _engine_lost(self, lost: EngineLost, backups: list[dict[str, str]], during_rollback: bool) -> dict[str, Any]:
         self._mark("engine lost")
         last = self.timeline[-2][0] if len(self.timeline) > 1 else None
@@ -409,38 +549,56 @@ class ActionModule(ActionBase):
                 "msg": cu.engine_lost_message(lost.msg, last, [b["backup"] for b in backups], during_rollback)}
 
     def _manual_rollback(self, result: dict[str, Any]) -> dict[str, Any]:
-        """The guide's rollback: tag REPO:backup_tag as the release tag again and redeploy."""
-        tag = self.p["backup_tag"]
-        pairs = []
-        for service in self.targets:
-            image = self.specs[service].image
-            if not image:
-                continue
-            ref = cu.parse_image_ref(image)
-            pairs.append((ref.with_tag(tag), ref.reference))
-        ids = self._image_ids([p[0] for p in pairs] + [p[1] for p in pairs])
-        # services whose image never changed have no backup: they stay as they are
-        pairs = [(b, r) for b, r in pairs if ids.get(b)]
-        if not pairs:
-            raise DeployFailed("no backup image (%s) for any of %s; nothing to roll back to (a deploy with "
-                               "backup_tag=%s creates it)" % (tag, ", ".join(self.targets), tag))
-        retag = [(b, r) for b, r in pairs if ids.get(b) != ids.get(r)]
-        result["changed"] = bool(retag)
-        result["restored_images"] = sorted({restored for _backup, restored in retag})
+        """Redeploy the image each service ran before the last release, from this project's backup
+        tag, through the compose file's tag variable; release tags are not touched."""
+        prefix = cu.backup_prefix(self.p["backup_tag"], self.project)
+        self._detect_proxy()
+        repos = {s: cu.parse_image_ref(self.specs[s].image).repository for s in self.targets if self.specs[s].image}
+        found = self._worker("backups", repositories=sorted(set(repos.values())), tag_prefix=prefix)["candidates"]
+        running = by_service_running(self._containers())
+        chosen = {}
+        for service, repo in repos.items():
+            pick = cu.choose_rollback_image(found.get(repo) or [], running.get(service))
+            if pick:
+                chosen[service] = {"ref": pick["ref"], "id": pick["id"]}
+        if not chosen:
+            raise DeployFailed("no backup image of project %s (tags %s* in %s) to roll back %s to; a release that "
+                               "replaces a running image writes one" % (
+                                   self.project, prefix, ", ".join(sorted(set(repos.values()))) or "-",
+                                   ", ".join(self.targets)), failed_check="rollback")
+        result["changed"] = True
+        result["restored_images"] = sorted({c["ref"] for c in chosen.values()})
+        result["rollback_to"] = {s: {"image": c["ref"], "id": c["id"]} for s, c in chosen.items()}
         if self._task.check_mode:
             return result
-        for backup, ref in dict.fromkeys(retag):
-            self._module("community.docker.docker_image_tag", {
-                "name": backup, "repository": [ref], "existing_images": "overwrite"}, check=False)
-        plan = self._plan()
-        result["plan"] = cu.dump_plan(plan)
-        result["changed"] = result["changed"] or any(c.changes for c in plan)
-        self._deploy(plan)
+        self._redeploy_images(chosen)
         result["images"] = self._running_images()
         return result
 
     def _running_images(self) -> dict[str, str]:
-        return {c.service: c.image for c in self._containers() if c.running and not c.oneoff}
+        """repo:tag per running service: what runs, never a bare image id when a tag names it."""
+        current = [c for c in self._containers() if c.running and not c.oneoff]
+        return {c.service: cu.display_image(c.image, c.image_id, self.image_tags.get(c.image_id) or [],
+                                            self.p["backup_tag"]) for c in current}
+
+    def _inspected(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Read-only: per service, the container, image (repo:tag), image id, running, health."""
+        grouped = cu.by_service(self._containers())
+        services = {}
+        for service in self.targets:
+            present = grouped.get(service) or []
+            first = next((c for c in present if c.running), present[0] if present else None)
+            if first is None:
+                services[service] = {"container": None, "image": None, "image_id": None, "running": False,
+                                     "health": None}
+                continue
+            services[service] = {
+                "container": first.name, "running": first.running, "health": first.health,
+                "image": cu.display_image(first.image, first.image_id, self.image_tags.get(first.image_id) or [],
+                                          self.p["backup_tag"]),
+                "image_id": first.image_id}
+        result.update(changed=False, services=services)
+        return result
 
     def _down(self, remove_volumes: bool, check: bool | None = None, ignore_errors: bool = False) -> dict[str, Any]:
         if self.v1:
@@ -555,6 +713,8 @@ class ActionModule(ActionBase):
         self.env_files = []
         self.tmpdir = None
         self.timeline = []
+        self.proxy = None
+        self.image_tags = {}
         self.t0 = time.monotonic()
         result.update(changed=False, rolled_back=False, project=None)
         try:
@@ -570,6 +730,8 @@ class ActionModule(ActionBase):
                 return self._restarted(result)
             if self.p["state"] == "stopped":
                 return self._stopped(result)
+            if self.p["state"] == "inspected":
+                return self._inspected(result)
             return self._present(result)
         except DeployFailed as exc:
             result.update(failed=True, msg=exc.msg)

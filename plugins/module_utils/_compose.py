@@ -20,6 +20,11 @@ CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
 
 HEALTH_STATES = ("healthy", "unhealthy", "starting", "none")
 
+# Backup tags read <prefix>-<project>-<release replaced>: one project's rollback image never
+# shadows another's, and no release tag is ever moved.
+BACKUP_PREFIX = "dbops-rollback"
+PROXY_MODES = ("auto", "resolving", "caching", "none")
+
 
 ARGUMENT_SPEC: dict[str, Any] = dict(
     project_src=dict(type="path", required=True),
@@ -28,11 +33,21 @@ ARGUMENT_SPEC: dict[str, Any] = dict(
     profiles=dict(type="list", elements="str", default=[]),
     services=dict(type="list", elements="str"),
     env=dict(type="dict", default={}),
-    state=dict(type="str", default="present", choices=["present", "absent", "restarted", "stopped"]),
+    state=dict(type="str", default="present",
+               choices=["present", "absent", "restarted", "stopped", "inspected"]),
     pull=dict(type="str", default="missing", choices=["always", "missing", "never", "policy"]),
     build=dict(type="str", default="never", choices=["always", "never", "policy"]),
-    backup_tag=dict(type="str", default="backup"),
+    backup_tag=dict(type="str", default=BACKUP_PREFIX),
     rollback=dict(type="bool", default=False),
+    tag_variable=dict(type="str", default="APP_VERSION"),
+    image_variable=dict(type="str", default="APP_IMAGE"),
+    allow_in_place=dict(type="bool", default=False),
+    proxy=dict(type="dict", options=dict(
+        service=dict(type="str"),
+        mode=dict(type="str", default="auto", choices=list(PROXY_MODES)),
+        reload_command=dict(type="list", elements="str", default=["nginx", "-s", "reload"]),
+        drain=dict(type="float", default=2.0),
+    )),
     rollback_on_failure=dict(type="bool", default=True),
     zero_downtime=dict(type="bool", default=True),
     health=dict(type="dict", default={}, options=dict(
@@ -43,6 +58,8 @@ ARGUMENT_SPEC: dict[str, Any] = dict(
         successes=dict(type="int", default=3),
         settle=dict(type="float", default=5.0),
         containers=dict(type="bool", default=True),
+        container_path=dict(type="str"),
+        container_port=dict(type="int"),
     )),
     stop_timeout=dict(type="int", default=20),
     log_lines=dict(type="int", default=40),
@@ -437,8 +454,39 @@ def render_diff(plan: Sequence[ServiceChange]) -> dict[str, str]:
             "after_header": "images after deploy"}
 
 
-def backup_targets(plan: Sequence[ServiceChange], backup_tag: str) -> list[dict[str, str]]:
-    """Images to tag as REPO:backup_tag: the running image of each service that changes."""
+def is_image_id(reference: str | None) -> bool:
+    """``sha256:...`` or a bare hex id: what Docker shows for a container whose tag moved away."""
+    ref = reference or ""
+    return ref.startswith("sha256:") or bool(re.match(r"^[0-9a-f]{12,64}$", ref))
+
+
+def short_id(image_id: str | None) -> str:
+    return (image_id or "").replace("sha256:", "")[:12]
+
+
+def sanitize_tag(text: str) -> str:
+    """A valid image tag from ``text``: other characters become '-', at most 128 long."""
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).lstrip(".-") or "x"
+    return tag[:128]
+
+
+def backup_tag_name(prefix: str, project: str, replaced: str | None, image_id: str | None) -> str:
+    """``<prefix>-<project>-<tag it replaced>``; a replaced image known only by its id gives the short id."""
+    release = None
+    if replaced and not is_image_id(replaced):
+        ref = parse_image_ref(replaced)
+        release = ref.tag or (ref.digest or "").replace("sha256:", "")[:12] or None
+    return sanitize_tag("%s-%s-%s" % (prefix, project, release or short_id(image_id) or "unknown"))
+
+
+def backup_prefix(prefix: str, project: str) -> str:
+    """The start every backup tag of ``project`` shares (see backup_tag_name)."""
+    return sanitize_tag("%s-%s-" % (prefix, project))
+
+
+def backup_targets(plan: Sequence[ServiceChange], prefix: str, project: str = "") -> list[dict[str, str]]:
+    """Backups to write before the update: the running image of each service whose image changes,
+    kept as ``REPO:<prefix>-<project>-<tag it replaced>`` (REPO: the repository the compose file names)."""
     out, seen = [], set()
     for change in plan:
         if not change.changes or not change.before_image_id or not change.before_image:
@@ -446,15 +494,137 @@ def backup_targets(plan: Sequence[ServiceChange], backup_tag: str) -> list[dict[
         if not change.image_changes:  # recreated for config only: its image stays, no backup needed
             continue
         ref = parse_image_ref(change.after_image or change.before_image)
-        target = ref.with_tag(backup_tag)
-        if target in seen:
+        replaced = change.before_image
+        if is_image_id(replaced):
+            replaced = None
+        tag = backup_tag_name(prefix, project, replaced, change.before_image_id)
+        if replaced and (parse_image_ref(replaced).tag or "").startswith(backup_prefix(prefix, project)):
+            tag = parse_image_ref(replaced).tag  # it runs a backup already (after a rollback): keep that name
+        target = ref.with_tag(tag)
+        if (target, change.before_image_id) in seen:
             continue
-        seen.add(target)
+        seen.add((target, change.before_image_id))
         out.append({"service": change.service, "image_id": change.before_image_id,
                     "source": change.before_image, "backup": target,
-                    "restore_to": ref.reference,
-                    "same_ref": parse_image_ref(change.before_image).reference == ref.reference})
+                    "replaced": replaced or short_id(change.before_image_id)})
     return out
+
+
+def backup_images_result(backups: Sequence[Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """``backup_images``: {service: {image, id, replaced}}."""
+    return {b["service"]: {"image": b["backup"], "id": b["image_id"], "replaced": b["replaced"]} for b in backups}
+
+
+def choose_rollback_image(candidates: Sequence[Mapping[str, Any]], running_id: str | None,
+                          wanted_tag: str | None = None) -> Mapping[str, Any] | None:
+    """The backup to roll back to: the one named ``wanted_tag`` when given, else the most recently
+    written backup whose image is not the one running now. Candidates: {tag, id, tagged_at}."""
+    if wanted_tag:
+        return next((c for c in candidates if c["tag"] == wanted_tag), None)
+    usable = [c for c in candidates if c.get("id") != running_id]
+    return max(usable, key=lambda c: (c.get("tagged_at") or "", c["tag"])) if usable else None
+
+
+def display_image(container_image: str, image_id: str, tags: Sequence[str], prefix: str = BACKUP_PREFIX) -> str:
+    """``repo:tag`` for what a container runs: its own reference while that is a release tag of its
+    image, else another release tag of it (a rollback runs a backup tag), else a backup tag, else
+    the short id."""
+    releases = [t for t in tags if ":" + prefix + "-" not in t]
+    if container_image in releases or (container_image in tags and not releases):
+        return container_image
+    if container_image and not is_image_id(container_image):
+        # the same repository first: a rollback of REPO:2 shows REPO:1, not another name of that image
+        repository = parse_image_ref(container_image).repository
+        releases = [t for t in releases if parse_image_ref(t).repository == repository] or releases
+    if releases:
+        return sorted(releases)[0]
+    if tags:
+        return sorted(tags)[0]
+    if container_image and not is_image_id(container_image):
+        return container_image
+    return short_id(image_id) or container_image
+
+
+# --------------------------------------------------------------------------- proxy
+
+_NGINX_COMMENT = re.compile(r"#[^\n]*")
+
+
+def _nginx_directives(config: str, name: str) -> list[str]:
+    text = _NGINX_COMMENT.sub("", config or "")
+    return [m.group(1).strip() for m in re.finditer(r"(?:^|[;{}\s])%s\s+([^;]*);" % re.escape(name), text)]
+
+
+def _upstream_host(target: str, variables: Mapping[str, str]) -> tuple[str | None, bool]:
+    """(host, through a variable) for a proxy_pass target such as ``http://app:8000/`` or ``$up``."""
+    via_variable = "$" in target
+    if via_variable:
+        match = re.match(r"\$\{?(\w+)\}?", target.strip())
+        target = variables.get(match.group(1), "") if match else ""
+    match = re.match(r"^(?:[a-z]+://)?([^/:$\s]+)", target.strip())
+    return (match.group(1) if match else None), via_variable
+
+
+def classify_proxy(config: str, services: Iterable[str]) -> dict[str, Any]:
+    """How an nginx configuration (``nginx -T``) reaches the compose services.
+
+    ``resolving``: every proxy_pass to a service goes through a variable and a ``resolver`` is set,
+    so nginx asks Docker's DNS again while it runs. ``caching``: a service is named literally
+    (``proxy_pass http://app:8000;`` or an ``upstream`` block), resolved once when nginx starts
+    or reloads. Returns {mode, upstreams (services it routes to), literal, via_variable}."""
+    known = set(services)
+    variables = {}
+    for value in _nginx_directives(config, "set"):
+        parts = value.split(None, 1)
+        if len(parts) == 2:
+            variables[parts[0].lstrip("$")] = parts[1].strip("'\"")
+    upstream_blocks = {}
+    for match in re.finditer(r"upstream\s+([\w.-]+)\s*{([^}]*)}", _NGINX_COMMENT.sub("", config or "")):
+        upstream_blocks[match.group(1)] = [h for h, _v in (_upstream_host(s.split()[0], {}) for s in
+                                                          _nginx_directives("{" + match.group(2), "server") if s)]
+    literal, dynamic = set(), set()
+    for target in _nginx_directives(config, "proxy_pass"):
+        host, via_variable = _upstream_host(target, variables)
+        hosts = upstream_blocks.get(host or "", [host])
+        for name in hosts:
+            if name in known:
+                (dynamic if via_variable and host not in upstream_blocks else literal).add(name)
+    resolver = bool(_nginx_directives(config, "resolver"))
+    if literal or (dynamic and not resolver):
+        mode = "caching"
+    elif dynamic:
+        mode = "resolving"
+    else:
+        mode = "none"
+    return {"mode": mode, "upstreams": sorted(literal | dynamic), "literal": sorted(literal),
+            "via_variable": sorted(dynamic)}
+
+
+def in_place_problem(plan: Sequence["ServiceChange"], specs: Mapping[str, ServiceSpec],
+                     traffic: Iterable[str], proxy_mode: str) -> str | None:
+    """Why a release of the services that take traffic would drop requests, or None.
+
+    Said before anything changes; the caller releases in place only with allow_in_place."""
+    reasons = []
+    for change in plan:
+        if change.service not in set(traffic) or change.action != "recreate" or change.strategy == "surge":
+            continue
+        spec = specs[change.service]
+        if spec.published_ports:
+            why = "publishes host port %s, which two containers cannot share" % ", ".join(spec.published_ports)
+        elif spec.container_name:
+            why = "has a fixed container_name (%s)" % spec.container_name
+        elif spec.replicas != 1:
+            why = "runs %d replicas" % spec.replicas
+        else:
+            why = "has no single running container to replace"
+        reasons.append("%s %s" % (change.service, why))
+    if not reasons:
+        return None
+    return ("no zero-downtime strategy fits this release (proxy: %s): %s. Nothing was changed. Release in place "
+            "(requests fail while the container restarts) with allow_in_place=true, or remove what blocks a "
+            "second container (route traffic through a proxy instead of a host port)."
+            % (proxy_mode, "; ".join(reasons)))
 
 
 # --------------------------------------------------------------------------- health
@@ -634,3 +804,66 @@ def container_from_dict(data: Mapping[str, Any]) -> Container:
 
 def spec_from_dict(data: Mapping[str, Any]) -> ServiceSpec:
     return ServiceSpec(**{f.name: data.get(f.name) for f in dataclasses.fields(ServiceSpec)})
+
+
+# --------------------------------------------------------------------------- worker protocol
+# The action plugin runs steps on the target through the compose_deploy module's hidden
+# ``worker`` option: one operation per call. Each operation has one spec, checked by the action
+# plugin before it sends and by the module when it receives, so a renamed or missing key fails
+# loudly instead of reading as None. Kinds: str, int, float, bool, list, dict; "?" = may be None.
+
+_V1_BASE = {"docker": "str", "project": "str", "files": "list?", "env_files": "list", "profiles": "list",
+            "pull": "str", "build": "str", "deps": "dict", "targets": "list", "specs": "dict"}
+
+WORKER_OPS: dict[str, dict[str, str]] = {
+    # read-only
+    "prepare": {"env": "dict", "project_name": "str?", "files": "list?", "compose_command": "str"},
+    "facts": {"project": "str", "refs": "list"},
+    "wait": {"project": "str", "specs": "dict", "targets": "list", "timeout": "int", "interval": "float",
+             "settle": "float", "url": "str?", "status_code": "list", "successes": "int", "containers": "bool",
+             "exclude_ids": "list", "watch_ids": "list", "log_lines": "int", "log_service": "str?"},
+    "ports": {"project": "str", "ports": "dict"},
+    "backups": {"repositories": "list", "tag_prefix": "str"},
+    "proxy_config": {"project": "str", "service": "str"},
+    # changes
+    "cleanup": {"tmpdir": "str"},
+    "surge_create": {"project": "str", "service": "str", "scale": "int", "pull": "str", "build": "str",
+                     "docker": "str", "files": "list?", "env_files": "list", "profiles": "list", "cli": "str",
+                     "deps": "dict", "specs": "dict"},
+    "expose": {"service": "str", "aliases": "dict"},
+    "proxy_exec": {"project": "str", "service": "str", "command": "list"},
+    "stop": {"id": "str", "timeout": "int"},
+    "v1_plan": dict(_V1_BASE, services="list", all_services="list"),
+    "v1_up": dict(_V1_BASE, services="list"),
+    "v1_down": dict(_V1_BASE, remove_volumes="bool", all_services="list", all_profiles="list", check="bool"),
+    "v1_restart": dict(_V1_BASE, services="list?", check="bool"),
+    "v1_stop": dict(_V1_BASE, services="list?"),
+    "v1_run": dict(_V1_BASE, service="str", command="list", profiles="list"),
+}
+
+_KINDS: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+                                       "list": (list, tuple), "dict": (dict,)}
+
+
+def worker_job_problem(job: Mapping[str, Any]) -> str | None:
+    """What is wrong with a worker job against its operation's spec; None when it matches."""
+    op = job.get("op")
+    spec = WORKER_OPS.get(op) if isinstance(op, str) else None
+    if spec is None:
+        return "unknown worker operation %r (known: %s)" % (op, ", ".join(sorted(WORKER_OPS)))
+    problems = []
+    for key in sorted(set(job) - set(spec) - {"op"}):
+        problems.append("unexpected key %s" % key)
+    for key, kind in spec.items():
+        optional = kind.endswith("?")
+        types = _KINDS[kind.rstrip("?")]
+        if key not in job:
+            problems.append("missing key %s" % key)
+        elif job[key] is None:
+            if not optional:
+                problems.append("%s is None" % key)
+        elif not isinstance(job[key], types) or (kind.rstrip("?") in ("int", "float") and isinstance(job[key], bool)):
+            problems.append("%s must be %s, not %s" % (key, kind.rstrip("?"), type(job[key]).__name__))
+    if problems:
+        return "worker operation %s: %s" % (op, "; ".join(problems))
+    return None

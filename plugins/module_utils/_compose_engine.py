@@ -3,10 +3,11 @@
 compose CLI to drive, engine facts, and the wait for health.
 
 Runs inside the compose_deploy module on the target host, with the Docker SDK, so that
-polling a release's health is one module call instead of one per poll. It only reads
-(containers, networks, volumes, images, logs, the health URL), writes the env file and
-hides or exposes a surged container; every other change to the project goes through
-community.docker's modules (compose v2) or the ``docker-compose`` command (v1).
+polling a release's health is one module call instead of one per poll. It reads (containers,
+networks, volumes, images and their tags, logs, the health URL), writes the env file, hides or
+exposes a surged container and runs commands in the proxy container (its configuration dump
+and graceful reload); every other change to the project goes through community.docker's
+modules (compose v2) or the ``docker-compose`` command (v1).
 """
 from __future__ import annotations
 
@@ -210,3 +211,49 @@ def expose(client, container_id: str, service: str, original: dict[str, list[str
     for network, aliases in original.items():
         wanted = list(aliases) if service in aliases else list(aliases) + [service]
         _reconnect(client, container_id, network, wanted)
+
+
+def image_tags(client, ids: Sequence[str]) -> dict[str, list[str]]:
+    """{image id: its repo:tag names} for the images the given containers run."""
+    import docker.errors
+    out: dict[str, list[str]] = {}
+    for image_id in dict.fromkeys(i for i in ids if i):
+        try:
+            out[image_id] = sorted(client.api.inspect_image(image_id).get("RepoTags") or [])
+        except docker.errors.ImageNotFound:
+            out[image_id] = []
+    return out
+
+
+def backup_candidates(client, repository: str, tag_prefix: str) -> list[dict[str, str]]:
+    """This project's backup tags in ``repository``: {tag, id, tagged_at} (Docker's LastTagTime,
+    which records when the backup was written)."""
+    found = []
+    for image in client.api.images(name=repository) or []:
+        tags = [t for t in image.get("RepoTags") or [] if t.startswith(repository + ":" + tag_prefix)]
+        if not tags:
+            continue
+        tagged_at = ((client.api.inspect_image(image["Id"]).get("Metadata") or {}).get("LastTagTime") or "")
+        for tag in tags:
+            found.append({"tag": tag[len(repository) + 1:], "ref": tag, "id": image["Id"],
+                          "tagged_at": tagged_at})
+    return found
+
+
+def container_ips(client, container_id: str) -> list[str]:
+    networks = client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
+    return [cfg["IPAddress"] for cfg in networks.values() if cfg.get("IPAddress")]
+
+
+def exec_in(client, container_id: str, argv: Sequence[str], timeout: int = 30) -> tuple[int, str]:
+    """Run ``argv`` in a running container (no shell); (exit code, combined output)."""
+    created = client.api.exec_create(container_id, list(argv), stdout=True, stderr=True)
+    raw = client.api.exec_start(created["Id"])
+    rc = client.api.exec_inspect(created["Id"]).get("ExitCode")
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return (rc if rc is not None else -1), text
+
+
+def running_container_of(client, project: str, service: str) -> cu.Container | None:
+    found = [c for c in containers(client, project) if c.service == service and c.running and not c.oneoff]
+    return found[0] if found else None

@@ -10,9 +10,17 @@ short_description: Release a docker compose project with a backup tag, health ga
 version_added: 0.1.0
 author: dbops developers (@dbops)
 description:
-  - Deploys a docker compose project the way an operator would, every time. Before the update it tags the image
-    each changing service runs now as C(REPOSITORY:backup_tag); then it brings the new release up, waits for the
-    container healthchecks and the O(health.url), and rolls back by itself when a check fails.
+  - Deploys a docker compose project the way an operator would, every time. Before the update it keeps the image
+    each changing service runs now under a tag of its own, C(REPOSITORY:<backup_tag>-<project>-<tag it replaced>)
+    (for example C(auto_trader:dbops-rollback-shop-1.0.0)); release tags such as C(auto_trader:1.0.0) are never
+    moved. Then it brings the new release up, waits for the container healthchecks and the O(health.url), and
+    rolls back by itself when a check fails.
+  - With O(proxy), it finds out how traffic reaches the services (a proxy that re-resolves names, one that
+    resolves them once and caches the address, or none) and releases without failed requests in each case; a
+    caching proxy is reloaded gracefully (O(proxy.reload_command)) once the new container is healthy and again
+    after the old one stopped. When no zero-downtime strategy fits a service that takes traffic (it publishes a
+    host port, has a fixed C(container_name) or several replicas), it says so before changing anything and
+    releases in place only with O(allow_in_place=true).
   - A service that can run twice (no C(container_name), no published host port, one replica) is released without
     downtime. A second container with the new image starts beside the old one; once it is healthy and has stayed
     healthy for O(health.settle) seconds (and the health URL answered), the old container is stopped gracefully
@@ -25,7 +33,8 @@ description:
     code and logs; a non-zero exit code fails the task.
   - This is an action plugin. Changes are made by community.docker's C(docker_compose_v2),
     C(docker_compose_v2_run), C(docker_image_tag) and C(docker_container) on the target host; engine facts, the
-    health wait and logs are read there in one call each through this module with the Docker SDK for Python.
+    health wait, logs, the proxy's configuration and reload, and the hidden start of a surged container run there in
+    one call each through this module with the Docker SDK for Python.
   - It uses the C(docker compose) v2 CLI plugin (2.18 or newer) and falls back to the standalone C(docker-compose)
     v1 command (1.28 or newer) when the plugin is missing or too old (see O(compose_command)). community.docker's
     compose modules cannot drive v1, so with it this module runs C(docker-compose) itself (argument lists, the
@@ -72,7 +81,9 @@ options:
       - V(stopped) stops the running containers of O(services) (all services when empty) and keeps them, as the
         guide's emergency stop does; V(present) or V(restarted) starts them again. Not changed when none runs.
     type: str
-    choices: [present, absent, restarted, stopped]
+      - V(inspected) changes nothing and returns, per service, the container, the image (C(repo:tag)), its ID,
+        whether it runs and its health (RV(services)); deploy playbooks record it before a release.
+    choices: [present, absent, restarted, stopped, inspected]
     default: present
   pull:
     description: Pull policy handed to C(docker compose up) (see community.docker.docker_compose_v2).
@@ -86,15 +97,61 @@ options:
     default: never
   backup_tag:
     description:
-      - Tag given to the image each changing service runs now, as C(REPOSITORY:backup_tag), before the update.
-        Rollbacks restore from it.
+      - Prefix of the backup tags. Before the update, the image each changing service runs now is tagged
+        C(REPOSITORY:<backup_tag>-<project>-<tag it replaced>) (characters a tag cannot hold become C(-); an image
+        known only by its ID gives its short ID). It names the compose project, so projects sharing an image
+        repository never overwrite each other's backups; release tags are never moved. Rollbacks deploy from it.
+      - An empty string takes no backup.
     type: str
-    default: backup
+    default: dbops-rollback
   rollback:
     description:
-      - Roll back on request, as the operations guide does by hand. C(REPOSITORY:backup_tag) is tagged again as the
-        reference the compose file names (C(docker tag IMAGE:backup IMAGE:latest)), and the project is redeployed
-        with the same health gate.
+      - Roll back on request. For each service, the most recent backup tag of this project whose image is not the
+        one running now is deployed through the compose file's own variables (O(tag_variable), O(image_variable)),
+        with the same health gate; then each service's running image ID is checked against the backup's.
+        Release tags are not touched. Fails, changing nothing, when the compose file's image does not follow
+        those variables.
+    type: bool
+    default: false
+  tag_variable:
+    description: Compose variable the compose file's C(image:) takes its tag from (C(image: repo:${APP_VERSION})).
+    type: str
+    default: APP_VERSION
+  image_variable:
+    description: Compose variable holding the image repository, set with O(tag_variable) on a rollback (empty for
+      none).
+    type: str
+    default: APP_IMAGE
+  proxy:
+    description:
+      - How traffic reaches the services, for a zero-downtime release whatever the proxy.
+      - Without it, services that can run twice are surged (see above) and others are released in place.
+    type: dict
+    suboptions:
+      service:
+        description: Compose service of the reverse proxy (for example V(nginx)). Required unless O(proxy.mode=none).
+        type: str
+      mode:
+        description:
+          - V(auto) reads the proxy's configuration (C(nginx -T) in its container). A C(proxy_pass) through a
+            variable with a C(resolver) is V(resolving); a service named literally (C(proxy_pass http://api:5000;)
+            or an C(upstream) block) is V(caching): nginx resolved it once, so it is reloaded after the new
+            container is healthy and again after the old one stopped. V(none) means clients reach published ports.
+        type: str
+        choices: [auto, resolving, caching, none]
+        default: auto
+      reload_command:
+        description: Graceful reload run inside the proxy container for a caching proxy.
+        type: list
+        elements: str
+        default: [nginx, -s, reload]
+      drain:
+        description: Seconds to wait after each reload for requests the old proxy workers still carry.
+        type: float
+        default: 2.0
+  allow_in_place:
+    description: Release services that take traffic in place when no zero-downtime strategy fits them (requests
+      fail while they restart). Without it such a release fails before anything changes.
     type: bool
     default: false
   rollback_on_failure:
@@ -141,6 +198,14 @@ options:
             releases that start and crash a little later while the old release still serves.
         type: float
         default: 5.0
+      container_path:
+        description:
+          - Deep health path (for example V(/health)) fetched from the target on the new container's own address
+            before it takes traffic (surged services only); it must answer like O(health.url).
+        type: str
+      container_port:
+        description: Port of O(health.container_path) inside the container (default 80).
+        type: int
       containers:
         description:
           - Wait for container healthchecks (the image's C(HEALTHCHECK) or the compose C(healthcheck)). With V(false)
@@ -183,8 +248,10 @@ options:
     default: auto
   worker:
     description:
-      - Internal. The action plugin sets it when it runs the read-only steps (engine facts, the health wait,
-        logs) on the target. Do not set it in a task.
+      - Internal. The action plugin sets it to run one step on the target with the Docker SDK or the compose CLI:
+        engine facts, the health wait and logs, and the changes community.docker has no module for (the hidden
+        start and exposure of a surged container, a proxy reload, a graceful stop, C(docker-compose) v1 commands).
+        Each operation has a fixed set of typed keys, checked on both sides. Do not set it in a task.
     type: dict
 attributes:
   check_mode:
@@ -223,7 +290,6 @@ EXAMPLES = r"""
     files: [docker-compose.prod.yml]
     env:
       APP_VERSION: 1.1.0
-    backup_tag: backup
     health:
       url: http://127.0.0.1:8080/healthz
       timeout: 60
@@ -243,7 +309,27 @@ EXAMPLES = r"""
     env:
       APP_VERSION: 1.1.0
 
-- name: Roll back by hand to the image tagged backup
+- name: Record what runs before a release (read-only)
+  dbops.migrations.compose_deploy:
+    project_src: /srv/auto_trader
+    files: [docker-compose.prod.yml]
+    state: inspected
+  register: before
+
+- name: Release behind an nginx that resolves the service name once (proxy_pass http://app:8000;)
+  dbops.migrations.compose_deploy:
+    project_src: /srv/auto_trader
+    files: [docker-compose.prod.yml]
+    services: [app]
+    env:
+      APP_VERSION: 1.1.0
+    proxy:
+      service: nginx
+    health:
+      container_path: /healthz
+      container_port: 8000
+
+- name: Roll back by hand to the image the last release replaced
   dbops.migrations.compose_deploy:
     project_src: /srv/auto_trader
     files: [docker-compose.prod.yml]
@@ -287,11 +373,14 @@ stopped:
   elements: str
   sample: [auto_trader-app-1]
 services:
-  description: Services the deploy acted on.
-  returned: with O(state=present)
-  type: list
-  elements: str
-  sample: [db, app, nginx]
+  description:
+    - With O(state=present), the services the deploy acted on (a list).
+    - With O(state=inspected), a dict per service with C(container), C(image) (C(repo:tag)), C(image_id),
+      C(running) and C(health).
+  returned: with O(state=present) or O(state=inspected)
+  type: raw
+  sample: {app: {container: shop-app-1, image: "auto_trader:1.0.0", image_id: "sha256:566d8b", running: true,
+           health: healthy}}
 plan:
   description: One entry per service; what happened (or would happen) to it.
   returned: with O(state=present)
@@ -315,9 +404,9 @@ backups:
   returned: when a deploy changed something
   type: list
   elements: str
-  sample: ["auto_trader:backup"]
+  sample: ["auto_trader:dbops-rollback-shop-1.0.0"]
 images:
-  description: Image reference per running service after the task.
+  description: Image (C(repo:tag)) each running service runs after the task, read from its container.
   returned: after a deploy or rollback
   type: dict
   sample: {app: "auto_trader:1.1.0", db: "dbops/postgres:15"}
@@ -353,11 +442,26 @@ logs:
   elements: str
   sample: ["[INFO] Booting worker with pid: 8"]
 restored_images:
-  description: Image references tagged back from the backup tag.
+  description: Backup images deployed again (by a rollback, or after a failed in-place release).
   returned: on rollback
   type: list
   elements: str
-  sample: ["auto_trader:latest"]
+  sample: ["auto_trader:dbops-rollback-shop-1.0.0"]
+rollback_to:
+  description: Per service, the backup image and ID O(rollback=true) deploys (or would, in check mode).
+  returned: with O(rollback=true)
+  type: dict
+  sample: {app: {image: "auto_trader:dbops-rollback-shop-1.0.0", id: "sha256:566d8b"}}
+backup_images:
+  description: The backups written before the update, per service.
+  returned: when a deploy replaced a running image
+  type: dict
+  sample: {app: {image: "auto_trader:dbops-rollback-shop-1.0.0", id: "sha256:566d8b", replaced: "auto_trader:1.0.0"}}
+proxy:
+  description: How traffic reaches the services (with O(proxy)); C(detected) when O(proxy.mode=auto) found it.
+  returned: with O(proxy) when something changes
+  type: dict
+  sample: {service: nginx, mode: caching, upstreams: [app], detected: true}
 rollback_error:
   description: Why the automatic rollback itself failed.
   returned: when the rollback failed
@@ -518,8 +622,60 @@ def _remove_tmpdir(tmpdir):
 def _facts(module, job):
     client = _client(module)
     current = engine.containers(client, job["project"], with_aliases=True)
+    running_ids = [c.image_id for c in current if c.running and not c.oneoff]
     module.exit_json(changed=False, containers=[cu.container_dict(c) for c in current],
-                     image_ids=engine.image_ids(client, job.get("refs") or []))
+                     image_ids=engine.image_ids(client, job.get("refs") or []),
+                     image_tags=engine.image_tags(client, running_ids))
+
+
+def _backups(module, job):
+    """Backup tags of the project per repository, for a rollback."""
+    client = _client(module)
+    module.exit_json(changed=False, candidates={repo: engine.backup_candidates(client, repo, job["tag_prefix"])
+                                                for repo in job.get("repositories") or []})
+
+
+def _proxy_container(module, client, job):
+    found = engine.running_container_of(client, job["project"], job["service"])
+    if found is None:
+        module.fail_json(msg="the proxy service %s has no running container in project %s; start the stack, or set "
+                             "proxy.mode (resolving, caching or none) instead of auto." % (job["service"], job["project"]))
+    return found
+
+
+def _proxy_config(module, job):
+    """The proxy's effective configuration (``nginx -T``), read inside its container."""
+    client = _client(module)
+    container = engine.running_container_of(client, job["project"], job["service"])
+    if container is None:
+        module.exit_json(changed=False, running=False, rc=None, config="", error="")
+    try:
+        rc, text = engine.exec_in(client, container.id, job.get("dump_command") or ["nginx", "-T"])
+    except Exception as exc:
+        rc, text = -1, str(exc)
+    module.exit_json(changed=False, running=True, rc=rc, config=text if rc == 0 else "",
+                     error="" if rc == 0 else text[-2000:])
+
+
+def _proxy_exec(module, job):
+    """The proxy's graceful reload (for nginx ``nginx -s reload``), run inside its container."""
+    client = _client(module)
+    container = _proxy_container(module, client, job)
+    try:
+        rc, text = engine.exec_in(client, container.id, job["command"])
+    except Exception as exc:
+        rc, text = -1, str(exc)
+    if rc != 0:
+        module.fail_json(msg="the proxy reload (%s in %s) failed with exit code %s: %s" % (
+            " ".join(job["command"]), container.name, rc, text.strip()[-500:]))
+    module.exit_json(changed=True, rc=rc)
+
+
+def _stop(module, job):
+    """Graceful stop of one container: SIGTERM, up to ``timeout`` seconds for in-flight requests."""
+    client = _client(module)
+    client.api.stop(job["id"], timeout=job.get("timeout", 10))
+    module.exit_json(changed=True)
 
 
 def _wait(module, job):
@@ -612,7 +768,8 @@ def _surge_create(module, job):
             except Exception:
                 pass
         module.fail_json(msg="could not start the new %s container: %s" % (service, exc))
-    module.exit_json(changed=True, new_ids=[c.id for c in new], aliases=aliases)
+    ips = {c.id: engine.container_ips(client, c.id) for c in new}
+    module.exit_json(changed=True, new_ids=[c.id for c in new], aliases=aliases, ips=ips)
 
 
 # ---------------------------------------------------------------- docker-compose v1
@@ -731,13 +888,19 @@ def _cleanup(module, job):
 
 def main():
     # The action plugin of the same name does the orchestration; it calls this module on the
-    # target for the read-only parts (engine facts, the health wait, logs) with ``worker``.
+    # target with ``worker`` for one step at a time (see WORKER_OPS in module_utils/_compose.py).
     module = AnsibleModule(argument_spec=dict(cu.ARGUMENT_SPEC, worker=dict(type="dict")),
                            supports_check_mode=True)
     job = module.params["worker"] or {}
+    if job:
+        problem = cu.worker_job_problem(job)
+        if problem:
+            module.fail_json(msg="compose_deploy: %s; the module and its action plugin come from different versions "
+                                 "of the collection?" % problem)
     job["project_src"] = module.params["project_src"]
     handlers = {"prepare": _prepare, "facts": _facts, "wait": _wait, "ports": _ports, "cleanup": _cleanup,
-                "surge_create": _surge_create, "expose": _expose, "v1_plan": _v1_plan, "v1_up": _v1_up,
+                "surge_create": _surge_create, "expose": _expose, "backups": _backups,
+                "proxy_config": _proxy_config, "proxy_exec": _proxy_exec, "stop": _stop, "v1_plan": _v1_plan, "v1_up": _v1_up,
                 "v1_down": _v1_down, "v1_restart": _v1_restart, "v1_stop": _v1_stop,
                 "v1_run": _v1_oneoff}
     handler = handlers.get(job.get("op"))

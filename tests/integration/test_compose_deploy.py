@@ -213,22 +213,57 @@ def test_good_release_drops_no_request_and_keeps_a_backup(stack, releases, docke
     assert stack.served_version() == "2.0.0"
     assert_no_request_dropped(summary)
     assert set(summary["versions"]) == {"1.0.0", "2.0.0"}
-    # the release it replaced is kept as REPO:backup
-    assert releases.image_id("backup") == old_id
-    assert run.result["backups"] == [releases.repo + ":backup"]
+    # the release it replaced is kept under a tag naming the project and that release; REPO:1 stays
+    backup = "dbops-rollback-%s-1" % stack.project
+    assert releases.image_id(backup) == old_id and releases.image_id("1") == old_id
+    assert run.result["backups"] == [releases.repo + ":" + backup]
+    assert run.result["backup_images"] == {"app": {"image": releases.repo + ":" + backup, "id": old_id,
+                                                   "replaced": releases.repo + ":1"}}
+    assert run.result["images"]["app"] == releases.repo + ":2"
     assert len([c for c in stack.containers(docker_client, "app") if c.status == "running"]) == 1
 
 
-def test_manual_rollback_restores_the_backup_tag(stack, releases):
-    good_2 = releases.image_id("2")
+def test_inspected_reports_what_runs_without_changing_it(stack, releases):
+    run = stack.deploy(state="inspected", check=True)
+    assert run.rc == 0 and not run.result.get("failed"), run.output[-3000:] + brief(run.result)
+    assert run.result["changed"] is False
+    app = run.result["services"]["app"]
+    assert app["image"] == releases.repo + ":2" and app["image_id"] == releases.image_id("2")
+    assert app["running"] is True and app["health"] == "healthy" and app["container"].startswith(stack.project)
+    assert run.result["project"] == stack.project
+
+
+def test_manual_rollback_redeploys_the_backup_and_never_moves_release_tags(stack, releases, docker_client):
+    id_1, id_2 = releases.image_id("1"), releases.image_id("2")
+    # another project using the same repository has its own backup, which must stay as it is
+    other = "dbops-rollback-someoneelse-1"
+    releases.retag(id_2, other)
+    check = stack.deploy("2", rollback=True, check=True)
+    assert check.result["changed"] is True, brief(check.result)
+    assert check.result["rollback_to"]["app"]["id"] == id_1
+    assert stack.served_version() == "2.0.0"
     run = stack.deploy("2", rollback=True)
     assert run.rc == 0 and not run.result.get("failed"), run.output[-3000:] + brief(run.result)
     assert run.result["changed"] is True
-    assert run.result["restored_images"] == [releases.repo + ":2"]
-    assert stack.served_version() == "1.0.0"      # REPO:2 now holds the backup (release 1)
-    releases.retag(good_2, "2")                   # give release 2 its tag back
+    backup = "%s:dbops-rollback-%s-1" % (releases.repo, stack.project)
+    assert run.result["restored_images"] == [backup]
+    assert stack.served_version() == "1.0.0"
+    # release tags and the other project's backup point where they pointed before
+    assert (releases.image_id("1"), releases.image_id("2"), releases.image_id(other)) == (id_1, id_2, id_2)
+    running = [c for c in stack.containers(docker_client, "app") if c.status == "running"]
+    assert [c.image.id for c in running] == [id_1]
+    # what the result says runs is what runs, by name
+    assert run.result["images"]["app"] == releases.repo + ":1"
     run = stack.deploy("2")
     assert not run.result.get("failed"), brief(run.result)
+    assert stack.served_version() == "2.0.0"
+    assert releases.image_id("2") == id_2
+
+
+def test_rollback_through_a_tag_variable_the_compose_file_does_not_use_fails_clearly(stack, releases):
+    run = stack.deploy("2", rollback=True, tag_variable="IMAGE_TAG")
+    assert run.result["failed"] is True and run.result["failed_check"] == "rollback", brief(run.result)
+    assert "IMAGE_TAG" in run.result["msg"] and "tag_variable" in run.result["msg"]
     assert stack.served_version() == "2.0.0"
 
 

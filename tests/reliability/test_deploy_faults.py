@@ -154,14 +154,14 @@ def test_one_off_failure_reports_exit_code(stack):
 
 
 @pytest.mark.fault("in-place release (zero_downtime false) whose health URL fails",
-                   holds="backup retagged and redeployed; release 1 serves; the failed release keeps its own tag")
+                   holds="the backup tag redeployed; release 1 serves; every release keeps its own tag")
 def test_in_place_release_rolls_back_through_the_backup_tag(stack, releases):
     releases.build("http500", "9.9.9-http500", "http500")
-    failed_id = releases.image_id("http500")
+    failed_id, id_1 = releases.image_id("http500"), releases.image_id("1")
     result = stack.deploy("http500", zero_downtime=False, health={"timeout": HEALTH_TIMEOUT}).result
     stack.env["APP_VERSION"] = "1"
     assert result["failed"] is True and result["rolled_back"] is True, brief(result)
     assert result["failed_check"] == "url" and "rollback_error" not in result, brief(result)
-    assert result["restored_images"] == [releases.repo + ":http500"]
+    assert result["restored_images"] == ["%s:dbops-rollback-%s-1" % (releases.repo, stack.project)]
     assert stack.served_version() == "1.0.0"
-    assert releases.image_id("http500") == failed_id
+    assert releases.image_id("http500") == failed_id and releases.image_id("1") == id_1

@@ -185,18 +185,113 @@ def test_render_diff_shows_image_change_per_service():
     assert "db: dbops/postgres:15" in diff["after"]
 
 
-def test_backup_targets_tag_the_running_image_under_the_new_repository():
+def test_backup_targets_name_the_project_and_the_release_they_replaced():
     plan = [cu.ServiceChange("app", "recreate", "auto_trader:1.0.0", "sha256:old", "auto_trader:1.1.0", None),
             cu.ServiceChange("worker", "recreate", "auto_trader:1.0.0", "sha256:old", "auto_trader:1.1.0", None),
             cu.ServiceChange("nginx", "create", None, None, "dbops/nginx:1.22", "sha256:n"),
             cu.ServiceChange("db", "unchanged", "pg:15", "sha256:pg", "pg:15", "sha256:pg"),
             cu.ServiceChange("proxy", "recreate", "ngx:1", "sha256:n1", "ngx:1", "sha256:n1")]
-    targets = cu.backup_targets(plan, "backup")
+    targets = cu.backup_targets(plan, "dbops-rollback", "shop")
     assert targets == [{"service": "app", "image_id": "sha256:old", "source": "auto_trader:1.0.0",
-                        "backup": "auto_trader:backup", "restore_to": "auto_trader:1.1.0", "same_ref": False}]
+                        "backup": "auto_trader:dbops-rollback-shop-1.0.0", "replaced": "auto_trader:1.0.0"}]
+    assert cu.backup_images_result(targets) == {"app": {"image": "auto_trader:dbops-rollback-shop-1.0.0",
+                                                        "id": "sha256:old", "replaced": "auto_trader:1.0.0"}}
+
+
+def test_backup_targets_never_name_a_release_tag():
     latest = cu.backup_targets([cu.ServiceChange("app", "recreate", "a:latest", "sha256:1", "a", "sha256:2")],
-                               "backup")
-    assert latest[0]["same_ref"] is True and latest[0]["restore_to"] == "a:latest"
+                               "dbops-rollback", "p")
+    assert latest[0]["backup"] == "a:dbops-rollback-p-latest"
+    # the running container shows a bare id once its tag moved: the backup names the short id
+    moved = cu.backup_targets([cu.ServiceChange("app", "recreate", "sha256:0123456789abcdef", "sha256:0123456789abcdef",
+                                                "reg:5000/a:2", None)], "dbops-rollback", "p")
+    assert moved[0]["backup"] == "reg:5000/a:dbops-rollback-p-0123456789ab"
+    assert moved[0]["replaced"] == "0123456789ab"
+    # after a rollback the running image is a backup already: it keeps its name
+    again = cu.backup_targets([cu.ServiceChange("app", "recreate", "a:dbops-rollback-p-1", "sha256:1", "a:2", None)],
+                              "dbops-rollback", "p")
+    assert again[0]["backup"] == "a:dbops-rollback-p-1"
+
+
+@pytest.mark.parametrize("project,replaced,expected", [
+    ("shop", "repo:1.0.0", "dbops-rollback-shop-1.0.0"),
+    ("shop eu", "repo:1.0+build", "dbops-rollback-shop-eu-1.0-build"),
+    ("p", "repo@sha256:abcdef0123456789", "dbops-rollback-p-abcdef012345"),
+    ("p", None, "dbops-rollback-p-feedbeef0000"),
+])
+def test_backup_tag_name_is_always_a_valid_tag(project, replaced, expected):
+    tag = cu.backup_tag_name("dbops-rollback", project, replaced, "sha256:feedbeef0000aaaa")
+    assert tag == expected and cu.valid_tag(tag)
+    assert cu.valid_tag(cu.backup_tag_name("x", "p" * 200, "r:1", None))
+
+
+def test_choose_rollback_image_takes_the_newest_backup_that_does_not_run():
+    candidates = [{"tag": "b-p-1", "ref": "r:b-p-1", "id": "sha256:1", "tagged_at": "2026-01-01T10:00:00Z"},
+                  {"tag": "b-p-2", "ref": "r:b-p-2", "id": "sha256:2", "tagged_at": "2026-01-02T10:00:00Z"}]
+    assert cu.choose_rollback_image(candidates, "sha256:3")["tag"] == "b-p-2"
+    assert cu.choose_rollback_image(candidates, "sha256:2")["tag"] == "b-p-1"
+    assert cu.choose_rollback_image(candidates, "sha256:2", wanted_tag="b-p-2")["id"] == "sha256:2"
+    assert cu.choose_rollback_image(candidates[:1], "sha256:1") is None
+    assert cu.choose_rollback_image([], None) is None
+
+
+@pytest.mark.parametrize("image,tags,shown", [
+    ("repo:2", ["repo:2", "repo:latest"], "repo:2"),
+    ("sha256:aaaaaaaaaaaaaaaa", ["repo:1"], "repo:1"),
+    ("repo:dbops-rollback-p-1", ["repo:1", "repo:dbops-rollback-p-1"], "repo:1"),
+    ("repo:dbops-rollback-p-1", ["repo:dbops-rollback-p-1"], "repo:dbops-rollback-p-1"),
+    ("my/repo:dbops-rollback-p-1", ["base:1.0.0", "my/repo:1", "my/repo:dbops-rollback-p-1"], "my/repo:1"),
+    ("sha256:aaaaaaaaaaaaaaaa", [], "aaaaaaaaaaaa"),
+])
+def test_display_image_names_what_runs_with_a_tag(image, tags, shown):
+    assert cu.display_image(image, "sha256:aaaaaaaaaaaaaaaa", tags) == shown
+
+
+NGINX_RESOLVING = """
+resolver 127.0.0.11 valid=1s ipv6=off;
+server {
+    set $app_upstream http://app:8000;   # proxy_pass http://db:5432; in a comment
+    location / { proxy_pass $app_upstream; }
+}
+"""
+NGINX_CACHING = """
+server {
+    listen 80;
+    location / {
+        proxy_pass http://api:5000;
+        proxy_pass_header Server;
+    }
+}
+"""
+NGINX_UPSTREAM = """
+upstream backend { server api:5000 max_fails=0; }
+server { location / { proxy_pass http://backend/; } }
+"""
+
+
+@pytest.mark.parametrize("config,mode,upstreams", [
+    (NGINX_RESOLVING, "resolving", ["app"]),
+    (NGINX_CACHING, "caching", ["api"]),
+    (NGINX_UPSTREAM, "caching", ["api"]),
+    ("server { location / { proxy_pass $up; } set $up http://app:8000; }", "caching", ["app"]),
+    ("server { location / { root /srv; } }", "none", []),
+])
+def test_classify_proxy(config, mode, upstreams):
+    found = cu.classify_proxy(config, ["app", "api", "db"])
+    assert (found["mode"], found["upstreams"]) == (mode, upstreams)
+
+
+def test_in_place_problem_is_said_before_the_release():
+    specs = cu.parse_compose_config(CONFIG)[1]
+    specs["app"].published_ports = ["127.0.0.1:5000"]
+    plan = [cu.ServiceChange("app", "recreate", "a:1", "sha256:1", "a:2", "sha256:2", strategy="compose"),
+            cu.ServiceChange("db", "recreate", "pg:15", "sha256:p", "pg:16", None, strategy="compose")]
+    msg = cu.in_place_problem(plan, specs, ["app"], "none")
+    assert "app publishes host port 127.0.0.1:5000" in msg and "allow_in_place=true" in msg
+    assert "Nothing was changed" in msg and "db" not in msg.split(":", 1)[1].split(".")[0]
+    surge = [cu.ServiceChange("app", "recreate", "a:1", "sha256:1", "a:2", "sha256:2", strategy="surge")]
+    assert cu.in_place_problem(surge, specs, ["app"], "caching") is None
+    assert cu.in_place_problem(plan, specs, [], "none") is None
 
 
 def test_evaluate_containers_ok_pending_failed():
@@ -428,3 +523,16 @@ def test_project_name_problem_says_what_compose_accepts(name, suggested):
     else:
         assert "not a compose project name" in problem and repr(suggested) in problem
         assert cu.project_name_problem(suggested) is None
+
+
+def test_worker_jobs_are_checked_against_their_operation():
+    job = {"op": "stop", "id": "abc", "timeout": 20}
+    assert cu.worker_job_problem(job) is None
+    assert "unknown worker operation 'nope'" in cu.worker_job_problem({"op": "nope"})
+    assert cu.worker_job_problem({"op": "stop", "id": "abc"}) == "worker operation stop: missing key timeout"
+    assert "unexpected key ids" in cu.worker_job_problem(dict(job, ids=["abc"]))
+    assert "timeout must be int, not str" in cu.worker_job_problem(dict(job, timeout="20"))
+    assert "timeout must be int, not bool" in cu.worker_job_problem(dict(job, timeout=True))
+    assert "id is None" in cu.worker_job_problem(dict(job, id=None))
+    assert cu.worker_job_problem({"op": "prepare", "env": {}, "project_name": None, "files": None,
+                                  "compose_command": "auto"}) is None
