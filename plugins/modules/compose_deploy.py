@@ -114,7 +114,7 @@ options:
     type: bool
     default: false
   tag_variable:
-    description: Compose variable the compose file's C(image:) takes its tag from (C(image: repo:${APP_VERSION})).
+    description: "Compose variable the compose file's C(image:) takes its tag from (C(image: repo:${APP_VERSION}))."
     type: str
     default: APP_VERSION
   image_variable:
@@ -135,7 +135,7 @@ options:
         description:
           - V(auto) reads the proxy's configuration (C(nginx -T) in its container). A C(proxy_pass) through a
             variable with a C(resolver) is V(resolving); a service named literally (C(proxy_pass http://api:5000;)
-            or an C(upstream) block) is V(caching): nginx resolved it once, so it is reloaded after the new
+            or an C(upstream) block) is V(caching); nginx resolved it once, so it is reloaded after the new
             container is healthy and again after the old one stopped. V(none) means clients reach published ports.
         type: str
         choices: [auto, resolving, caching, none]
@@ -248,7 +248,7 @@ options:
     default: auto
   worker:
     description:
-      - Internal. The action plugin sets it to run one step on the target with the Docker SDK or the compose CLI:
+      - Internal. The action plugin sets it to run one step on the target with the Docker SDK or the compose CLI,
         engine facts, the health wait and logs, and the changes community.docker has no module for (the hidden
         start and exposure of a surged container, a proxy reload, a graceful stop, C(docker-compose) v1 commands).
         Each operation has a fixed set of typed keys, checked on both sides. Do not set it in a task.
