@@ -218,8 +218,8 @@ class LedgerStack:
                             timeout=timeout)
 
     def deploy(self, tag: str, **extra: Any) -> RunResult:
-        """Release ``tag`` up to the revisions its image ships."""
-        return self.play("deploy", {"app_version": tag, "migration_target": release_heads()[tag], **extra})
+        """Release ``tag``: what is pending is what its image ships (no migration_target needed)."""
+        return self.play("deploy", {"app_version": tag, **extra})
 
     def reports(self) -> list[dict]:
         if not self.report_dir.exists():
