@@ -1015,6 +1015,20 @@ class OfflineInspector(object):
     def clear_cache(self):
         pass
 
+    @contextlib.contextmanager
+    def _inspection_context(self):
+        yield self
+
+    def reflect_table(self, table, *args, **kwargs):
+        raise OfflineReflectionError(
+            "table %s is reflected from the database (autoload_with), and rendering has no database: declare "
+            "its columns in the revision (sa.table('%s', sa.column(...))), or review it by hand"
+            % (table.name, table.name))
+
+
+class OfflineReflectionError(Exception):
+    """A revision needs the live schema (reflection), which offline rendering cannot see."""
+
 
 # --------------------------------------------------------------------------- rendering
 
