@@ -38,9 +38,14 @@ class Step:
     revision: str  # the revision applied (upgrade) or reverted (downgrade)
     from_rev: Optional[str]
     to_rev: Optional[str]
+    # The database's heads before and after the step (several while branches are unmerged).
+    heads_before: Tuple[str, ...] = ()
+    heads_after: Tuple[str, ...] = ()
 
     @property
     def alembic_target(self) -> str:
+        if self.direction == "upgrade":
+            return self.revision  # alembic keeps the other branches' heads as they are
         return self.to_rev or BASE
 
     def as_dict(self) -> Dict[str, Optional[str]]:
@@ -91,6 +96,21 @@ def parse_history(text: str) -> Dict[str, Revision]:
     return revisions
 
 
+def as_heads(value: object) -> Tuple[str, ...]:
+    """None (base), one revision or several heads -> a sorted tuple of revisions."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(sorted(value))  # type: ignore[arg-type]
+
+
+def heads_label(value: object) -> Optional[str]:
+    """How results name a database state: None for base, ``r1``, or ``r2a,r2b`` for several heads."""
+    heads = as_heads(value)
+    return ",".join(heads) if heads else None
+
+
 class RevisionGraph:
     """The revision graph of an alembic project and the plans that walk it."""
 
@@ -125,6 +145,12 @@ class RevisionGraph:
             stack.extend(self.revisions[item].down_revisions)
         return seen
 
+    def ancestors_of_heads(self, heads: Sequence[str]) -> set:
+        seen: set = set()
+        for rev in heads:
+            seen |= self.ancestors(rev)
+        return seen
+
     def resolve(self, ident: str) -> str:
         """A full revision id from an id, a unique prefix or a branch label."""
         ident = ident.strip()
@@ -152,16 +178,26 @@ class RevisionGraph:
                 "or migrate to one of them by revision" % (len(heads), ", ".join(heads)))
         return heads[0] if heads else None
 
-    def resolve_target(self, target: str, current: Optional[str]) -> Optional[str]:
-        """The revision (None for base) that ``target`` names, seen from ``current``."""
+    def resolve_target(self, target: str, current: object) -> object:
+        """What ``target`` names, seen from ``current`` (None, a revision or several heads):
+        None for base, a revision, or a tuple of revisions for ``heads``."""
         target = str(target).strip()
-        if target in ("head", "heads"):
+        if target == "head":
             return self.single_head()
+        if target == "heads":
+            heads = tuple(self.heads)
+            return heads[0] if len(heads) == 1 else heads
         if target == BASE:
             return None
         relative = re.fullmatch(r"([+-])(\d+)", target)
         if relative:
             count = int(relative.group(2))
+            current_heads = as_heads(current)
+            if len(current_heads) > 1:
+                raise AlembicPlanError(
+                    "target %s is ambiguous: the database is at several heads (%s); give a revision, "
+                    "or heads" % (target, ", ".join(current_heads)))
+            current = current_heads[0] if current_heads else None
             if relative.group(1) == "+":
                 return self._walk_up(current, count)
             return self._walk_down(current, count)
@@ -215,29 +251,40 @@ class RevisionGraph:
             visit(rev)
         return ordered
 
-    def plan(self, current: Optional[str], target: Optional[str]) -> List[Step]:
-        """Single-revision steps from ``current`` to ``target`` (None means base)."""
-        if current is not None and current not in self.revisions:
-            raise AlembicPlanError(
-                "the database is at revision %s, which this alembic project does not know; "
-                "deploy the code that contains it or fix alembic_version by hand" % current)
-        if current == target:
+    def plan(self, current: object, target: object) -> List[Step]:
+        """Single-revision steps from ``current`` to ``target`` (None means base; either may be a
+        tuple of heads). Upgrades walk every branch below the target, merges included, in the
+        order alembic would apply them."""
+        current_heads, target_heads = as_heads(current), as_heads(target)
+        for rev in current_heads:
+            if rev not in self.revisions:
+                raise AlembicPlanError(
+                    "the database is at revision %s, which this alembic project does not know; "
+                    "deploy the code that contains it or fix alembic_version by hand" % rev)
+        below_current = self.ancestors_of_heads(current_heads)
+        below_target = self.ancestors_of_heads(target_heads)
+        if below_current == below_target:
             return []
-        below_current = self.ancestors(current)
-        below_target = self.ancestors(target)
-        if target is None or target in below_current:
-            return self._downgrade_plan(current, target)
-        if current is None or current in below_target:
-            revs = self._topological(below_target - below_current)
+        if below_target < below_current:
+            if len(current_heads) > 1:
+                raise AlembicPlanError(
+                    "the database is at several heads (%s); downgrading them one revision at a time is not "
+                    "supported: give a target on one branch with alembic by hand, or upgrade to heads first"
+                    % ", ".join(current_heads))
+            return self._downgrade_plan(current_heads[0], heads_label(target_heads))
+        if below_current < below_target:
             steps = []
-            prev = current
-            for rev in revs:
-                steps.append(Step("upgrade", rev, prev, rev))
-                prev = rev
+            heads = set(current_heads)
+            for rev in self._topological(below_target - below_current):
+                before = tuple(sorted(heads))
+                heads = (heads - set(self.revisions[rev].down_revisions)) | {rev}
+                after = tuple(sorted(heads))
+                steps.append(Step("upgrade", rev, heads_label(before), heads_label(after), before, after))
             return steps
         raise AlembicPlanError(
             "target %s is on another branch than the database's revision %s; "
-            "downgrade to their common ancestor first" % (target, current))
+            "downgrade to their common ancestor first" % (heads_label(target_heads) or BASE,
+                                                          heads_label(current_heads) or BASE))
 
     def _downgrade_plan(self, current: Optional[str], target: Optional[str]) -> List[Step]:
         steps = []
@@ -251,7 +298,7 @@ class RevisionGraph:
                     "cannot downgrade through merge revision %s (it merges %s) one step at a time; "
                     "give one of its parents as target" % (rev, ", ".join(parents)))
             parent = parents[0] if parents else None
-            steps.append(Step("downgrade", rev, rev, parent))
+            steps.append(Step("downgrade", rev, rev, parent, as_heads(rev), as_heads(parent)))
             rev = parent
         return steps
 
@@ -396,3 +443,67 @@ def pgoptions(settings: Sequence[Tuple[str, str]], existing: str = "") -> str:
         escaped = str(value).replace("\\", "\\\\").replace(" ", "\\ ")
         parts.append("-c %s=%s" % (key, escaped))
     return " ".join(parts)
+
+
+# ---------------------------------------------------------------- causes and leads
+
+_EXCEPTION_LINE = re.compile(r"^(?P<name>(?:[A-Za-z_]\w*\.)*[A-Z]\w*|FAILED): (?P<msg>\S.*)$")
+_DRIVER_PREFIX = re.compile(r"^\((?:[A-Za-z_]\w*\.)*(?P<name>[A-Z]\w*)\) (?P<msg>.*)$")
+
+
+def root_cause(stderr: str) -> Optional[str]:
+    """The error alembic died of, in one or two lines: ``UniqueViolation: could not create unique
+    index "ix" DETAIL: Key (sku)=(a) is duplicated.`` (SQLAlchemy's wrapper names stripped)."""
+    lines = stderr.rstrip().splitlines()
+    for index in range(len(lines) - 1, -1, -1):
+        match = _EXCEPTION_LINE.match(lines[index])
+        if not match:
+            continue
+        name = match.group("name").rsplit(".", 1)[-1]
+        msg = match.group("msg").strip()
+        driver = _DRIVER_PREFIX.match(msg)
+        if driver:
+            name, msg = driver.group("name"), driver.group("msg").strip()
+        details = [line.strip() for line in lines[index + 1:index + 4]
+                   if line.startswith(("DETAIL:", "HINT:"))]
+        return " ".join(["%s: %s" % (name, msg)] + [" ".join(d.split()) for d in details])
+    return None
+
+
+def error_name(stderr: str) -> Optional[str]:
+    """The exception class of :func:`root_cause` (``UniqueViolation``, ``DuplicateColumn``...)."""
+    cause = root_cause(stderr)
+    return cause.split(":", 1)[0] if cause else None
+
+
+_IMAGE_PATTERNS = (
+    re.compile(r"pull access denied for ([^\s,]+)"),
+    re.compile(r"Unable to find image '([^']+)'"),
+    re.compile(r"manifest for (\S+) not found"),
+    re.compile(r"No such image: (\S+)"),
+    re.compile(r'failed to resolve reference "([^"]+)"'),
+    re.compile(r"repository (\S+) not found"),
+)
+_IMAGE_MARKERS = ("pull access denied", "Unable to find image", "manifest unknown", "No such image",
+                  "failed to resolve reference", "repository does not exist", "not found: manifest",
+                  " Pulling", "registry-1.docker.io", "Error response from daemon: Get ")
+_NO_SERVICE = re.compile(r"no such service: ['\"]?([^\s'\"]+)", re.IGNORECASE)
+
+
+def executor_problem(stderr: str, service: str) -> Optional[str]:
+    """For the compose executor: a lead when compose, not alembic, failed (missing service, image)."""
+    match = _NO_SERVICE.search(stderr)
+    if match:
+        return ("compose has no service %s (set dbops_compose_migration_service / the `service` option "
+                "compose_service to the one-off service that runs alembic, and enable its profile with "
+                "dbops_compose_migration_profiles / compose_profiles)" % match.group(1))
+    if any(marker in stderr for marker in _IMAGE_MARKERS):
+        image = next((m.group(1) for m in (p.search(stderr) for p in _IMAGE_PATTERNS) if m), None)
+        return ("the image %s of compose service %s could not be found or pulled: the image tag variable "
+                "(dbops_compose_tag_var, e.g. APP_VERSION) or the version released (app_version) is probably "
+                "wrong; check `docker image ls` and the variables passed in env"
+                % (image or "(unknown)", service))
+    if re.search(r'exec: "?alembic"?: executable file not found', stderr):
+        return ("the image of compose service %s has no alembic executable on its PATH; use the application's "
+                "image (the one whose code holds the migrations)" % service)
+    return None

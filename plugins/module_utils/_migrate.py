@@ -23,7 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
+import re
+import signal
+import threading
 import time
 import uuid
 import zlib
@@ -36,10 +40,10 @@ except ImportError:  # pragma: no cover - the module reports missing psycopg2 be
 
 from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import (
     AlembicPlanError, CONNECTION_LOST, ERROR, KILLED, LOCK_TIMEOUT, RETRYABLE, STATEMENT_TIMEOUT,
-    RevisionGraph, Step, classify_failure, duration_ms, error_tail, failing_statement, offline_range,
-    pgoptions, split_offline_sql)
+    RevisionGraph, Step, classify_failure, duration_ms, error_name, error_tail, executor_problem,
+    failing_statement, heads_label, offline_range, pgoptions, root_cause, split_offline_sql)
 from ansible_collections.dbops.migrations.plugins.module_utils._migrate_monitor import (
-    BlockedTracker, Monitor, write_timeline)
+    BlockedTracker, ControllerWatch, Monitor, descendants, write_timeline)
 from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
     ConnInfo, connect, mask_secrets, quote_ident)
 
@@ -49,6 +53,22 @@ Runner = Callable[[List[str], Dict[str, str], Optional[str]], Tuple[int, str, st
 ADVISORY_CLASS = 0x44424F  # "DBO": the first key of the collection's advisory locks
 APP_NAME_PREFIX = "dbops-migrate-"
 INVALID_INDEX = "invalid_index"
+CONTROLLER_GONE = "controller_gone"
+# What an upgrade trips over when an earlier attempt committed part of the revision.
+ALREADY_EXISTS_ERRORS = ("DuplicateColumn", "DuplicateTable", "DuplicateObject", "DuplicateSchema",
+                         "DuplicateFunction")
+DB_URL_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DB_URL_SCHEME = re.compile(r"^postgres(?:ql)?(?:\+[A-Za-z0-9_]+)?$")
+RESERVED_ENV = ("PGPASSWORD", "PGOPTIONS", "PGAPPNAME")
+
+
+_USER_SCHEMAS = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%'"
+                 " AND n.nspname NOT LIKE 'pg\\_temp\\_%%'")
+
+
+def _ident(name: str) -> str:
+    """An identifier as PostgreSQL's format('%I') prints it (quoted unless plain lower case)."""
+    return name if re.match(r"^[a-z_][a-z0-9_$]*$", name) else '"%s"' % name.replace('"', '""')
 
 
 class MigrateError(Exception):
@@ -71,6 +91,8 @@ class ComposeSpec:
     # True: ``docker_bin`` is the standalone ``docker-compose`` (v1), which takes the same
     # arguments without the ``compose`` subcommand.
     standalone: bool = False
+    # The docker CLI, to remove a one-off container whose controller died.
+    docker_cli: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -97,6 +119,80 @@ class MigrateRequest:
     check: bool = False
     show_sql: bool = True
     drop_invalid_indexes: bool = True
+    allow_downgrade: bool = False
+    db_url_var: str = "DATABASE_URL"
+    db_url_scheme: str = "postgresql"
+    # Stop (and roll back) when the process that started the run dies.
+    watch_controller: bool = True
+
+
+def validate_url_form(db_url_var: str, db_url_scheme: str) -> None:
+    """Bad ``db_url_var`` / ``db_url_scheme`` values, before anything runs."""
+    if not DB_URL_VAR.match(db_url_var or "") or db_url_var in RESERVED_ENV:
+        raise AlembicPlanError(
+            "db_url_var=%r is not usable: give the name of the environment variable the project's env.py reads "
+            "the database URL from (letters, digits, _; not %s), e.g. DATABASE_URL"
+            % (db_url_var, ", ".join(RESERVED_ENV)))
+    if not DB_URL_SCHEME.match(db_url_scheme or ""):
+        raise AlembicPlanError(
+            "db_url_scheme=%r is not a PostgreSQL URL scheme; use postgresql, or postgresql+DRIVER such as "
+            "postgresql+psycopg2 (SQLAlchemy 2.1 maps bare postgresql:// to psycopg 3)" % (db_url_scheme,))
+
+
+def url_with_scheme(url: str, scheme: str) -> str:
+    """``postgresql://...`` with its scheme replaced (the driver part of a SQLAlchemy URL)."""
+    return scheme + url[url.index("://"):]
+
+
+def runner_lock_holder(query: Callable[[str, Sequence[Any]], List[Tuple[Any, ...]]],
+                       key: Tuple[int, int]) -> Optional[Dict[str, Any]]:
+    """The session holding the migration advisory lock ``key`` in the current database, or None.
+
+    ``query(sql, params)`` runs on any connection to that database (it need not be the holder).
+    """
+    rows = query(
+        "SELECT l.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'),"
+        " extract(epoch FROM clock_timestamp() - a.backend_start)::float8"
+        " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 2",
+        (key[0], key[1] % (1 << 32)))
+    if not rows:
+        return None
+    pid, app, client, age = rows[0]
+    return {"pid": pid, "application_name": app, "client": client, "connected_s": round(age or 0.0, 1)}
+
+
+def migration_lock_status(db: ConnInfo, version_table: str = "alembic_version",
+                          version_table_schema: Optional[str] = None) -> Dict[str, Any]:
+    """Whether a runner holds the migration advisory lock of ``db`` now (read-only).
+
+    Returns ``lock_held``, ``lock_holder_pid`` and ``lock_holder`` (application_name, client,
+    connected_s) -- what a release lock asks before declaring a crashed run's lock stale.
+    """
+    conn = connect(db, autocommit=True, application_name="dbops-migrate-lockcheck")
+    try:
+        def query(sql: str, params: Sequence[Any]) -> List[Tuple[Any, ...]]:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall()
+        holder = runner_lock_holder(query, lock_key(version_table, version_table_schema))
+    finally:
+        conn.close()
+    return {"lock_held": holder is not None, "lock_holder_pid": holder["pid"] if holder else None,
+            "lock_holder": holder}
+
+
+def kill_processes(pids: Sequence[int], sig: int = signal.SIGKILL) -> List[int]:
+    killed = []
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+            killed.append(pid)
+        except OSError:
+            pass
+    return killed
 
 
 def lock_key(version_table: str, schema: Optional[str]) -> Tuple[int, int]:
@@ -121,6 +217,16 @@ class AlembicCommand:
         self.lock_timeout_ms = duration_ms(request.lock_timeout, "lock_timeout") if request.lock_timeout not in (None, "") else None
         self.statement_timeout_ms = (duration_ms(request.statement_timeout, "statement_timeout")
                                      if request.statement_timeout not in (None, "") else None)
+        self.invocations = 0
+        self.container: Optional[str] = None  # the one-off container of the running compose invocation
+
+    def container_name(self) -> str:
+        """A unique name for the next one-off container: found again to remove it if we are orphaned."""
+        spec = self.request.compose or ComposeSpec()
+        project = re.sub(r"[^a-z0-9_.-]", "", (spec.project_name or os.path.basename(spec.project_src or "")
+                                               or "app").lower())[:40] or "app"
+        self.invocations += 1
+        return "%s%s-%s-%d" % (APP_NAME_PREFIX, project, self.app_name[len(APP_NAME_PREFIX):], self.invocations)
 
     def environment(self) -> Dict[str, str]:
         settings: List[Tuple[str, str]] = []
@@ -130,7 +236,7 @@ class AlembicCommand:
             settings.append(("statement_timeout", "%dms" % self.statement_timeout_ms))
         env = dict(self.request.extra_env)
         env.update({
-            "DATABASE_URL": self.db.url(),
+            self.request.db_url_var: url_with_scheme(self.db.url(), self.request.db_url_scheme),
             "PGOPTIONS": pgoptions(settings, self.request.extra_env.get("PGOPTIONS", "")),
             "PGAPPNAME": self.app_name,
         })
@@ -138,20 +244,27 @@ class AlembicCommand:
             env["PGPASSWORD"] = self.db.password
         return env
 
+    def compose_base(self) -> List[str]:
+        """``docker compose -f ... -p ... --profile ...`` of the compose executor."""
+        spec = self.request.compose or ComposeSpec()
+        argv = [spec.docker_bin] if spec.standalone else [spec.docker_bin, "compose"]
+        for path in spec.files:
+            argv += ["-f", path]
+        if spec.project_src:
+            argv += ["--project-directory", spec.project_src]
+        if spec.project_name:
+            argv += ["-p", spec.project_name]
+        for profile in spec.profiles:
+            argv += ["--profile", profile]
+        return argv
+
     def argv(self, *args: str) -> Tuple[List[str], Optional[str]]:
         req = self.request
         if req.executor == "compose":
             spec = req.compose or ComposeSpec()
-            argv = [spec.docker_bin] if spec.standalone else [spec.docker_bin, "compose"]
-            for path in spec.files:
-                argv += ["-f", path]
-            if spec.project_src:
-                argv += ["--project-directory", spec.project_src]
-            if spec.project_name:
-                argv += ["-p", spec.project_name]
-            for profile in spec.profiles:
-                argv += ["--profile", profile]
-            argv += ["run", "--rm", "-T"]
+            argv = self.compose_base()
+            self.container = self.container_name()
+            argv += ["run", "--rm", "-T", "--name", self.container]
             for name in sorted(self.environment()):
                 argv += ["-e", name]  # value comes from the docker CLI's environment, not argv
             argv += [spec.service, "alembic"]
@@ -181,9 +294,11 @@ class Migrator:
         self.tracker = BlockedTracker(self.app_name, self.mask, request.monitor_interval,
                                       keep_timeline=bool(request.timeline_file))
         self._cleanup: set = set()
-        self.result: Dict[str, Any] = {"changed": False, "applied": [], "attempts": 0,
-                                       "invalid_indexes": [], "warnings": []}
+        self.result: Dict[str, Any] = {"changed": False, "applied": [], "reverted": [], "direction": "none",
+                                       "attempts": 0, "invalid_indexes": [], "warnings": []}
         self.started = time.monotonic()
+        self.controller_gone: Optional[int] = None
+        self._kill_lock = threading.Lock()
 
     # ------------------------------------------------------------ helpers
     def mask(self, text: Any) -> str:
@@ -209,15 +324,51 @@ class Migrator:
             table = quote_ident(self.request.version_table_schema) + "." + table
         return table
 
-    def current_revision(self) -> Optional[str]:
+    def current_heads(self) -> Tuple[str, ...]:
+        """The revisions in the version table: one, or one per unmerged branch; () at base."""
         if self._query("SELECT to_regclass(%s)", (self.version_table_sql(),))[0][0] is None:
-            return None
-        rows = [r[0] for r in self._query("SELECT version_num FROM %s" % self.version_table_sql())]
-        if len(rows) > 1:
-            raise MigrateError(
-                "the database is at several revisions at once (%s): its branches were never merged; "
-                "migrate it with alembic by hand to a single revision first" % ", ".join(sorted(rows)))
-        return rows[0] if rows else None
+            return ()
+        return tuple(sorted(r[0] for r in self._query("SELECT version_num FROM %s" % self.version_table_sql())))
+
+    def current_revision(self) -> Optional[str]:
+        """The database's revision as results name it (``a,b`` while several branches are unmerged)."""
+        return heads_label(self.current_heads())
+
+    def _safe_revision(self) -> Optional[str]:
+        with contextlib.suppress(Exception):
+            return self.current_revision()
+        return self.result.get("to_revision")
+
+    # ------------------------------------------------------------ the controller
+    def _controller_died(self, pid: int) -> None:
+        """Runs in the watch thread: nobody waits for this run any more, so stop alembic now and let
+        PostgreSQL roll its transaction back (the main thread then ends the run)."""
+        self.controller_gone = pid
+        self.log("the controller (pid %s) is gone: stopping alembic" % pid)
+        self.stop_alembic()
+
+    def stop_alembic(self) -> None:
+        with self._kill_lock:
+            spec = self.request.compose
+            if self.request.executor == "compose" and spec and spec.docker_cli and self.command.container:
+                # The `compose run` client dying does not stop its container: remove it by name.
+                with contextlib.suppress(Exception):
+                    self.runner([spec.docker_cli, "rm", "-f", self.command.container], {}, None)
+            kill_processes(descendants(os.getpid()))
+
+    def check_controller(self, step: Optional[Step] = None) -> None:
+        if self.controller_gone is None:
+            return
+        self.stop_alembic()
+        with contextlib.suppress(Exception):
+            self.terminate_orphans()
+        current = self.current_revision()
+        doing = (" while %s of revision %s ran" % (step.direction, step.revision)) if step else ""
+        raise MigrateError(
+            "the process that started this migration (pid %s) is gone%s: the migration was stopped, its open "
+            "transaction rolled back and the migration lock released. The database is at revision %s. Run the "
+            "deployment again to resume." % (self.controller_gone, doing, current or "base"),
+            self._failure_result(current, step, CONTROLLER_GONE) if step else {"to_revision": current})
 
     # ------------------------------------------------------------ advisory lock
     def acquire_runner_lock(self) -> None:
@@ -229,19 +380,15 @@ class Migrator:
                     self.result["waited_for_runner_s"] = round(time.monotonic() - waited_for, 3)
                 return
             waited_for = waited_for or time.monotonic()
+            self.check_controller()
             if time.monotonic() >= deadline:
-                holder = self._query(
-                    "SELECT l.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'),"
-                    " extract(epoch FROM clock_timestamp() - a.backend_start)::float8"
-                    " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
-                    " WHERE l.locktype = 'advisory' AND l.classid = %s::oid"
-                    " AND l.objid = %s::bigint::oid AND l.objsubid = 2 AND l.granted",
-                    (self.lock_key[0], self.lock_key[1] % (1 << 32)))
-                who = ("pid %s (%s from %s, connected %.0f s ago)" % holder[0]) if holder else "another session"
+                holder = runner_lock_holder(self._query, self.lock_key)
+                who = ("pid %(pid)s (%(application_name)s from %(client)s, connected %(connected_s).0f s ago)"
+                       % holder) if holder else "another session"
                 raise MigrateError(
                     "another migration runner holds the migration lock of this database (%s); waited %.0f s "
                     "(lock_wait). Wait for it to finish, or raise lock_wait." % (who, self.request.lock_wait),
-                    {"runner_lock_holder": holder[0][0] if holder else None})
+                    {"runner_lock_holder": holder["pid"] if holder else None})
             self.sleep(0.2)
 
     # ------------------------------------------------------------ invalid indexes
@@ -344,9 +491,34 @@ class Migrator:
                  "query": self.mask(r[4])} for r in rows]
 
     # ------------------------------------------------------------ planning
+    def executor_lead(self, text: str) -> Optional[str]:
+        if self.request.executor != "compose":
+            return None
+        spec = self.request.compose or ComposeSpec()
+        lead = executor_problem(text, spec.service)
+        if lead and "(unknown)" in lead:
+            lead = lead.replace("(unknown)", self.service_image() or "(unknown)")
+        return lead
+
+    def service_image(self) -> Optional[str]:
+        """The image compose resolves for the migration service (v2's ``config --format json``)."""
+        spec = self.request.compose or ComposeSpec()
+        if spec.standalone:
+            return None
+        with contextlib.suppress(Exception):
+            rc, out, _err = self.runner(self.command.compose_base() + ["config", "--format", "json"],
+                                        self.command.environment(), spec.project_src)
+            if rc == 0:
+                return str(json.loads(out)["services"][spec.service]["image"])
+        return None
+
     def load_graph(self) -> RevisionGraph:
         rc, out, err = self.alembic("history", "--verbose")
         if rc != 0:
+            lead = self.executor_lead(err + "\n" + out)
+            if lead:
+                raise MigrateError("alembic could not run (rc=%s): %s. Nothing was changed. Compose said: %s"
+                                   % (rc, lead, error_tail(err or out, 4)))
             raise MigrateError("alembic could not read the migration scripts (rc=%s): %s. Check config (alembic.ini) "
                                "and its script_location." % (rc, error_tail(err or out)))
         graph = RevisionGraph.from_history(out)
@@ -376,27 +548,53 @@ class Migrator:
             self.conn = self._connect()
         except Exception as exc:
             raise MigrateError("cannot connect to %s: %s" % (self.db.masked_url(), self.mask(exc).strip()))
+        watch = None
+        if req.watch_controller and not req.check:
+            watch = ControllerWatch(self._controller_died).start()
         try:
             return self._run()
         except MigrateError:
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C: alembic got SIGINT too, but a compose container may outlive its client.
+            self.stop_alembic()
+            with contextlib.suppress(Exception):
+                self.terminate_orphans()
+            raise MigrateError("interrupted (SIGINT): alembic was stopped and its open transaction rolled back; the "
+                               "database is at revision %s. Run again to resume."
+                               % (self._safe_revision() or "base"), {"to_revision": self._safe_revision()})
         except psycopg2.Error as exc:
             raise MigrateError(
                 "PostgreSQL error while migrating (%s): %s. Check the database, then run again: alembic_version "
                 "is only moved by committed revisions." % (type(exc).__name__, self.mask(exc).strip()),
                 {"to_revision": self.result.get("to_revision")})
         finally:
+            if watch:
+                watch.stop()
             with contextlib.suppress(Exception):
                 self.conn.close()
 
     def _plan(self, graph: RevisionGraph) -> Tuple[Optional[str], Optional[str], List[Step]]:
-        current = self.current_revision()
+        heads = self.current_heads()
+        current = heads_label(heads)
         try:
-            target = graph.resolve_target(self.request.target, current)
-            steps = graph.plan(current, target)
+            target = graph.resolve_target(self.request.target, heads)
+            steps = graph.plan(heads, target)
         except AlembicPlanError as exc:
             raise MigrateError(str(exc), {"from_revision": current, "to_revision": current})
-        return current, target, steps
+        target_label = heads_label(target)
+        direction = steps[0].direction if steps else "none"
+        self.result["direction"] = direction
+        if direction == "downgrade" and not self.request.allow_downgrade:
+            raise MigrateError(
+                "target %s (%s) is behind the database's revision %s: reaching it is a downgrade that would revert "
+                "%s. Nothing was changed. Downgrades can drop columns and data; to run it on purpose set "
+                "allow_downgrade: true (take a backup first)."
+                % (self.request.target, target_label or "base", current or "base",
+                   ", ".join(s.revision for s in steps)),
+                {"from_revision": current, "to_revision": current, "target_revision": target_label,
+                 "direction": direction, "pending": [s.as_dict() for s in steps]})
+        return current, target_label, steps
 
     def _run(self) -> Dict[str, Any]:
         req = self.request
@@ -437,24 +635,28 @@ class Migrator:
         attempt = 0
         began = time.monotonic()
         while True:
+            self.check_controller(step)
             attempt += 1
             self.result["attempts"] += 1
             waits_before = len(self.tracker.own_waits)
+            leftovers: List[str] = []
             if self._cleanup and not self.drop_invalid_indexes():
                 # The leftover of the previous attempt is still there: building it again would fail.
                 kind, out, err = INVALID_INDEX, "", ""
-                current = self.current_revision()
+                heads = self.current_heads()
             else:
                 self.log("%s %s (attempt %d)" % (step.direction, step.revision, attempt))
+                before = self.schema_snapshot()
                 rc, out, err = self.alembic(step.direction, step.alembic_target)
+                self.check_controller(step)
                 kind = None if rc == 0 else classify_failure(rc, err or out)
                 if kind is not None and not self.connection_alive():
                     kind = CONNECTION_LOST  # the server went away: our session and the runner lock with it
                     self.reconnect()
                 else:
                     self.terminate_orphans()
-                current = self.current_revision()
-                if current == step.to_rev:
+                heads = self.current_heads()
+                if heads == step.heads_after:
                     if kind is not None:
                         self.result["warnings"].append(
                             "alembic reported a failure (%s) after revision %s was committed; the revision stands"
@@ -464,33 +666,72 @@ class Migrator:
                 if kind is None:
                     raise MigrateError(
                         "alembic exited 0 but the database is at revision %s instead of %s; check that env.py "
-                        "uses DATABASE_URL and the version table %s" % (current, step.to_rev, req.version_table),
-                        self._failure_result(current))
-                if current != step.from_rev:
+                        "uses %s and the version table %s" % (heads_label(heads), step.to_rev, req.db_url_var,
+                                                              self.version_table_sql()),
+                        self._failure_result(heads_label(heads)))
+                if heads != step.heads_before:
                     raise MigrateError(
                         "revision %s failed and the database is now at %s (expected %s or %s): %s"
-                        % (step.revision, current, step.from_rev, step.to_rev, error_tail(err or out)),
-                        self._failure_result(current))
+                        % (step.revision, heads_label(heads), step.from_rev, step.to_rev,
+                           root_cause(err or out) or error_tail(err or out)),
+                        self._failure_result(heads_label(heads)))
                 self.collect_invalid_indexes(baseline_invalid, step.revision, err or out)
-                if kind == ERROR and self._cleanup:
+                if kind == ERROR and self._stale_leftover_in(err or out):
                     kind = INVALID_INDEX  # tripped over an earlier run's leftover: drop it and go again
                 if self._cleanup:
                     self.drop_invalid_indexes()
-            if kind in RETRYABLE + (INVALID_INDEX,) and attempt <= len(delays):
+                leftovers = self.schema_changes(before, self.schema_snapshot())
+            if kind in RETRYABLE + (INVALID_INDEX,) and attempt <= len(delays) and not leftovers:
                 self.log("%s on %s, retrying in %.1f s" % (kind, step.revision, delays[attempt - 1]))
                 self.sleep(delays[attempt - 1])
                 continue
-            message = self._failure_message(step, kind, attempt, err or out, waits_before)
-            if self._cleanup and kind != INVALID_INDEX:
-                message += (" The INVALID index %s left by the failed build could not be dropped yet; the next run "
-                            "drops it first." % ", ".join("%s.%s" % key[:2] for key in sorted(self._cleanup)))
-            raise MigrateError(message, self._failure_result(current, step, kind, err or out, waits_before))
+            message = self._failure_message(step, kind, attempt, err or out, waits_before, leftovers)
+            result = self._failure_result(heads_label(heads), step, kind, err or out, waits_before)
+            if leftovers:
+                result["failure"]["partially_applied"] = leftovers
+            raise MigrateError(message, result)
+
+    def _stale_leftover_in(self, stderr: str) -> bool:
+        """Did the revision trip over an INVALID index an earlier run left (``already exists``)?"""
+        return any(entry.get("preexisting") and 'relation "%s" already exists' % entry["index"] in stderr
+                   for entry in self.result["invalid_indexes"])
+
+    # ------------------------------------------------------------ half-applied revisions
+    def schema_snapshot(self) -> set:
+        """Tables, columns, indexes, sequences, views and constraints of the user's schemas.
+
+        Compared around a failed attempt it shows what a revision committed before it failed:
+        ``autocommit_block`` commits everything before it, so a revision can fail half-applied.
+        """
+        rows = self._query(
+            "SELECT format('%%s %%I.%%I', CASE WHEN c.relkind IN ('r', 'p') THEN 'table' WHEN c.relkind IN ('i', 'I')"
+            " THEN 'index' WHEN c.relkind = 'S' THEN 'sequence' WHEN c.relkind = 'm' THEN 'materialized view'"
+            " ELSE 'view' END, n.nspname, c.relname)"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p', 'i', 'I', 'S', 'v', 'm') AND " + _USER_SCHEMAS +
+            " UNION ALL SELECT format('column %%I.%%I.%%I', n.nspname, c.relname, a.attname)"
+            " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND " + _USER_SCHEMAS +
+            " UNION ALL SELECT format('constraint %%I on %%I.%%I', o.conname, n.nspname, c.relname)"
+            " FROM pg_constraint o JOIN pg_class c ON c.oid = o.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE " + _USER_SCHEMAS)
+        return {r[0] for r in rows}
+
+    def schema_changes(self, before: set, after: set) -> List[str]:
+        """What a failed attempt left behind, apart from the version table and the INVALID indexes
+        (those are reported, dropped and retried on their own)."""
+        version_table = self.request.version_table
+        invalid = {"index %s.%s" % (_ident(e["schema"]), _ident(e["index"])) for e in self.result["invalid_indexes"]}
+        changes = ["%s added" % item for item in sorted(after - before - invalid)]
+        changes += ["%s removed" % item for item in sorted(before - after - invalid)]
+        return [c for c in changes if version_table not in re.split(r"[ .]", c)]
 
     # ------------------------------------------------------------ results
     def _record_applied(self, step: Step, attempts: int, began: float) -> None:
         entry = step.as_dict()
         entry.update(attempts=attempts, duration_s=round(time.monotonic() - began, 3))
-        self.result["applied"].append(entry)
+        # Downgrades are listed as reverted, never as applied.
+        self.result["reverted" if step.direction == "downgrade" else "applied"].append(entry)
         self.result["to_revision"] = step.to_rev
         self.result["changed"] = True
 
@@ -519,6 +760,9 @@ class Migrator:
             pending.append(entry)
         self.result.update(changed=bool(steps), from_revision=current, to_revision=target,
                            target_revision=target, pending=pending, blocked=None)
+        if steps and steps[0].direction == "downgrade":
+            self.result["warnings"].append("check mode: would revert %s (a downgrade)"
+                                           % ", ".join(s.revision for s in steps))
         return self._finish()
 
     def _blockers_for_attempt(self, waits_before: int) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]]]:
@@ -530,8 +774,39 @@ class Migrator:
                     list(wait["blocked_by"].values()))
         return None, self.probable_blockers()
 
-    def _failure_message(self, step: Step, kind: str, attempts: int, stderr: str, waits_before: int) -> str:
+    def _index_report(self, revision: str) -> str:
+        """What happened to the INVALID indexes this revision left, by name."""
+        entries = [e for e in self.result["invalid_indexes"] if e.get("revision") == revision and e.get("index")]
+        parts = []
+        for entry in entries:
+            name = "%s.%s" % (entry["schema"], entry["index"])
+            if entry.get("dropped"):
+                parts.append("The failed build left the INVALID index %s, which was dropped." % name)
+            else:
+                parts.append("The failed build left the INVALID index %s, which could not be dropped yet (%s); the "
+                             "next run drops it first." % (name, entry.get("error") or "open transactions"))
+        return " ".join(parts)
+
+    def _state_sentence(self, step: Step, leftovers: Sequence[str], stderr: str) -> str:
+        """What is in the database now, truthfully."""
         current = step.from_rev or "base"
+        if leftovers:
+            return ("The revision was not recorded (the database's revision is still %s), but part of it was "
+                    "committed before it failed (an autocommit_block commits what ran before it): %s. Undo that by "
+                    "hand or make the revision skip what exists, then run again."
+                    % (current, "; ".join(leftovers)))
+        if step.direction == "upgrade" and error_name(stderr) in ALREADY_EXISTS_ERRORS:
+            return ("The database stays at revision %s, yet what revision %s creates already exists: an earlier "
+                    "attempt of %s probably committed part of it before failing (autocommit_block) without recording "
+                    "the revision. Drop that leftover by hand or make the revision skip it, then run again."
+                    % (current, step.revision, step.revision))
+        return "The database stays at revision %s." % current
+
+    def _failure_message(self, step: Step, kind: str, attempts: int, stderr: str, waits_before: int,
+                         leftovers: Sequence[str] = ()) -> str:
+        current = step.from_rev or "base"
+        state = self._state_sentence(step, leftovers, stderr)
+        indexes = self._index_report(step.revision)
         if kind == LOCK_TIMEOUT:
             wait, blockers = self._blockers_for_attempt(waits_before)
             lock = wait["lock"] if wait else "a lock"
@@ -541,31 +816,39 @@ class Migrator:
                 % (b.get("pid"), b.get("application_name", ""), b.get("state", ""), b.get("xact_age_s") or 0.0,
                    b.get("query", "")) for b in blockers) or "a session that had ended by the time it was sampled"
             return ("%s of revision %s could not get its lock within lock_timeout=%sms after %d attempt(s): "
-                    "it waited for %s (statement: %s), held by %s. The database stays at revision %s. "
+                    "it waited for %s (statement: %s), held by %s. %s%s "
                     "End that session (SELECT pg_terminate_backend(pid)) or run again later, or raise retries."
                     % (step.direction.capitalize(), step.revision, self.command.lock_timeout_ms, attempts, lock,
-                       self.mask(statement or "unknown"), who, current))
+                       self.mask(statement or "unknown"), who, state, (" " + indexes) if indexes else ""))
         if kind == STATEMENT_TIMEOUT:
-            return ("%s of revision %s ran longer than statement_timeout=%sms and was rolled back: %s. The database "
-                    "stays at revision %s. Rewrite the migration (batches, CONCURRENTLY, NOT VALID) or raise "
-                    "statement_timeout." % (step.direction.capitalize(), step.revision, self.command.statement_timeout_ms,
-                                            error_tail(stderr, 4), current))
+            return ("%s of revision %s ran longer than statement_timeout=%sms and was rolled back: %s. %s Rewrite "
+                    "the migration (batches, CONCURRENTLY, NOT VALID) or raise statement_timeout."
+                    % (step.direction.capitalize(), step.revision, self.command.statement_timeout_ms,
+                       error_tail(stderr, 4), state))
         if kind == INVALID_INDEX:
-            names = ", ".join("%s.%s" % key[:2] for key in sorted(self._cleanup))
+            left = [e for e in self.result["invalid_indexes"]
+                    if (e["schema"], e["index"], e["table"]) in self._cleanup]
+            names = ", ".join("%s.%s" % (e["schema"], e["index"]) for e in left) or "(already dropped)"
             who = "; ".join("pid %s (%s, transaction open %.1f s)" % (b["pid"], b["state"], b["xact_age_s"])
                             for b in self.probable_blockers()) or "open transactions"
-            return ("revision %s left the INVALID index %s, which could not be dropped yet (DROP INDEX "
-                    "CONCURRENTLY waits for %s) after %d attempt(s). The database stays at revision %s; run again "
-                    "later and it is dropped first." % (step.revision, names, who, attempts, current))
+            return ("revision %s cannot be built while the INVALID index %s is in the way, and it could not be "
+                    "dropped (DROP INDEX CONCURRENTLY waits for %s) after %d attempt(s). The database stays at "
+                    "revision %s; run again later and it is dropped first." % (step.revision, names, who, attempts,
+                                                                              current))
         if kind == KILLED:
-            return ("alembic was killed while applying revision %s; its transaction was rolled back and the "
-                    "database stays at revision %s. Run again to resume." % (step.revision, current))
+            return ("alembic was killed while applying revision %s; its transaction was rolled back. %s Run again "
+                    "to resume." % (step.revision, state))
         if kind == CONNECTION_LOST:
-            return ("the connection to PostgreSQL was lost while applying revision %s (%d attempt(s)); the "
-                    "database stays at revision %s: %s. Run again once the server is stable."
-                    % (step.revision, attempts, current, error_tail(stderr, 4)))
-        return ("%s of revision %s failed; the database stays at revision %s. alembic said:\n%s"
-                % (step.direction.capitalize(), step.revision, current, error_tail(stderr)))
+            return ("the connection to PostgreSQL was lost while applying revision %s (%d attempt(s)): %s. %s Run "
+                    "again once the server is stable." % (step.revision, attempts, error_tail(stderr, 4), state))
+        lead = self.executor_lead(stderr)
+        cause = root_cause(stderr) or lead
+        lead = lead if lead and lead != cause else None
+        return ("%s of revision %s failed: %s.%s %s%s Not retried: only lock timeouts and lost connections are. "
+                "alembic said:\n%s"
+                % (step.direction.capitalize(), step.revision, (cause or "see below").rstrip("."),
+                   (" " + lead + ".") if lead else "", state, (" " + indexes) if indexes else "",
+                   error_tail(stderr)))
 
     def _failure_result(self, current: Optional[str], step: Optional[Step] = None, kind: str = ERROR,
                         stderr: str = "", waits_before: int = 0) -> Dict[str, Any]:
@@ -574,7 +857,7 @@ class Migrator:
         result["duration_s"] = round(time.monotonic() - self.started, 3)
         if step is not None:
             failure: Dict[str, Any] = {"revision": step.revision, "direction": step.direction, "kind": kind,
-                                       "stderr_tail": error_tail(stderr)}
+                                       "cause": root_cause(stderr), "stderr_tail": error_tail(stderr)}
             if kind == LOCK_TIMEOUT:
                 wait, blockers = self._blockers_for_attempt(waits_before)
                 failure.update(lock=wait["lock"] if wait else None, blockers=blockers,

@@ -238,3 +238,108 @@ def write_timeline(path: str, tracker: BlockedTracker, extra: Optional[Dict[str,
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+# ---------------------------------------------------------------- the controller
+
+def process_state(pid: int) -> Optional[Tuple[str, int, str]]:
+    """(state, parent pid, start time) of a process from /proc, or None when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
+    return fields[0], int(fields[1]), fields[19]
+
+
+def process_argv(pid: int) -> List[str]:
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return [part.decode("utf-8", "replace") for part in handle.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def _is_ansible(argv: Sequence[str]) -> bool:
+    names = [os.path.basename(arg) for arg in argv[:2]]
+    return any(name.startswith("ansible") for name in names) or any("AnsiballZ_" in arg for arg in argv)
+
+
+def controller_chain(pid: Optional[int] = None) -> List[Tuple[int, str]]:
+    """The processes whose death means nobody waits for this run any more, as (pid, start time).
+
+    Under Ansible that is every ancestor up to the top ``ansible-playbook`` process: when it is
+    killed, its forked worker and the shell that started the module live on, so the direct parent
+    alone would never notice. Outside Ansible it is the direct parent.
+    """
+    chain: List[Tuple[int, str, bool]] = []
+    current = os.getppid() if pid is None else pid
+    while current > 1 and len(chain) < 64:
+        state = process_state(current)
+        if state is None:
+            break
+        chain.append((current, state[2], _is_ansible(process_argv(current))))
+        current = state[1]
+    topmost = max((index for index, (_pid, _start, ansible) in enumerate(chain) if ansible), default=0)
+    return [(item[0], item[1]) for item in chain[:topmost + 1]]
+
+
+def gone_process(chain: Sequence[Tuple[int, str]]) -> Optional[int]:
+    """The first process of ``chain`` that exited (or became a zombie, or whose pid was reused)."""
+    for pid, started in chain:
+        state = process_state(pid)
+        if state is None or state[0] in ("Z", "X") or state[2] != started:
+            return pid
+    return None
+
+
+def descendants(pid: int) -> List[int]:
+    """Every process below ``pid`` (children first), read from /proc."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            state = process_state(int(entry))
+            if state is not None:
+                children.setdefault(state[1], []).append(int(entry))
+    found: List[int] = []
+    stack = list(children.get(pid, []))
+    while stack:
+        child = stack.pop(0)
+        found.append(child)
+        stack.extend(children.get(child, []))
+    return found
+
+
+class ControllerWatch:
+    """Calls ``on_gone(pid)`` once, from its own thread, when a process of the controller chain dies
+    (or this process is re-parented)."""
+
+    def __init__(self, on_gone: Callable[[int], None], interval: float = 0.25,
+                 chain: Optional[Sequence[Tuple[int, str]]] = None):
+        self.on_gone = on_gone
+        self.interval = interval
+        self.parent = os.getppid()
+        self.chain = list(chain) if chain is not None else controller_chain()
+        self.gone: Optional[int] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dbops-controller-watch", daemon=True)
+
+    def start(self) -> "ControllerWatch":
+        if self.chain:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            gone = self.parent if os.getppid() != self.parent else gone_process(self.chain)
+            if gone is not None:
+                self.gone = gone
+                with contextlib.suppress(Exception):
+                    self.on_gone(gone)
+                return

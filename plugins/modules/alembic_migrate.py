@@ -16,7 +16,19 @@ description:
     resumes from there.
   - Alembic runs on this host (O(executor=local)) or inside the application's image through the
     docker compose C(migration) service (O(executor=compose)). The database URL reaches Alembic as
-    the E(DATABASE_URL) environment variable, never on the command line.
+    the E(DATABASE_URL) environment variable (O(db_url_var), in the form O(db_url_scheme)), never on the
+    command line.
+  - A O(target) behind the database's revision is a downgrade; it runs only with O(allow_downgrade=true),
+    otherwise the task fails before anything changes, naming both revisions. Results list reverted
+    revisions under RV(reverted), never under RV(applied).
+  - Branches and merges migrate as Alembic does; O(target=head) (or V(heads)) applies every branch and the
+    merge revisions, and a database at several heads is upgraded, not refused.
+  - When the process that started the module dies (Ctrl-C or C(kill -9) of C(ansible-playbook)), the module
+    stops Alembic at once (its processes, or for O(executor=compose) the named one-off container), ends its
+    database sessions so PostgreSQL rolls the open transaction back, and releases the migration lock; an
+    orphaned run never goes on migrating behind a new deployment.
+  - O(state=lock_status) only reports whether a runner holds the migration lock of the database
+    (RV(lock_held), RV(lock_holder_pid)), e.g. before a release lock is declared stale.
   - O(lock_timeout) and O(statement_timeout) reach every session Alembic opens through E(PGOPTIONS).
     A revision that cannot get its lock in time is rolled back by PostgreSQL and retried after
     O(retry_delay) seconds (growing by O(retry_backoff)); when O(retries) run out the task fails,
@@ -37,6 +49,38 @@ extends_documentation_fragment:
   - dbops.migrations.postgres
   - dbops.migrations.attributes
 options:
+  state:
+    description:
+      - V(migrated) runs the migration to O(target).
+      - V(lock_status) is read-only; it reports whether a runner (of any host) holds this database's migration
+        advisory lock for O(version_table) right now, and changes nothing. Needs only the connection options.
+    type: str
+    choices: [migrated, lock_status]
+    default: migrated
+  allow_downgrade:
+    description:
+      - Allow a O(target) behind the database's revision (a downgrade, which can drop columns and data). Without
+        it such a target fails before anything changes.
+    type: bool
+    default: false
+  db_url_var:
+    description:
+      - The environment variable the project's C(env.py) reads the database URL from.
+    type: str
+    default: DATABASE_URL
+  db_url_scheme:
+    description:
+      - The scheme of that URL. SQLAlchemy 2.1 maps a bare V(postgresql) URL to psycopg 3; an application that
+        uses psycopg2 with SQLAlchemy 2 needs V(postgresql+psycopg2).
+    type: str
+    default: postgresql
+  watch_controller:
+    description:
+      - Stop Alembic and roll its transaction back when the process that started the module dies (for Ansible,
+        any process up to C(ansible-playbook)). Leave it on unless the module is started by a process that exits
+        on purpose while the migration goes on.
+    type: bool
+    default: true
   config:
     description:
       - Path of the project's C(alembic.ini). With O(executor=local) it must exist on the target host;
@@ -174,7 +218,18 @@ notes:
   - E(PGOPTIONS) and E(PGAPPNAME) are honoured by libpq-based drivers (psycopg2, psycopg); the project's
     C(env.py) must connect with one of them and must not override C(application_name).
   - Each revision runs in its own Alembic process and transaction; revisions using
-    C(autocommit_block) (for C(CREATE INDEX CONCURRENTLY)) are supported.
+    C(autocommit_block) (for C(CREATE INDEX CONCURRENTLY)) are supported. Such a revision commits what ran before
+    the block, so it can fail half-applied; the failure message then lists what the failed attempt left in the
+    database (RV(failure.partially_applied)) and names the real cause. Only lock timeouts and lost connections
+    are retried.
+  - Secrets reach Alembic only through environment variables, never its command line. With O(executor=compose)
+    the one-off container receives them as C(-e NAME) (the value comes from the docker CLI's environment), but
+    C(docker inspect) of a running container shows its environment, passwords included, to anyone allowed to use
+    the Docker daemon. Restrict access to the Docker socket, and where the application allows it, point
+    O(db_url_var) at nothing secret and let C(env.py) read the password from a file (compose C(secrets:) or an
+    C(env_file) with mode 0600).
+  - O(executor=compose) names each one-off container C(dbops-migrate-PROJECT-RUNID-N), so that it can be removed
+    when the controller dies (the C(compose run) client dying does not stop its container).
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -220,6 +275,26 @@ EXAMPLES = r'''
     executor_db_url: postgresql://app:{{ vault_db_password }}@db:5432/auto_trader
     target: head
 
+- name: Revert the last release's revision on purpose
+  dbops.migrations.alembic_migrate:
+    config: /srv/auto_trader/alembic.ini
+    db_url: "{{ vault_database_url }}"
+    target: "0004"
+    allow_downgrade: true
+
+- name: A SQLAlchemy 2 application that uses psycopg2 and reads APP_DB_URL
+  dbops.migrations.alembic_migrate:
+    config: /srv/ledger/alembic.ini
+    db_url: "{{ vault_database_url }}"
+    db_url_var: APP_DB_URL
+    db_url_scheme: postgresql+psycopg2
+
+- name: Does a migration runner hold the lock of this database?
+  dbops.migrations.alembic_migrate:
+    state: lock_status
+    db_url: "{{ vault_database_url }}"
+  register: migration_lock
+
 - name: Show what would run, with its SQL
   dbops.migrations.alembic_migrate:
     config: /srv/auto_trader/alembic.ini
@@ -230,7 +305,7 @@ EXAMPLES = r'''
 
 RETURN = r'''
 from_revision:
-  description: The database's revision before the run (null means base).
+  description: The database's revision before the run (null means base; C(a,b) while several branches are unmerged).
   returned: always
   type: str
   sample: "0002"
@@ -251,8 +326,37 @@ pending:
   elements: dict
   sample: [{"direction": "upgrade", "revision": "0003", "from_revision": "0002", "to_revision": "0003",
             "sql": "CREATE INDEX ix_orders_created_at ON orders (created_at);"}]
+direction:
+  description: V(upgrade), V(downgrade) or V(none) (already at the target).
+  returned: success
+  type: str
+  sample: upgrade
+reverted:
+  description: The revisions a downgrade reverted, with their attempts and duration (empty for upgrades).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"direction": "downgrade", "revision": "0005", "from_revision": "0005", "to_revision": "0004",
+            "attempts": 1, "duration_s": 0.8}]
+lock_held:
+  description: With O(state=lock_status), whether a runner holds the migration lock of the database now.
+  returned: when state is lock_status
+  type: bool
+  sample: false
+lock_holder_pid:
+  description: With O(state=lock_status), the PostgreSQL backend pid of the session holding the lock (or null).
+  returned: when state is lock_status
+  type: int
+  sample: 4242
+lock_holder:
+  description: With O(state=lock_status), that session's C(pid), C(application_name), C(client) and C(connected_s).
+  returned: when state is lock_status
+  type: dict
+  sample: {"pid": 4242, "application_name": "dbops-migrate-control", "client": "local", "connected_s": 12.5}
 applied:
-  description: The revisions applied or reverted, with their attempts and duration.
+  description:
+    - The revisions applied (upgrades only), with their attempts and duration; every revision of every branch
+      and the merges. Reverted revisions are in RV(reverted).
   returned: always
   type: list
   elements: dict
@@ -288,7 +392,10 @@ invalid_indexes:
             "dropped": true}]
 failure:
   description:
-    - On failure, what failed; C(kind) is lock_timeout, statement_timeout, connection_lost, killed or error.
+    - On failure, what failed; C(kind) is lock_timeout, statement_timeout, connection_lost, killed,
+      invalid_index, controller_gone or error. C(cause) is the error Alembic died of (for example
+      C(UniqueViolation ... DETAIL ... is duplicated)); C(partially_applied) lists what a failed attempt committed
+      although the revision was not recorded (an C(autocommit_block) commits what ran before it).
       For lock timeouts C(lock) and C(blockers) name the lock and the sessions that held it.
   returned: failure
   type: dict
@@ -316,12 +423,17 @@ from ansible_collections.dbops.migrations.plugins.module_utils._compose import C
 from ansible_collections.dbops.migrations.plugins.module_utils._compose_engine import choose_compose_cli
 from ansible_collections.dbops.migrations.plugins.module_utils._compose_v1 import STANDALONE
 from ansible_collections.dbops.migrations.plugins.module_utils._migrate import (
-    ComposeSpec, MigrateError, MigrateRequest, Migrator)
+    ComposeSpec, MigrateError, MigrateRequest, Migrator, migration_lock_status, validate_url_form)
 
 
 def argument_spec():
     spec = connection_argument_spec()
     spec.update(
+        state=dict(type="str", choices=["migrated", "lock_status"], default="migrated"),
+        allow_downgrade=dict(type="bool", default=False),
+        db_url_var=dict(type="str", default="DATABASE_URL"),
+        db_url_scheme=dict(type="str", default="postgresql"),
+        watch_controller=dict(type="bool", default=True),
         config=dict(type="path"),
         target=dict(type="str", default="head"),
         executor=dict(type="str", choices=["local", "compose"], default="local"),
@@ -360,6 +472,7 @@ def build_request(module, params):
     for name in ("lock_timeout", "statement_timeout"):
         if params[name] not in (None, ""):
             duration_ms(params[name], name)
+    validate_url_form(params["db_url_var"], params["db_url_scheme"])
     compose = None
     alembic_bin = "alembic"
     if params["executor"] == "compose":
@@ -373,7 +486,7 @@ def build_request(module, params):
         compose = ComposeSpec(project_src=params["project_src"], files=params["compose_files"],
                               service=params["compose_service"], profiles=params["compose_profiles"],
                               project_name=params["compose_project_name"], docker_bin=compose_bin,
-                              standalone=choice.kind == STANDALONE)
+                              standalone=choice.kind == STANDALONE, docker_cli=module.get_bin_path("docker"))
     else:
         if not params["config"]:
             raise AlembicPlanError("config is required with executor=local: the path of the project's alembic.ini")
@@ -399,7 +512,19 @@ def build_request(module, params):
         version_table_schema=params["version_table_schema"],
         extra_env={str(k): str(v) for k, v in (params["env"] or {}).items()},
         compose=compose, alembic_db=alembic_db, check=module.check_mode,
-        show_sql=params["show_sql"], drop_invalid_indexes=params["drop_invalid_indexes"])
+        show_sql=params["show_sql"], drop_invalid_indexes=params["drop_invalid_indexes"],
+        allow_downgrade=params["allow_downgrade"], db_url_var=params["db_url_var"],
+        db_url_scheme=params["db_url_scheme"], watch_controller=params["watch_controller"])
+
+
+def lock_status(module, db, params, secrets):
+    """state=lock_status: read-only, no alembic needed."""
+    try:
+        status = migration_lock_status(db, params["version_table"], params["version_table_schema"])
+    except Exception as exc:
+        module.fail_json(msg="cannot read the migration lock of %s: %s" % (db.masked_url(), mask_secrets(exc, *secrets)),
+                         changed=False)
+    module.exit_json(changed=False, **status)
 
 
 def main():
@@ -412,6 +537,8 @@ def main():
     try:
         db = conninfo_from_params(params)
         secrets.append(db.password)
+        if params["state"] == "lock_status":
+            lock_status(module, db, params, secrets)
         request = build_request(module, params)
         if request.alembic_db is not None:
             secrets.append(request.alembic_db.password)
@@ -430,7 +557,8 @@ def main():
         warnings = result.pop("warnings", [])
         module.fail_json(msg=mask_secrets(exc.msg, *secrets), warnings_list=warnings,
                          **{k: v for k, v in result.items() if k != "changed"},
-                         changed=bool(result.get("applied")))
+                         changed=bool(result.get("applied") or result.get("reverted")
+                                      or (result.get("failure") or {}).get("partially_applied")))
     warnings = result.pop("warnings", [])
     for warning in warnings:
         module.warn(warning)

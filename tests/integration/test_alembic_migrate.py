@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.ansible import run_module
+from tests.helpers.ansible import failure_message, run_module
 from tests.helpers.postgres import TEST_PASSWORD
 
 from test_alembic_migrate_support import (  # noqa: E402  (tests/integration is on sys.path)
@@ -65,15 +65,19 @@ def test_example_app_check_upgrade_idempotent_downgrade(pg_db):
     assert not again.result.get("failed") and again.result["changed"] is False
     assert again.result["attempts"] == 0
 
-    down = run_module("alembic_migrate", dict(pg_db.login_args(), config=str(EXAMPLE_INI), target="-2"), diff=True)
+    refused = run_module("alembic_migrate", dict(pg_db.login_args(), config=str(EXAMPLE_INI), target="-2"))
+    assert "allow_downgrade" in failure_message(refused) and revision_of(pg_db) == "0005"
+    down = run_module("alembic_migrate", dict(pg_db.login_args(), config=str(EXAMPLE_INI), target="-2",
+                                              allow_downgrade=True), diff=True)
     assert not down.result.get("failed"), down.output
-    assert [a["revision"] for a in down.result["applied"]] == ["0005", "0004"]
+    assert down.result["direction"] == "downgrade" and down.result["applied"] == []
+    assert [a["revision"] for a in down.result["reverted"]] == ["0005", "0004"]
     assert down.result["diff"]["after"] == "revision: 0003\n"
     assert revision_of(pg_db) == "0003"
     assert "notional" not in columns(pg_db, "orders")
     assert_no_secret(down)
 
-    base = run_module("alembic_migrate", dict(args, target="base"))
+    base = run_module("alembic_migrate", dict(args, target="base", allow_downgrade=True))
     assert not base.result.get("failed"), base.output
     assert revision_of(pg_db) is None
     assert pg_db.scalar("SELECT to_regclass('orders')") is None
@@ -232,8 +236,8 @@ def test_failing_revision_leaves_revision_unchanged(pg_db, project):
     run = run_module("alembic_migrate", module_args(pg_db, project))
     assert run.result.get("failed") is True
     msg = run.result["msg"]
-    assert "Upgrade of revision 0005 failed; the database stays at revision 0004" in msg
-    assert 'relation "nope" does not exist' in msg
+    assert 'Upgrade of revision 0005 failed: UndefinedTable: relation "nope" does not exist' in msg
+    assert "The database stays at revision 0004" in msg
     assert run.result["to_revision"] == "0004"
     assert [a["revision"] for a in run.result["applied"]] == ["0001", "0002", "0003", "0004"]
     assert run.result["failure"]["kind"] == "error"
@@ -282,7 +286,8 @@ def test_invalid_index_from_concurrent_build_is_dropped_and_retried(pg_db, proje
     assert revision_of(pg_db) == "0003"
 
     # Within one run: the failed build is cleaned up before the retry, which succeeds once the writer ends.
-    assert not run_module("alembic_migrate", module_args(pg_db, project, target="0002")).result.get("failed")
+    assert not run_module("alembic_migrate", module_args(pg_db, project, target="0002",
+                                                         allow_downgrade=True)).result.get("failed")
     assert pg_db.scalar("SELECT to_regclass('ix_orders_created_at')") is None
     with Holder(pg_db, writer_sql, application_name="open-writer") as writer:
         thread, box = run_in_thread(run_module, "alembic_migrate", module_args(
@@ -336,9 +341,10 @@ def test_downgrade_alembic_cannot_perform_fails_clearly(pg_db, project):
     add_revision(project, "0005", "0004", "    pass",
                  downgrade='    raise NotImplementedError("0005 cannot be reverted: data was dropped")')
     assert naive_upgrade(pg_db, project, "head").returncode == 0
-    run = run_module("alembic_migrate", module_args(pg_db, project, target="-1"))
+    run = run_module("alembic_migrate", module_args(pg_db, project, target="-1", allow_downgrade=True))
     assert run.result.get("failed") is True
-    assert "Downgrade of revision 0005 failed; the database stays at revision 0005" in run.result["msg"]
+    assert "Downgrade of revision 0005 failed: NotImplementedError" in run.result["msg"]
+    assert "The database stays at revision 0005" in run.result["msg"]
     assert "0005 cannot be reverted" in run.result["msg"]
     assert revision_of(pg_db) == "0005"
 

@@ -86,8 +86,9 @@ def test_compose_executor_upgrades_and_downgrades(compose_db):
     # The timeouts reached the container's sessions through PGOPTIONS: the monitor saw them by name.
     assert run.result["blocked"]["samples"] > 0
 
-    down = run_module("alembic_migrate", dict(args, target="-1"))
+    down = run_module("alembic_migrate", dict(args, target="-1", allow_downgrade=True))
     assert not down.result.get("failed"), down.output
     assert scalar(compose_db["url"], "SELECT version_num FROM alembic_version") == "0001"
+    assert [r["revision"] for r in down.result["reverted"]] == ["0002"] and down.result["applied"] == []
     for result in (check, run, down):
         assert PASSWORD not in result.output and PASSWORD not in json.dumps(result.result)

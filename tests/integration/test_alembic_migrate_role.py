@@ -65,3 +65,19 @@ def test_role_rejects_missing_settings(tmp_path):
     run = run_playbook(play, inventory=inventory)
     assert run.rc != 0
     assert "migrate needs migrate_config" in run.output
+
+
+def test_role_downgrades_only_when_allowed_and_calls_it_a_downgrade(pg_db, tmp_path):
+    config = make_project(tmp_path / "proj")
+    play, inventory = write_play(tmp_path, migrate_config=str(config), migrate_db_url=pg_db.url)
+    assert run_playbook(play, inventory=inventory).rc == 0
+    play, inventory = write_play(tmp_path, migrate_config=str(config), migrate_db_url=pg_db.url, migrate_target="0003")
+    refused = run_playbook(play, inventory=inventory)
+    assert refused.rc != 0 and "set allow_downgrade: true" in refused.output
+    assert revision_of(pg_db) == "0004"
+    play, inventory = write_play(tmp_path, migrate_config=str(config), migrate_db_url=pg_db.url, migrate_target="0003",
+                                 migrate_allow_downgrade=True)
+    down = run_playbook(play, inventory=inventory)
+    assert down.rc == 0, down.output
+    assert "downgrade: reverted 0004" in down.stdout and "applied 0004" not in down.stdout
+    assert revision_of(pg_db) == "0003"

@@ -1,6 +1,7 @@
 """Faults injected while alembic_migrate runs: what must hold afterwards, and that the next run recovers."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -226,3 +227,74 @@ def test_second_runner_without_patience(pg_db, tmp_path):
     assert second["failed"] and "another migration runner holds the migration lock" in second["msg"]
     assert not box["result"].get("failed")
     assert pg_db.scalar("SELECT count(*) FROM accounts WHERE name = 'from-0005'") == 1
+
+
+# A parent that starts the runner and then waits: the test kills it, as a terminal or a CI job would.
+PARENT_SCRIPT = r'''
+import subprocess, sys, time
+subprocess.Popen([sys.executable] + sys.argv[1:])
+time.sleep(600)
+'''
+
+RUNNER_SCRIPT = r'''
+import os, subprocess, sys
+sys.path.insert(0, os.environ["DBOPS_COLLECTIONS"])
+from ansible_collections.dbops.migrations.plugins.module_utils._migrate import MigrateError, MigrateRequest, Migrator
+from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url
+
+def runner(argv, env, cwd):
+    full = dict(os.environ)
+    full.update(env)
+    proc = subprocess.run(argv, env=full, cwd=cwd, capture_output=True, text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+config, alembic, report = sys.argv[1:4]
+request = MigrateRequest(config=config, alembic_bin=alembic, lock_timeout="5s", retries=0)
+try:
+    Migrator(request, parse_db_url(os.environ["DBOPS_TEST_DB_URL"]), runner).run()
+    open(report, "w").write("finished")
+except MigrateError as exc:
+    open(report, "w").write(exc.msg)
+'''
+
+
+@pytest.mark.fault("SIGKILL of the process that started the runner (outside Ansible) mid-revision",
+                   kind="interrupt", holds="the runner stops alembic within seconds, ends its backends, releases the "
+                   "migration lock and says why; revision and data unchanged; the next run recovers")
+def test_parent_death_stops_the_runner(pg_db, tmp_path):
+    config = prepared(pg_db, tmp_path)
+    add_revision(config, "0005", "0004", SLOW.replace("pg_sleep(4)", "pg_sleep(120)"),
+                 downgrade='    op.drop_column("orders", "slow_note")')
+    (tmp_path / "parent.py").write_text(PARENT_SCRIPT)
+    (tmp_path / "runner.py").write_text(RUNNER_SCRIPT)
+    report = tmp_path / "report.txt"
+    env = dict(os.environ, DBOPS_TEST_DB_URL=pg_db.url,
+               DBOPS_COLLECTIONS=str(Path(__file__).resolve().parents[2] / ".collections"))
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"), str(tmp_path / "runner.py"), str(config),
+                               ALEMBIC, str(report)], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not pg_db.scalar("SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(120)%%'"
+                               " AND application_name LIKE 'dbops-migrate-%%'"):
+            assert time.monotonic() < deadline, "the revision never reached its slow statement"
+            time.sleep(0.1)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while not report.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert report.exists(), "the runner did not stop within 10 s of its parent's death"
+        assert "the process that started this migration (pid %d) is gone" % parent.pid in report.read_text()
+        assert "revision 0004" in report.read_text()
+        deadline = time.monotonic() + 5  # the runner itself exits right after its report
+        while list(find_processes(str(config))) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not list(find_processes(str(config))), "alembic or the runner outlived the parent"
+        assert_consistent_at_0004(pg_db)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+    (Path(config).parent / "migrations" / "versions" / "0005_rev.py").unlink()
+    add_revision(config, "0005", "0004", SLOW, downgrade='    op.drop_column("orders", "slow_note")')
+    assert_recovered(pg_db, config)

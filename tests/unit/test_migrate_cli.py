@@ -5,8 +5,8 @@ import pytest
 
 from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import (
     AlembicPlanError, CONNECTION_LOST, ERROR, KILLED, LOCK_TIMEOUT, STATEMENT_TIMEOUT, RevisionGraph,
-    classify_failure, duration_ms, error_tail, failing_statement, offline_range, parse_history, pgoptions,
-    split_offline_sql)
+    classify_failure, duration_ms, error_name, error_tail, executor_problem, failing_statement, offline_range,
+    parse_history, pgoptions, root_cause, split_offline_sql)
 
 # Recorded from `alembic history --verbose` (alembic 1.20) on a linear project.
 LINEAR_HISTORY = """Rev: 0003 (head)
@@ -283,3 +283,89 @@ def test_pgoptions_appends_and_escapes():
     assert pgoptions([("lock_timeout", "200ms"), ("statement_timeout", "2000ms")], "-c search_path=app") == \
         "-c search_path=app -c lock_timeout=200ms -c statement_timeout=2000ms"
     assert pgoptions([("application_name", "a b")]) == "-c application_name=a\\ b"
+
+
+def test_merge_from_one_branch_applies_the_other_branch_and_the_merge():
+    graph = RevisionGraph.from_history(BRANCHED_HISTORY)
+    steps = graph.plan("a2", graph.resolve_target("head", "a2"))
+    assert [(s.revision, s.heads_before, s.heads_after) for s in steps] == [
+        ("b2", ("a2",), ("a2", "b2")), ("m1", ("a2", "b2"), ("m1",))]
+    assert [s.alembic_target for s in steps] == ["b2", "m1"]
+    assert steps[0].from_rev == "a2" and steps[0].to_rev == "a2,b2"
+
+
+def test_database_at_several_heads_is_upgraded_not_refused():
+    graph = RevisionGraph.from_history(BRANCHED_HISTORY)
+    for target in ("head", "heads", "m1"):
+        steps = graph.plan(("a2", "b2"), graph.resolve_target(target, ("a2", "b2")))
+        assert [s.revision for s in steps] == ["m1"]
+    assert graph.plan(("a2", "b2"), ("a2", "b2")) == []
+    with pytest.raises(AlembicPlanError, match="several heads"):
+        graph.resolve_target("+1", ("a2", "b2"))
+    with pytest.raises(AlembicPlanError, match="several heads"):
+        graph.plan(("a2", "b2"), "0001")
+
+
+def test_heads_target_of_unmerged_branches_applies_both():
+    graph = RevisionGraph.from_history(TWO_HEADS_HISTORY)
+    target = graph.resolve_target("heads", None)
+    assert target == ("x2", "y2")
+    steps = graph.plan(None, target)
+    assert [s.revision for s in steps] == ["0001", "x2", "y2"]
+    assert steps[-1].heads_after == ("x2", "y2")
+
+
+UNIQUE_STDERR = """INFO  [alembic.runtime.migration] Running upgrade r1 -> r2, sku
+Traceback (most recent call last):
+  File "/venv/lib/python3.11/site-packages/sqlalchemy/engine/base.py", line 1967, in _exec_single_context
+psycopg2.errors.UniqueViolation: could not create unique index "ix_orders_sku"
+DETAIL:  Key (sku)=(dup) is duplicated.
+
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "/venv/bin/alembic", line 8, in <module>
+sqlalchemy.exc.IntegrityError: (psycopg2.errors.UniqueViolation) could not create unique index "ix_orders_sku"
+DETAIL:  Key (sku)=(dup) is duplicated.
+
+[SQL: CREATE UNIQUE INDEX CONCURRENTLY ix_orders_sku ON orders (sku)]
+(Background on this error at: https://sqlalche.me/e/21/gkpj)
+"""
+
+
+def test_root_cause_names_the_driver_error_and_its_detail():
+    assert root_cause(UNIQUE_STDERR) == ('UniqueViolation: could not create unique index "ix_orders_sku" '
+                                         'DETAIL: Key (sku)=(dup) is duplicated.')
+    assert error_name(UNIQUE_STDERR) == "UniqueViolation"
+    dup = 'sqlalchemy.exc.ProgrammingError: (psycopg2.errors.DuplicateColumn) column "sku" of relation "orders" already exists'
+    assert error_name(dup) == "DuplicateColumn"
+    assert root_cause("FAILED: Can't locate revision identified by 'zz'") == "FAILED: Can't locate revision identified by 'zz'"
+    assert root_cause("") is None
+
+
+@pytest.mark.parametrize("stderr,expected", [
+    ("no such service: migrate", "compose has no service migrate (set dbops_compose_migration_service"),
+    ("ERROR: No such service: migration", "compose has no service migration"),
+    (" migration Pulling \n Error response from daemon: pull access denied for ledger-api, repository does not "
+     "exist or may require 'docker login'", "the image ledger-api of compose service migration could not be found"),
+    ("Unable to find image 'auto_trader:9.9' locally", "the image auto_trader:9.9 of compose service migration"),
+    ('exec: "alembic": executable file not found in $PATH', "no alembic executable"),
+    ("sqlalchemy.exc.OperationalError: boom", None),
+])
+def test_executor_problems_get_their_own_lead(stderr, expected):
+    lead = executor_problem(stderr, "migration")
+    if expected is None:
+        assert lead is None
+    else:
+        assert expected in lead
+        if "image" in expected:
+            assert "tag variable" in lead
+
+
+def test_image_pull_without_registry_is_an_image_problem():
+    stderr = (' migration Pulling \n migration Error Get "https://registry-1.docker.io/v2/": dial tcp: lookup '
+              'registry-1.docker.io on 10.255.255.53:53: no such host\nError response from daemon: Get '
+              '"https://registry-1.docker.io/v2/": dial tcp: no such host')
+    lead = executor_problem(stderr, "migration")
+    assert "the image (unknown) of compose service migration could not be found or pulled" in lead

@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 
+from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import AlembicPlanError
 from ansible_collections.dbops.migrations.plugins.module_utils._migrate import (
-    AlembicCommand, ComposeSpec, MigrateRequest, lock_key, retry_delays)
+    AlembicCommand, ComposeSpec, MigrateRequest, lock_key, retry_delays, runner_lock_holder, url_with_scheme,
+    validate_url_form)
 from ansible_collections.dbops.migrations.plugins.module_utils._migrate_monitor import (
-    BlockedTracker, Row, describe_lock, write_timeline)
+    BlockedTracker, ControllerWatch, Row, controller_chain, describe_lock, descendants, gone_process,
+    write_timeline)
 from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url
 
 PASSWORD = "Sup3r-S3cret-pw-7731"
@@ -51,6 +58,7 @@ def test_compose_command_passes_secrets_by_name_only():
     argv, cwd = cmd.argv("downgrade", "0001")
     assert argv == ["/usr/bin/docker", "compose", "-f", "docker-compose.prod.yml", "--project-directory", "/srv/app",
                     "-p", "shop", "--profile", "migration", "run", "--rm", "-T",
+                    "--name", "dbops-migrate-shop-x-1",
                     "-e", "DATABASE_URL", "-e", "PGAPPNAME", "-e", "PGOPTIONS", "-e", "PGPASSWORD",
                     "migration", "alembic", "-c", "/app/alembic.ini", "downgrade", "0001"]
     assert cwd == "/srv/app"
@@ -147,3 +155,92 @@ def test_timeline_file_is_private_json(tmp_path):
     data = json.loads(path.read_text())
     assert data["to_revision"] == "0002" and data["samples"][0]["t"] == 0.5
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_url_variable_and_scheme_choose_the_driver():
+    request = MigrateRequest(config="a.ini", db_url_var="APP_DB_URL", db_url_scheme="postgresql+psycopg2")
+    env = AlembicCommand(request, DB, "x").environment()
+    assert env["APP_DB_URL"] == "postgresql+psycopg2://app:%s@127.0.0.1:5432/shop" % PASSWORD
+    assert "DATABASE_URL" not in env
+
+
+@pytest.mark.parametrize("var,scheme,expected", [
+    ("DATABASE URL", "postgresql", "db_url_var"),
+    ("PGPASSWORD", "postgresql", "db_url_var"),
+    ("DATABASE_URL", "mysql", "postgresql\\+psycopg2"),
+    ("DATABASE_URL", "postgresql+psycopg2; rm -rf /", "not a PostgreSQL URL scheme"),
+])
+def test_bad_url_forms_are_refused(var, scheme, expected):
+    with pytest.raises(AlembicPlanError, match=expected):
+        validate_url_form(var, scheme)
+
+
+def test_url_forms_accepted():
+    for scheme in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg", "postgresql+asyncpg"):
+        validate_url_form("DATABASE_URL", scheme)
+    assert url_with_scheme("postgresql://u@h/d", "postgresql+psycopg2") == "postgresql+psycopg2://u@h/d"
+
+
+def test_compose_containers_get_unique_names_without_secrets():
+    request = MigrateRequest(executor="compose", compose=ComposeSpec(project_src="/srv/My App", docker_bin="docker"),
+                             alembic_db=parse_db_url("postgresql://app:%s@db:5432/shop" % PASSWORD))
+    cmd = AlembicCommand(request, DB, "dbops-migrate-abc")
+    first = cmd.argv("upgrade", "1")[0]
+    second = cmd.argv("upgrade", "2")[0]
+    assert first[first.index("--name") + 1] == "dbops-migrate-myapp-abc-1"
+    assert second[second.index("--name") + 1] == "dbops-migrate-myapp-abc-2"
+    assert cmd.container == "dbops-migrate-myapp-abc-2"
+    assert all(PASSWORD not in part for part in first + second)
+
+
+def test_lock_holder_query_is_scoped_to_the_database_and_key():
+    seen = []
+
+    def query(sql, params):
+        seen.append((sql, params))
+        return [(4242, "dbops-migrate-control", "local", 12.34)]
+
+    key = lock_key("alembic_version", None)
+    holder = runner_lock_holder(query, key)
+    assert holder == {"pid": 4242, "application_name": "dbops-migrate-control", "client": "local",
+                      "connected_s": 12.3}
+    sql, params = seen[0]
+    assert "current_database()" in sql and "objsubid = 2" in sql
+    assert params == (key[0], key[1] % (1 << 32))
+    assert runner_lock_holder(lambda sql, params: [], key) is None
+
+
+def test_controller_chain_and_death_are_read_from_proc():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        chain = controller_chain(child.pid)
+        assert chain[0][0] == child.pid
+        assert gone_process(chain[:1]) is None
+        assert child.pid in descendants(os.getpid())
+        child.kill()
+        child.wait(10)
+        assert gone_process(chain[:1]) == child.pid
+        # A reused pid is a different process: its start time differs.
+        assert gone_process([(os.getpid(), "0")]) == os.getpid()
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+def test_controller_watch_calls_back_once_when_the_watched_process_dies():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    calls = []
+    watch = ControllerWatch(calls.append, interval=0.05, chain=controller_chain(child.pid)[:1]).start()
+    try:
+        time.sleep(0.3)
+        assert calls == []
+        child.kill()
+        child.wait(10)
+        deadline = time.monotonic() + 5
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert calls == [child.pid]
+    finally:
+        watch.stop()
+        child.kill()
+        child.wait(10)
