@@ -319,7 +319,11 @@ class StandInFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         top = fullname.split(".", 1)[0]
         if top in NEVER_STAND_IN or top in getattr(sys, "stdlib_module_names", ()):
             return None
-        if self.forced and top not in self.forced:
+        if self.forced:
+            if top not in self.forced:
+                return None
+        elif not _imported_by_revision():
+            # A library's optional import (try: import x / except ImportError) must fail as usual.
             return None
         return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
 
@@ -331,6 +335,20 @@ class StandInFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module):
         REGISTRY.note(module.__name__)
+
+
+def _imported_by_revision():
+    """Whether the import statement being run is in the revision file (or in a stand-in's chain)."""
+    getframe = getattr(sys, "_getframe", None)
+    if getframe is None or not REGISTRY.revision_path:
+        return True
+    frame = getframe(2)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not (name.startswith("<frozen") or "importlib" in name or name == __file__):
+            return os.path.abspath(name) == REGISTRY.revision_path
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager
@@ -448,6 +466,7 @@ def load_revision_file(path):
     except ValueError as exc:
         return _placeholder(path, text, "the file does not compile: %s" % exc)
     REGISTRY.take()
+    REGISTRY.revision_path = os.path.abspath(path)
     try:
         module = _exec_revision(path, text, code)
     except Exception as first:

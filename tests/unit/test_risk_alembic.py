@@ -193,3 +193,22 @@ def test_render_payload_errors_name_the_cause():
     with pytest.raises(RiskInputError, match=r"^no \[alembic\] section \(rendered with python /x\)$"):
         parse_payload(0, out, "", "python /x")
     assert parse_payload(0, "x\n%s\n{\"revisions\": [], \"heads\": []}" % JSON_MARKER, "", "w")["heads"] == []
+
+
+def test_stand_ins_only_for_what_the_revision_imports(tmp_path):
+    """A library's optional import (try/except ImportError) still fails as usual; the revision's own
+    missing imports, at module level or inside upgrade(), are stood in for."""
+    (tmp_path / "fastlib").mkdir()
+    (tmp_path / "fastlib" / "__init__.py").write_text(
+        "try:\n    import accelerator_not_installed\n    FAST = True\nexcept ImportError:\n    FAST = False\n")
+    ini = project(tmp_path, {"a.py": "import fastlib\nfrom missing_app.types import Money\n" + rev("a", None, """
+        from other_missing import thing
+        op.add_column('t', sa.Column('m', Money()))
+        if fastlib.FAST:
+            op.drop_table('t')
+        """)})
+    unit = pending_units(ini)[0]
+    assert unit.error is None and "ADD COLUMN m Money" in unit.sql and "DROP TABLE" not in unit.sql
+    assert unit.stand_ins == ["missing_app", "missing_app.types", "missing_app.types.Money", "other_missing",
+                              "other_missing.thing"]
+    assert "fastlib" not in sys.modules and "accelerator_not_installed" not in sys.modules
