@@ -65,7 +65,7 @@ def manifest_name(dump_name: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class BackupEntry:
-    """One backup found in a destination folder."""
+    """One backup found in a destination folder; ``database`` is its manifest's (exact) database."""
     name: str
     database: str
     stamp: str
@@ -83,23 +83,52 @@ def parse_backup_name(name: str) -> Optional[Tuple[str, str]]:
     return match.group("db"), match.group("stamp")
 
 
-def list_backups(folder: str, database: Optional[str] = None) -> List[BackupEntry]:
-    """Backups in ``folder`` (newest first), optionally only those of ``database``."""
+def scan_backups(folder: str) -> Tuple[List[BackupEntry], List[Dict[str, str]]]:
+    """Backups in ``folder`` (newest first) keyed by their manifest's database, and the
+    backup-like files whose manifest is missing or unreadable (``path`` and ``reason``).
+
+    File names are cleaned-up database names (``shop eu`` and ``shop_eu`` share one), so only
+    the manifest says whose a backup is; a file without a readable manifest belongs to nobody
+    we can prove and is never touched by retention."""
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
-        return []
+        return [], []
     present = set(names)
-    entries = []
+    entries, skipped = [], []
     for name in names:
         parsed = parse_backup_name(name)
         if not parsed:
             continue
-        db, stamp = parsed
-        if database is not None and db != re.sub(r"[^A-Za-z0-9_.-]", "_", database):
+        database, reason = _manifest_database(folder, name, present)
+        if database is None:
+            skipped.append({"path": os.path.join(folder, name), "reason": reason})
             continue
-        entries.append(BackupEntry(name, db, stamp, manifest_name(name) in present))
-    return sorted(entries, key=lambda e: (e.stamp, e.name), reverse=True)
+        entries.append(BackupEntry(name, database, parsed[1], True))
+    entries.sort(key=lambda e: (e.stamp, e.name), reverse=True)
+    skipped.sort(key=lambda s: s["path"])
+    return entries, skipped
+
+
+def _manifest_database(folder: str, name: str, present: Set[str]) -> Tuple[Optional[str], str]:
+    if manifest_name(name) not in present:
+        return None, "no manifest beside it"
+    try:
+        manifest = read_manifest(os.path.join(folder, manifest_name(name)))
+    except (BackupError, OSError) as exc:
+        return None, "manifest unreadable: %s" % exc
+    if os.path.basename(str(manifest.get("file", ""))) != name:
+        return None, "its manifest describes another file (%s)" % manifest.get("file")
+    if not isinstance(manifest.get("database"), str) or not manifest["database"]:
+        return None, "its manifest names no database"
+    return manifest["database"], ""
+
+
+def list_backups(folder: str, database: Optional[str] = None) -> List[BackupEntry]:
+    """Backups in ``folder`` (newest first) with a readable manifest, optionally only those
+    whose manifest names exactly ``database``."""
+    entries = scan_backups(folder)[0]
+    return [e for e in entries if database is None or e.database == database]
 
 
 def plan_retention(entries: List[BackupEntry], keep: int, protect: Iterable[str] = ()) -> Tuple[List[BackupEntry], List[BackupEntry]]:
@@ -330,13 +359,41 @@ def ensure_dest(dest: str, check_mode: bool = False, owner: Optional[Tuple[int, 
     return True
 
 
-def make_staging(dest: str) -> str:
-    """A private folder inside ``dest``: same filesystem, so the final rename is atomic."""
+def make_staging(dest: str, owner: Optional[Dict[str, Any]] = None) -> str:
+    """A private folder inside ``dest``: same filesystem, so the final rename is atomic. It holds
+    an owner record so that a later run can remove it when this run dies half-way."""
     import tempfile
     try:
-        return tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest)
+        path = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest)
+        write_json_file(os.path.join(path, STAGING_OWNER_FILE), owner or this_process())
+        return path
     except OSError as exc:
         raise BackupError(describe_os_error(exc, dest))
+
+
+def stale_staging(dest: str, here: Dict[str, Any]) -> Tuple[List[str], List[Dict[str, str]]]:
+    """Staging folders in ``dest`` left by dead runs (to remove), and others found (kept, with why)."""
+    stale, kept = [], []
+    try:
+        names = sorted(os.listdir(dest))
+    except OSError:
+        return [], []
+    for name in names:
+        path = os.path.join(dest, name)
+        if not name.startswith(STAGING_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        try:
+            with open(os.path.join(path, STAGING_OWNER_FILE), encoding="utf-8") as handle:
+                record = json.load(handle)
+        except (OSError, ValueError):
+            kept.append({"path": path, "reason": "no owner record; remove it by hand when no backup runs"})
+            continue
+        gone = owner_gone(record if isinstance(record, dict) else {}, here)
+        if gone:
+            stale.append(path)
+        elif gone is None:
+            kept.append({"path": path, "reason": "made on host %s; that host must clean it" % record.get("host")})
+    return stale, kept
 
 
 def describe_os_error(exc: OSError, dest: str) -> str:
@@ -408,8 +465,13 @@ def resolve_src(src: str) -> Tuple[str, Optional[str]]:
 def build_manifest(*, database: str, file_name: str, options: DumpOptions, server_version_num: int,
                    alembic_revision: Optional[str], tables: Dict[str, int], sha256: str, size_bytes: int,
                    started: datetime.datetime, finished: datetime.datetime, tools: Dict[str, str],
-                   source: Dict[str, Any], snapshot: Optional[str]) -> Dict[str, Any]:
-    """The JSON written beside a dump. It never holds a password."""
+                   source: Dict[str, Any], snapshot: Optional[str], large_objects: Optional[int] = None,
+                   version_table: Optional[str] = None, version_table_missing: bool = False) -> Dict[str, Any]:
+    """The JSON written beside a dump. It never holds a password.
+
+    ``alembic_revision`` is None both for an empty version table (the database is at base) and
+    for a missing one; ``alembic_version_table_missing`` tells them apart, and a missing table
+    must never be read as base."""
     return {
         "format_version": MANIFEST_FORMAT_VERSION,
         "created_by": "dbops.migrations.pg_backup",
@@ -422,6 +484,9 @@ def build_manifest(*, database: str, file_name: str, options: DumpOptions, serve
         "server_version": server_version_text(server_version_num),
         "server_version_num": server_version_num,
         "alembic_revision": alembic_revision,
+        "alembic_version_table": version_table,
+        "alembic_version_table_missing": bool(version_table_missing),
+        "large_objects": large_objects,
         "snapshot_consistent": bool(snapshot),
         "tables": dict(sorted(tables.items())),
         "table_count": len(tables),
@@ -447,6 +512,13 @@ def compare_counts(expected: Dict[str, int], actual: Dict[str, int]) -> List[str
         elif expected[table] != actual[table]:
             problems.append("%s: %d rows expected, %d restored" % (table, expected[table], actual[table]))
     return problems
+
+
+def compare_large_objects(expected: Optional[int], actual: int) -> List[str]:
+    """Large objects are not tables: their count is checked on its own (old manifests lack it)."""
+    if expected is None or expected == actual:
+        return []
+    return ["large objects: %d expected, %d restored" % (expected, actual)]
 
 
 _TOC_DATA_RE = re.compile(r"^\d+;\s*\d+\s+\d+\s+TABLE DATA (.*)$", re.MULTILINE)
@@ -478,6 +550,16 @@ def toc_problems(listing: str, expected_tables: Iterable[str]) -> List[str]:
     return ["%s: no TABLE DATA entry in the archive" % t for t in missing]
 
 
+_TOC_BLOBS_RE = re.compile(r"^\d+;\s*\d+\s+\d+\s+(BLOBS|BLOB METADATA|BLOB|LARGE OBJECTS?)\b", re.MULTILINE)
+
+
+def toc_large_object_problems(listing: str, expected: Optional[int]) -> List[str]:
+    """A manifest that counted large objects needs their entries in the table of contents."""
+    if not expected or _TOC_BLOBS_RE.search(listing):
+        return []
+    return ["%d large object(s) counted but the archive has no large object entries" % expected]
+
+
 def qualified(schema: str, table: str) -> str:
     return "%s.%s" % (schema, table)
 
@@ -485,3 +567,189 @@ def qualified(schema: str, table: str) -> str:
 def split_qualified(name: str) -> Tuple[str, str]:
     schema, _dot, table = name.partition(".")
     return schema, table
+
+
+# ---------------------------------------------------------------- restore: rows, settings, names
+
+def row_differences(replaced: Dict[str, int], restored: Dict[str, int]) -> Dict[str, Dict[str, Optional[int]]]:
+    """Tables whose row count differs between the database a restore replaced and the restored
+    one (``None``: the table exists on one side only)."""
+    differences = {}
+    for table in sorted(set(replaced) | set(restored)):
+        before, after = replaced.get(table), restored.get(table)
+        if before != after:
+            differences[table] = {"replaced": before, "restored": after,
+                                  "difference": (after or 0) - (before or 0)}
+    return differences
+
+
+def rows_lost(differences: Dict[str, Dict[str, Optional[int]]]) -> Dict[str, int]:
+    """Per table, how many more rows the replaced database held than the restored one."""
+    lost = {}
+    for table, diff in differences.items():
+        missing = (diff["replaced"] or 0) - (diff["restored"] or 0)
+        if missing > 0:
+            lost[table] = missing
+    return lost
+
+
+def describe_objects(found: Dict[str, Tuple[int, List[str]]]) -> str:
+    """``{"function": (2, ["public.f", "public.g"])}`` -> ``2 function(s) (public.f, public.g)``."""
+    parts = []
+    for kind in sorted(found):
+        count, examples = found[kind]
+        text = "%d %s(s)" % (count, kind)
+        if examples:
+            more = ", ..." if count > len(examples) else ""
+            text += " (%s%s)" % (", ".join(examples), more)
+        parts.append(text)
+    return ", ".join(parts)
+
+
+# Settings whose value is a list of quoted names (pg_dump's variable_is_guc_list_quote).
+GUC_LIST_QUOTE = frozenset(("local_preload_libraries", "search_path", "session_preload_libraries",
+                            "shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"))
+
+
+def split_setting(entry: str) -> Tuple[str, List[str]]:
+    """One ``name=value`` of ``pg_db_role_setting.setconfig`` -> (name, values to quote as literals).
+
+    List settings such as ``search_path=app, "my schema"`` are stored flattened and must be
+    set again element by element, as pg_dump does; other values are one literal."""
+    name, sep, value = entry.partition("=")
+    if not sep or not name:
+        raise BackupError("cannot read the database setting %r" % entry)
+    if name.lower() not in GUC_LIST_QUOTE:
+        return name, [value]
+    return name, split_guc_list(value)
+
+
+def split_guc_list(value: str) -> List[str]:
+    """PostgreSQL's SplitGUCList: comma-separated names, double quotes keep case and commas."""
+    items, pos, length = [], 0, len(value)
+    while True:
+        while pos < length and value[pos].isspace():
+            pos += 1
+        if pos < length and value[pos] == '"':
+            pos += 1
+            item = []
+            while pos < length:
+                if value[pos] == '"':
+                    if pos + 1 < length and value[pos + 1] == '"':
+                        item.append('"')
+                        pos += 2
+                        continue
+                    pos += 1
+                    break
+                item.append(value[pos])
+                pos += 1
+            items.append("".join(item))
+        else:
+            start = pos
+            while pos < length and value[pos] != "," and not value[pos].isspace():
+                pos += 1
+            items.append(value[start:pos])
+        while pos < length and value[pos].isspace():
+            pos += 1
+        if pos >= length:
+            return items
+        if value[pos] != ",":
+            raise BackupError("cannot read the list setting value %r" % value)
+        pos += 1
+
+
+def plain_name(base: str) -> str:
+    """Lower-case ASCII letters, digits and ``_`` only: safe in any tool's argv and easy to type."""
+    return re.sub(r"[^a-z0-9_]+", "_", base.lower()).strip("_") or "db"
+
+
+def derived_db_name(base: str, suffix: str) -> str:
+    """``<plain base><suffix>`` within PostgreSQL's 63 bytes (the suffix always survives)."""
+    return plain_name(base)[:63 - len(suffix)] + suffix
+
+
+def replaced_name(base: str, when: datetime.datetime, taken: Iterable[str] = ()) -> str:
+    """Where a restore keeps the database it replaced: ``<db>_replaced_<UTC stamp>``."""
+    stamp = when.astimezone(datetime.timezone.utc).strftime(_STAMP_FORMAT).lower()
+    taken = set(taken)
+    name = derived_db_name(base, "_replaced_" + stamp)
+    counter = 0
+    while name in taken:
+        counter += 1
+        name = derived_db_name(base, "_replaced_%s_%d" % (stamp, counter))
+    return name
+
+
+# ---------------------------------------------------------------- owner records of scratch work
+
+# Scratch databases, staging folders and databases set aside carry a record of the run that made
+# them, so a later run can tell leftovers of a dead run from work still in progress.
+RECORD_PREFIX = "dbops.migrations.pg_backup "
+STAGING_OWNER_FILE = "owner.json"
+
+
+def this_process() -> Dict[str, Any]:
+    """Who is running: host, boot, pid and the pid's start time (a reused pid has another)."""
+    import socket
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": pid, "pid_start": process_start(pid),
+            "started_at": utc_now().isoformat()}
+
+
+def owner_record(kind: str, owner: Dict[str, Any], **fields: Any) -> str:
+    return record_text(dict(owner, kind=kind, **fields))
+
+
+def record_text(record: Dict[str, Any]) -> str:
+    return RECORD_PREFIX + json.dumps(record, sort_keys=True)
+
+
+def parse_owner_record(text: Optional[str]) -> Optional[Dict[str, Any]]:
+    if not text or not text.startswith(RECORD_PREFIX):
+        return None
+    try:
+        record = json.loads(text[len(RECORD_PREFIX):])
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "kind" in record else None
+
+
+def owner_gone(record: Dict[str, Any], here: Dict[str, Any]) -> Optional[bool]:
+    """True when the run that wrote ``record`` is certainly dead, False when it still runs,
+    None when that cannot be told from here (another host)."""
+    if record.get("host") != here.get("host"):
+        return None
+    if record.get("boot_id") and here.get("boot_id") and record["boot_id"] != here["boot_id"]:
+        return True  # the host restarted since
+    pid = record.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    start = process_start(pid)
+    if start is None:
+        return True
+    return bool(record.get("pid_start")) and start != record["pid_start"]
+
+
+def process_start(pid: int) -> Optional[str]:
+    """The start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
+    try:
+        with open("/proc/%d/stat" % pid, encoding="ascii", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "unknown"
+    fields = text[text.rindex(")") + 2:].split()
+    return fields[19] if len(fields) > 19 else "unknown"
+
+
+def _boot_id() -> Optional[str]:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None

@@ -21,8 +21,9 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _backup as bk
+from ansible_collections.dbops.migrations.plugins.module_utils import _backup_catalog as cat
 from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
-    ConnInfo, connect, conninfo_quote, mask_secrets, server_version_num)
+    ConnInfo, connect, conninfo_quote, mask_secrets, quote_ident, server_version_num)
 
 try:
     from psycopg2 import sql as pgsql
@@ -46,17 +47,16 @@ WHERE c.relkind = 'r'
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2
 """
-_ALEMBIC_SQL = """
+# The version table alembic would use: on the search path first (as alembic without
+# version_table_schema), else in public, else in the first schema holding it.
+_VERSION_TABLE_SQL = """
 SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relname = 'alembic_version' AND c.relkind = 'r'
-ORDER BY n.nspname <> 'public', n.nspname LIMIT 1
+WHERE c.relname = %(table)s AND c.relkind IN ('r', 'p') AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s)
+ORDER BY c.oid IS DISTINCT FROM to_regclass(%(quoted)s), n.nspname <> 'public', n.nspname LIMIT 1
 """
-_USER_OBJECTS_SQL = """
-SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
-"""
-_RESTORE_MARK = "restored by dbops.migrations.pg_backup from sha256:"
+# Tables counted in one transaction: each count locks the table and its indexes until the
+# transaction ends, and thousands of them at once exhaust the server's lock table.
+COUNT_BATCH = 200
 
 
 # ---------------------------------------------------------------- where programs run
@@ -191,14 +191,17 @@ def count_rows(cur, tables: List[str]) -> Dict[str, int]:
     return counts
 
 
-def alembic_revision(cur) -> Optional[str]:
-    cur.execute(_ALEMBIC_SQL)
+def alembic_revision(cur, table: str = "alembic_version", schema: Optional[str] = None) -> Tuple[Optional[str], Optional[str]]:
+    """(revision, ``schema.table`` it was read from). (None, None): no such table, which is not
+    the same as base (an existing, empty table)."""
+    cur.execute(_VERSION_TABLE_SQL, {"table": table, "schema": schema, "quoted": quote_ident(table)})
     row = cur.fetchone()
     if not row:
-        return None
-    cur.execute(pgsql.SQL("SELECT version_num FROM {}.alembic_version ORDER BY version_num").format(pgsql.Identifier(row[0])))
+        return None, None
+    cur.execute(pgsql.SQL("SELECT version_num FROM {}.{} ORDER BY version_num").format(
+        pgsql.Identifier(row[0]), pgsql.Identifier(table)))
     revisions = [r[0] for r in cur.fetchall()]
-    return ",".join(revisions) if revisions else None
+    return (",".join(revisions) if revisions else None), bk.qualified(row[0], table)
 
 
 def _connect(info: ConnInfo, autocommit: bool = True):
@@ -229,9 +232,7 @@ def drop_database(admin_cur, name: str, server_num: int) -> None:
 def scratch_name(base: str, purpose: str) -> str:
     """A name for a throw-away database: recognisably from ``base``, but plain ASCII that fits
     PostgreSQL's 63 bytes, so quotes or ``=`` in the user's name never reach a tool's argv."""
-    suffix = "_%s_%s" % (purpose, uuid.uuid4().hex[:8])
-    plain = re.sub(r"[^a-z0-9_]+", "_", base.lower()).strip("_") or "db"
-    return plain[:63 - len(suffix)] + suffix
+    return bk.derived_db_name(base, "_%s_%s" % (purpose, uuid.uuid4().hex[:8]))
 
 
 def count_rows_parallel(info: ConnInfo, tables: List[str], jobs: int) -> Dict[str, int]:
@@ -261,10 +262,13 @@ class SnapshotCounter(threading.Thread):
             try:
                 conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
                 with conn.cursor() as cur:
-                    if self.snapshot:
-                        cur.execute("SET TRANSACTION SNAPSHOT %s", (self.snapshot,))
-                    self.counts = count_rows(cur, self.tables)
-                conn.rollback()
+                    for start in range(0, len(self.tables), COUNT_BATCH):
+                        # a new transaction per batch frees the locks; the imported snapshot
+                        # keeps every batch counting the same data
+                        if self.snapshot:
+                            cur.execute("SET TRANSACTION SNAPSHOT %s", (self.snapshot,))
+                        self.counts.update(count_rows(cur, self.tables[start:start + COUNT_BATCH]))
+                        conn.rollback()
             finally:
                 conn.close()
         except BaseException as exc:  # handed to the caller by result()
@@ -287,13 +291,26 @@ class Backup:
     executor: Executor
     check_mode: bool = False
     log: Callable[[str], None] = lambda message: None
+    version_table: str = "alembic_version"
+    version_table_schema: Optional[str] = None
     _timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+    _owner: Optional[Dict[str, Any]] = None
+    # what this run removed or settled from interrupted runs, and what it found but left
+    cleaned_up: List[str] = dataclasses.field(default_factory=list)
+    leftovers: List[Dict[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def database(self) -> str:
         if not self.info.dbname:
             raise bk.BackupError("no database given: set login_db or the database in db_url")
         return self.info.dbname
+
+    @property
+    def owner(self) -> Dict[str, Any]:
+        """This run's identity, written into everything it may leave behind when killed."""
+        if self._owner is None:
+            self._owner = bk.this_process()
+        return self._owner
 
     def tool_env(self, dbname: Optional[str] = None) -> Dict[str, str]:
         env = self.info.with_dbname(dbname or self.database).libpq_env()
@@ -302,6 +319,115 @@ class Backup:
     def admin_info(self) -> ConnInfo:
         """Connection for CREATE/DROP DATABASE: the maintenance database ``postgres``."""
         return self.info.with_dbname(self.info.options.get("maintenance_db", "postgres"))
+
+    def housekeeping(self) -> Dict[str, Any]:
+        return {"cleaned_up": list(self.cleaned_up), "leftovers": list(self.leftovers)}
+
+    # -------------------------------------------------- leftovers of interrupted runs
+
+    def clean_staging(self, dest: str) -> None:
+        """Staging folders in ``dest`` whose run died on this host are removed."""
+        stale, kept = bk.stale_staging(dest, self.owner)
+        for path in stale:
+            if not self.check_mode:
+                bk.remove_path(path)
+            self.cleaned_up.append("%sstaging folder %s of a backup that died" % (self._would(), path))
+        self.leftovers += kept
+
+    def clean_databases(self, admin, server_num: int) -> None:
+        """Scratch databases of dead runs on this host are dropped; a restore that died while
+        swapping databases is finished (when the restored one was in place) or undone."""
+        with admin.cursor() as cur:
+            for name, record in cat.recorded_databases(cur):
+                if record.get("kind") == "replaced":
+                    self._guarded(name, lambda: self._settle_replaced(cur, name, record, server_num))
+            for name, record in cat.recorded_databases(cur):
+                if record.get("kind") == "scratch":
+                    self._guarded(name, lambda: self._settle_scratch(cur, name, record, server_num))
+
+    def clean_databases_quietly(self, server_num: Optional[int] = None) -> None:
+        """The same, when the run itself does not need the maintenance database: a failure to
+        look is reported, never fatal."""
+        try:
+            admin = _connect(self.admin_info())
+        except bk.BackupError as exc:
+            self.leftovers.append({"database": "*", "reason": "could not look for leftover databases: %s" % exc})
+            return
+        try:
+            self.clean_databases(admin, server_num or server_version_num(admin))
+        except psycopg2.Error as exc:
+            self.leftovers.append({"database": "*", "reason": "could not look for leftover databases: %s"
+                                   % mask_secrets(str(exc).strip(), self.info.password)})
+        finally:
+            admin.close()
+
+    def _guarded(self, name: str, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except psycopg2.Error as exc:
+            self.leftovers.append({"database": name, "reason": "could not clean it up: %s"
+                                   % mask_secrets(str(exc).strip(), self.info.password)})
+
+    def _would(self) -> str:
+        return "would remove " if self.check_mode else ""
+
+    def _settle_scratch(self, cur, name: str, record: Dict[str, Any], server_num: int) -> None:
+        gone = bk.owner_gone(record, self.owner)
+        who = _describe_owner(record)
+        if gone is None:
+            self.leftovers.append({"database": name, "reason": "scratch database of %s; only that host can tell "
+                                                                "whether it still runs" % who})
+            return
+        if not gone:
+            return
+        if name == record.get("name"):
+            if not self.check_mode:
+                drop_database(cur, name, server_num)
+            self.cleaned_up.append("%sscratch database %s of %s" % (self._would(), name, who))
+            return
+        # renamed into place after its checks passed; only the final comment was missing
+        if not self.check_mode:
+            cat.set_comment(cur, name, None)
+        self.cleaned_up.append("%s restore into %s by %s: finished (it had been renamed into place)"
+                               % ("would mark the" if self.check_mode else "the", name, who))
+
+    def _settle_replaced(self, cur, name: str, record: Dict[str, Any], server_num: int) -> None:
+        if record.get("state") != "swapping":
+            return
+        gone = bk.owner_gone(record, self.owner)
+        who = _describe_owner(record)
+        if not gone:
+            if gone is None:
+                self.leftovers.append({"database": name, "reason": "a restore by %s was replacing it; only that "
+                                                                    "host can tell whether it still runs" % who})
+            return
+        target, aside, comment = record.get("database"), record.get("name"), record.get("comment")
+        would = "would be " if self.check_mode else ""
+        if name == target:
+            if not self.check_mode:
+                cat.set_comment(cur, target, comment)
+            self.cleaned_up.append("%s: a restore by %s died before replacing it; it %skept as it was"
+                                   % (target, who, would or "is "))
+        elif name == aside and not database_exists(cur, target):
+            if not self.check_mode:
+                cat.rename_database(cur, aside, target)
+                cat.set_comment(cur, target, comment)
+            self.cleaned_up.append("%s %srenamed back to %s: a restore by %s died after setting it aside"
+                                   % (aside, would or "was ", target, who))
+        elif name == aside and _is_scratch_of(cat.database_comment(cur, target), record.get("scratch")):
+            if not self.check_mode:
+                cat.set_comment(cur, target, comment)
+                if record.get("empty"):
+                    drop_database(cur, aside, server_num)
+                else:
+                    cat.set_comment(cur, aside, bk.record_text(dict(record, state="kept")))
+            self.cleaned_up.append("a restore into %s by %s died after its swap: the restored database %sstays; "
+                                   "the replaced one %s" % (target, who, would, "(empty) is dropped" if record.get("empty")
+                                                            else "is kept as %s" % aside))
+        else:
+            self.leftovers.append({"database": name, "reason": "set aside by a restore into %s that died; %s exists "
+                                                                "and is not that restore's database: check both by hand"
+                                                                % (target, target)})
 
     # -------------------------------------------------- present
 
@@ -321,6 +447,9 @@ class Backup:
             server_num = server_version_num(conn)
             bk.check_client_version("pg_dump", dump_tool_version, server_num, self.executor.where())
             created_dest = bk.ensure_dest(dest, self.check_mode, self.executor.owner())
+            if not created_dest:
+                self.clean_staging(dest)
+            self.clean_databases_quietly(server_num)
             name = bk.backup_name(self.database, options.fmt, started,
                                   os.listdir(dest) if os.path.isdir(dest) else ())
             if self.check_mode:
@@ -329,9 +458,10 @@ class Backup:
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_export_snapshot()")
                 snapshot = cur.fetchone()[0]
-                revision = alembic_revision(cur)
+                revision, version_table = alembic_revision(cur, self.version_table, self.version_table_schema)
+                large_objects = cat.large_object_count(cur)
                 tables = list_tables(cur)
-            staging = bk.make_staging(dest)
+            staging = bk.make_staging(dest, self.owner)
             try:
                 # Rows are counted in the same snapshot on a second session while pg_dump runs.
                 counter = SnapshotCounter(self.info, snapshot, tables)
@@ -351,7 +481,9 @@ class Backup:
                            "dbops.migrations": COLLECTION_VERSION},
                     source={"host": self.info.host, "port": self.info.port, "user": self.info.user,
                             "executor": self.executor.where()},
-                    snapshot=snapshot)
+                    snapshot=snapshot, large_objects=large_objects,
+                    version_table=version_table or self._requested_version_table(),
+                    version_table_missing=version_table is None)
                 verification = self.verify_path(os.path.join(staging, name), manifest, verify,
                                                 server_num=server_num, checksum=False)
                 manifest["verification"] = verification
@@ -370,10 +502,12 @@ class Backup:
         finally:
             conn.close()
         removed: List[str] = []
+        skipped: List[Dict[str, str]] = []
         if keep is not None:
-            removed = self.prune(dest, keep, protect=[name], database=self.database)["removed"]
+            pruned = self.prune(dest, keep, protect=[name], database=self.database)
+            removed, skipped = pruned["removed"], pruned["skipped"]
         duration = round(time.monotonic() - clock, 3)  # dump, checks, verification and retention
-        return {
+        return dict(self.housekeeping(), **{
             "changed": True,
             "path": os.path.join(dest, name),
             "manifest_path": os.path.join(dest, bk.manifest_name(name)),
@@ -384,8 +518,14 @@ class Backup:
             "verified": verification["verified"],
             "verification": verification,
             "removed": removed,
+            "skipped": skipped,
             "diff": {"before": {"path": None}, "after": {"path": os.path.join(dest, name)}},
-        }
+        })
+
+    def _requested_version_table(self) -> str:
+        if self.version_table_schema:
+            return bk.qualified(self.version_table_schema, self.version_table)
+        return self.version_table
 
     def _predict_present(self, dest: str, name: str, created_dest: bool, keep: Optional[int], server_num: int) -> Dict[str, Any]:
         removed: List[str] = []
@@ -395,12 +535,13 @@ class Backup:
             gone = bk.plan_retention(existing, keep - 1)[1] if keep > 1 else existing
             removed = [os.path.join(dest, e.name) for e in gone]
         path = os.path.join(dest, name)
-        return {"changed": True, "path": path, "manifest_path": path + bk.MANIFEST_SUFFIX,
-                "manifest": {"database": self.database, "server_version": bk.server_version_text(server_num)},
-                "size_bytes": 0, "sha256": "", "duration_s": 0.0, "verified": False,
-                "verification": {"mode": "none", "verified": False, "skipped": "check mode"},
-                "removed": removed, "dest_created": created_dest,
-                "diff": {"before": {"path": None}, "after": {"path": path}}}
+        return dict(self.housekeeping(), **{
+            "changed": True, "path": path, "manifest_path": path + bk.MANIFEST_SUFFIX,
+            "manifest": {"database": self.database, "server_version": bk.server_version_text(server_num)},
+            "size_bytes": 0, "sha256": "", "duration_s": 0.0, "verified": False,
+            "verification": {"mode": "none", "verified": False, "skipped": "check mode"},
+            "removed": removed, "dest_created": created_dest,
+            "diff": {"before": {"path": None}, "after": {"path": path}}})
 
     def _dump_into(self, staging: str, dest: str, name: str, options: bk.DumpOptions, snapshot: str) -> Tuple[str, int]:
         work = self.executor.work_dir(staging)
@@ -455,21 +596,26 @@ class Backup:
             report["checks"].append("complete")
         else:
             listing = self.list_archive(path)
-            problems = bk.toc_problems(listing, manifest.get("tables", {}).keys())
+            problems = (bk.toc_problems(listing, manifest.get("tables", {}).keys())
+                        + bk.toc_large_object_problems(listing, manifest.get("large_objects")))
             if problems:
-                raise bk.BackupError("archive %s lacks data for %d table(s): %s" % (path, len(problems), "; ".join(problems[:10])))
+                raise bk.BackupError("archive %s lacks data for %d table(s) or kind(s): %s"
+                                     % (path, len(problems), "; ".join(problems[:10])))
             report["checks"].append("toc")
             report["toc_entries"] = len([line for line in listing.splitlines() if line and not line.startswith(";")])
         if mode == "restore":
             scratch = scratch_name(manifest.get("database") or "db", "verify")
             report["scratch_db"] = scratch
-            actual = self._restore_into_new(path, fmt, scratch, jobs=max(1, int(manifest.get("jobs") or 1)),
-                                            server_num=server_num, keep=False, manifest=manifest, no_owner=True)
-            problems = bk.compare_counts(manifest.get("tables", {}), actual)
+            actual, large_objects = self._restore_into_new(
+                path, fmt, scratch, jobs=max(1, int(manifest.get("jobs") or 1)), server_num=server_num, keep=False,
+                no_owner=True, purpose="verify")
+            problems = (bk.compare_counts(manifest.get("tables", {}), actual)
+                        + bk.compare_large_objects(manifest.get("large_objects"), large_objects))
             if problems:
                 raise bk.BackupError("verification restore of %s does not match its manifest: %s" % (path, "; ".join(problems[:10])))
             report["checks"].append("restore")
             report["restored_rows"] = sum(actual.values())
+            report["restored_large_objects"] = large_objects
         report["verified"] = True
         report["duration_s"] = round(time.monotonic() - clock, 3)
         return report
@@ -492,15 +638,23 @@ class Backup:
     # -------------------------------------------------- restore
 
     def _restore_into_new(self, path: str, fmt: str, new_db: str, *, jobs: int, server_num: Optional[int],
-                          keep: bool, manifest: Dict[str, Any], no_owner: bool) -> Dict[str, int]:
-        """CREATE DATABASE new_db, restore, count rows; dropped afterwards unless ``keep``."""
+                          keep: bool, no_owner: bool, purpose: str,
+                          like: Optional[cat.DatabaseState] = None) -> Tuple[Dict[str, int], int]:
+        """CREATE DATABASE new_db (marked with this run's owner record), restore, count rows and
+        large objects; dropped afterwards unless ``keep`` (and the restore succeeded)."""
         admin = _connect(self.admin_info())
         ok = False
         try:
             with admin.cursor() as cur:
                 server_num = server_num or server_version_num(admin)
-                cur.execute(pgsql.SQL("CREATE DATABASE {} TEMPLATE template0").format(pgsql.Identifier(new_db)))
+                try:
+                    cur.execute(cat.create_database_sql(new_db, like))
+                except psycopg2.Error as exc:
+                    raise bk.BackupError("cannot create the %s database %s: %s; nothing was changed"
+                                         % (purpose, new_db, str(exc).strip()))
             try:
+                with admin.cursor() as cur:
+                    cat.set_comment(cur, new_db, bk.owner_record("scratch", self.owner, name=new_db, purpose=purpose))
                 started = time.monotonic()
                 self._run_restore(path, fmt, new_db, jobs, no_owner)
                 self._timings["pg_restore_s"] = round(time.monotonic() - started, 3)
@@ -509,12 +663,13 @@ class Backup:
                 try:
                     with target.cursor() as cur:
                         tables = list_tables(cur)
+                        large_objects = cat.large_object_count(cur)
                 finally:
                     target.close()
                 counts = count_rows_parallel(self.info.with_dbname(new_db), tables, jobs)
                 self._timings["count_s"] = round(time.monotonic() - started, 3)
                 ok = True
-                return counts
+                return counts, large_objects
             finally:
                 if not (ok and keep):
                     with admin.cursor() as cur:
@@ -533,8 +688,11 @@ class Backup:
             if self.executor.container:
                 self.executor.prepare_work_dir(work)
             inside = self.executor.push(path, work)
+            # No --single-transaction: it holds a lock per restored object until the end and runs
+            # out of lock table at a few thousand tables. The restore goes into a new database
+            # that replaces nothing until it is complete and checked, which is the atomicity needed.
             if fmt == "plain":
-                args = ["--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1", "--single-transaction",
+                args = ["--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
                         "--file=" + inside, "--output=/dev/null"]
                 rc, out, err = self.executor.run("psql", args, env)
             else:
@@ -543,8 +701,6 @@ class Backup:
                     args += ["--no-owner", "--no-privileges"]
                 if bk.restore_jobs(fmt, jobs) > 1:
                     args.append("--jobs=%d" % jobs)
-                else:
-                    args.append("--single-transaction")
                 args.append(inside)
                 rc, out, err = self.executor.run("pg_restore", args, env)
         finally:
@@ -554,7 +710,8 @@ class Backup:
             raise bk.BackupError("restore of %s into %s failed (exit %d): %s" % (
                 path, dbname, rc, mask_secrets((err or out).strip(), self.info.password)[-800:]))
 
-    def restore(self, src: str, target_db: str, force: bool, jobs: int, fmt: Optional[str], no_owner: bool) -> Dict[str, Any]:
+    def _checked_archive(self, src: str, fmt: Optional[str]) -> Dict[str, Any]:
+        """Everything about ``src`` that can be checked without touching a database."""
         dump, manifest_path = bk.resolve_src(src)
         if not os.path.exists(dump):
             raise bk.BackupError("dump %s named by the manifest does not exist" % dump)
@@ -565,7 +722,6 @@ class Backup:
                                  % (manifest["format"], dump, detected))
         if fmt and fmt != detected:
             raise bk.BackupError("format: %s was given but %s is a %s archive; drop format or fix src" % (fmt, dump, detected))
-        clock = time.monotonic()
         sha256, size = bk.sha256_path(dump)
         if manifest and sha256 != manifest.get("sha256"):
             raise bk.BackupError(
@@ -576,63 +732,202 @@ class Backup:
             dumped_with = (manifest.get("tools") or {}).get("pg_dump")
             bk.check_restore_version(restore_version, bk.parse_tool_version(dumped_with) if dumped_with else None)
             listing = self.list_archive(dump)
-            problems = bk.toc_problems(listing, manifest.get("tables", {}).keys())
+            problems = (bk.toc_problems(listing, manifest.get("tables", {}).keys())
+                        + bk.toc_large_object_problems(listing, manifest.get("large_objects")))
             if problems:
                 raise bk.BackupError("archive %s lacks data: %s; nothing was restored" % (dump, "; ".join(problems[:10])))
         elif not bk.plain_dump_complete(dump):
             raise bk.BackupError("%s is truncated (no 'dump complete' trailer); nothing was restored" % dump)
-        mark = _RESTORE_MARK + sha256
+        return {"path": dump, "manifest_path": manifest_path, "manifest": manifest, "format": detected,
+                "sha256": sha256, "size_bytes": size}
+
+    def restore(self, src: str, target_db: str, force: bool, jobs: int, fmt: Optional[str], no_owner: bool) -> Dict[str, Any]:
+        """Restore into a new database, check it, then swap it in. A database it replaces is
+        renamed aside (never dropped) and keeps its data until dropped with ``drop_replaced``."""
+        clock = time.monotonic()
+        archive = self._checked_archive(src, fmt)
+        dump, manifest = archive["path"], archive["manifest"]
+        base = {"path": dump, "manifest_path": archive["manifest_path"], "manifest": manifest,
+                "size_bytes": archive["size_bytes"], "sha256": archive["sha256"], "target_db": target_db}
         admin = _connect(self.admin_info())
         try:
             server_num = server_version_num(admin)
+            self.clean_databases(admin, server_num)
             with admin.cursor() as cur:
-                exists = database_exists(cur, target_db)
-                cur.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (target_db,))
-                row = cur.fetchone()
-                comment = row[0] if row else None
-            base = {"path": dump, "manifest_path": manifest_path, "manifest": manifest, "size_bytes": size,
-                    "sha256": sha256, "target_db": target_db}
-            if exists and comment == mark:
-                return dict(base, changed=False, verified=False, duration_s=round(time.monotonic() - clock, 3),
-                            msg="%s was already restored from this backup (sha256 %s)" % (target_db, sha256[:12]))
-            objects = self._user_objects(target_db) if exists else 0
-            if objects and not force:
-                raise bk.BackupError(
-                    "target database %s is not empty (%d relations); refusing to overwrite it. Restore into a new "
-                    "target_db, or set force: true to replace it (the old database is dropped only after the "
-                    "restore succeeded)" % (target_db, objects))
-            diff = {"before": {"target_db": target_db, "exists": exists, "relations": objects},
-                    "after": {"target_db": target_db, "exists": True, "restored_from": dump}}
-            if self.check_mode:
-                return dict(base, changed=True, verified=False, duration_s=0.0, diff=diff)
-            scratch = scratch_name(target_db, "restore")
-            checks_s = time.monotonic() - clock
-            counts = self._restore_into_new(dump, detected, scratch, jobs=jobs, server_num=server_num, keep=True,
-                                            manifest=manifest, no_owner=no_owner)
-            problems = bk.compare_counts(manifest.get("tables", {}), counts) if manifest else []
-            with admin.cursor() as cur:
+                state = cat.read_database_state(cur, target_db)
+                objects = self._user_objects(target_db) if state else {}
+                if objects and not force:
+                    raise bk.BackupError(
+                        "target database %s is not empty: it holds %s. Refusing to overwrite it; restore into a new "
+                        "target_db, or set force: true to replace it (the current database is then kept under "
+                        "another name, not dropped)" % (target_db, bk.describe_objects(objects)))
+                problems = cat.restore_problems(cur, cat.current_role(cur), target_db, state, server_num)
                 if problems:
-                    drop_database(cur, scratch, server_num)
-                    raise bk.BackupError("restored row counts differ from the manifest: %s; %s was left unchanged"
-                                         % ("; ".join(problems[:10]), target_db))
-                if exists:
-                    drop_database(cur, target_db, server_num)
-                cur.execute(pgsql.SQL("ALTER DATABASE {} RENAME TO {}").format(pgsql.Identifier(scratch), pgsql.Identifier(target_db)))
-                cur.execute(pgsql.SQL("COMMENT ON DATABASE {} IS {}").format(pgsql.Identifier(target_db), pgsql.Literal(mark)))
+                    raise bk.BackupError("cannot restore into %s: %s. Nothing was changed."
+                                         % (target_db, "; ".join(problems)))
+                aside = bk.replaced_name(target_db, bk.utc_now(), cat.database_names(cur)) if state else None
+            keep_aside = bool(objects)
+            diff = {"before": {"target_db": target_db, "exists": state is not None,
+                               "objects": {kind: count for kind, (count, _names) in objects.items()},
+                               "relations": sum(count for kind, (count, _names) in objects.items()
+                                                if kind in _RELATION_KINDS)},
+                    "after": {"target_db": target_db, "exists": True, "restored_from": dump,
+                              "replaced_database": aside if keep_aside else None}}
+            if self.check_mode:
+                return dict(base, **self.housekeeping(), changed=True, verified=False, duration_s=0.0, diff=diff,
+                            replaced_database=aside if keep_aside else None,
+                            msg="would restore %s into %s%s" % (dump, target_db, (
+                                "; the current %s would be kept as %s" % (target_db, aside)) if keep_aside else ""))
+            checks_s = time.monotonic() - clock
+            scratch = scratch_name(target_db, "restore")
+            counts, large_objects = self._restore_into_new(
+                dump, archive["format"], scratch, jobs=jobs, server_num=server_num, keep=True, no_owner=no_owner,
+                purpose="restore", like=state)
+            with admin.cursor() as cur:
+                try:
+                    problems = []
+                    if manifest:
+                        problems = (bk.compare_counts(manifest.get("tables", {}), counts)
+                                    + bk.compare_large_objects(manifest.get("large_objects"), large_objects))
+                    if problems:
+                        raise bk.BackupError("restored row counts differ from the manifest: %s; %s was left unchanged"
+                                             % ("; ".join(problems[:10]), target_db))
+                    if state:
+                        cat.apply_database_state(cur, scratch, state)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        drop_database(cur, scratch, server_num)
+                    raise
+                self._swap_in(cur, scratch, target_db, state, aside, keep_aside, dump, server_num)
+        except psycopg2.Error as exc:
+            raise bk.BackupError("restore into %s failed: %s" % (target_db, mask_secrets(str(exc).strip(), self.info.password)))
         finally:
             admin.close()
-        timings = dict(self._timings, checks_s=round(checks_s, 3))
-        return dict(base, changed=True, verified=bool(manifest), restored_tables=counts, timings=timings,
-                    duration_s=round(time.monotonic() - clock, 3), diff=diff)
+        result = dict(base, **self.housekeeping(), changed=True, verified=bool(manifest), restored_tables=counts,
+                      restored_large_objects=large_objects, replaced_database=aside if keep_aside else None, diff=diff)
+        if keep_aside:
+            result.update(self._compare_with_replaced(aside, counts, jobs))
+        result["timings"] = dict(self._timings, checks_s=round(checks_s, 3))
+        result["duration_s"] = round(time.monotonic() - clock, 3)
+        result["msg"] = _restore_message(result)
+        return result
 
-    def _user_objects(self, dbname: str) -> int:
+    def _swap_in(self, cur, scratch: str, target: str, state: Optional[cat.DatabaseState], aside: Optional[str],
+                 keep_aside: bool, dump: str, server_num: int) -> None:
+        """Put the checked restore in the place of ``target``. Every step leaves a record that
+        lets the next run finish or undo the swap if this one dies half-way."""
+        if state is None:
+            try:
+                cat.rename_database(cur, scratch, target)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    drop_database(cur, scratch, server_num)
+                raise
+            cat.set_comment(cur, target, None)
+            return
+        record = dict(self.owner, kind="replaced", database=target, name=aside, scratch=scratch, state="swapping",
+                      comment=state.comment, empty=not keep_aside, restored_from=dump)
+        try:
+            cat.set_comment(cur, target, bk.record_text(record))
+            self._set_aside(cur, target, aside)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                cat.set_comment(cur, target, state.comment)
+            with contextlib.suppress(Exception):
+                drop_database(cur, scratch, server_num)
+            raise
+        try:
+            cat.rename_database(cur, scratch, target)
+            cat.set_comment(cur, target, state.comment)
+        except BaseException:
+            # the old database goes back where it was, with its own comment
+            with contextlib.suppress(Exception):
+                if database_exists(cur, target) and not database_exists(cur, scratch):
+                    cat.rename_database(cur, target, scratch)
+            with contextlib.suppress(Exception):
+                cat.rename_database(cur, aside, target)
+                cat.set_comment(cur, target, state.comment)
+            with contextlib.suppress(Exception):
+                drop_database(cur, scratch, server_num)
+            raise
+        if keep_aside:
+            cat.set_comment(cur, aside, bk.record_text(dict(record, state="kept", replaced_at=bk.utc_now().isoformat())))
+        else:
+            drop_database(cur, aside, server_num)  # it held no user objects: nothing to keep
+
+    def _set_aside(self, cur, target: str, aside: str) -> None:
+        """Rename ``target`` to ``aside``; sessions still connected are ended first (the
+        application should be stopped; a pool may reconnect, hence the retries)."""
+        for attempt in range(10):
+            cat.terminate_sessions(cur, target)
+            try:
+                cat.rename_database(cur, target, aside)
+                return
+            except psycopg2.errors.ObjectInUse:
+                time.sleep(0.1 * (attempt + 1))
+        raise bk.BackupError("sessions keep connecting to %s, so it cannot be set aside; stop the application "
+                             "and run the restore again. %s was left unchanged" % (target, target))
+
+    def _compare_with_replaced(self, aside: str, restored: Dict[str, int], jobs: int) -> Dict[str, Any]:
+        """Row counts of the replaced database against the restored one: what the restore lost."""
+        try:
+            conn = _connect(self.info.with_dbname(aside))
+            try:
+                with conn.cursor() as cur:
+                    tables = list_tables(cur)
+            finally:
+                conn.close()
+            replaced = count_rows_parallel(self.info.with_dbname(aside), tables, jobs)
+        except (bk.BackupError, psycopg2.Error) as exc:
+            return {"row_differences": None, "rows_lost": None,
+                    "row_differences_error": "could not count the rows of %s: %s" % (aside, exc)}
+        differences = bk.row_differences(replaced, restored)
+        lost = bk.rows_lost(differences)
+        return {"row_differences": differences, "rows_lost": lost, "rows_lost_total": sum(lost.values())}
+
+    def _user_objects(self, dbname: str) -> Dict[str, Tuple[int, List[str]]]:
         conn = _connect(self.info.with_dbname(dbname))
         try:
             with conn.cursor() as cur:
-                cur.execute(_USER_OBJECTS_SQL)
-                return int(cur.fetchone()[0])
+                return cat.user_objects(cur)
         finally:
             conn.close()
+
+    def drop_replaced(self, name: str) -> Dict[str, Any]:
+        """Drop a database that a restore set aside, and nothing else."""
+        clock = time.monotonic()
+        admin = _connect(self.admin_info())
+        try:
+            server_num = server_version_num(admin)
+            self.clean_databases(admin, server_num)
+            with admin.cursor() as cur:
+                if not database_exists(cur, name):
+                    return dict(self.housekeeping(), changed=False, dropped=None, duration_s=0.0,
+                                msg="%s does not exist (already dropped)" % name)
+                record = bk.parse_owner_record(cat.database_comment(cur, name))
+                if not record or record.get("kind") != "replaced" or record.get("name") != name:
+                    raise bk.BackupError(
+                        "%s was not set aside by a pg_backup restore (its comment holds no such record); nothing was "
+                        "dropped. drop_replaced takes the replaced_database a restore returned" % name)
+                if record.get("state") != "kept":
+                    raise bk.BackupError("a restore that is still running (%s) is replacing %s with %s; nothing was "
+                                         "dropped" % (_describe_owner(record), record.get("database"), name))
+                if not database_exists(cur, record.get("database") or ""):
+                    raise bk.BackupError(
+                        "%s replaced %s, which does not exist now: %s may be the only copy; nothing was dropped. Rename "
+                        "it back or drop it by hand" % (name, record.get("database"), name))
+                if not self.check_mode:
+                    try:
+                        cur.execute(pgsql.SQL("DROP DATABASE {}").format(pgsql.Identifier(name)))
+                    except psycopg2.errors.ObjectInUse:
+                        raise bk.BackupError("%s is in use by other sessions; close them and run again; nothing was "
+                                             "dropped" % name)
+        finally:
+            admin.close()
+        return dict(self.housekeeping(), changed=True, dropped=name, duration_s=round(time.monotonic() - clock, 3),
+                    msg="%s %s (it was set aside by the restore into %s)" % (
+                        "would drop" if self.check_mode else "dropped", name, record.get("database")),
+                    diff={"before": {"database": name, "exists": True}, "after": {"database": name, "exists": False}})
 
     # -------------------------------------------------- verify an existing backup
 
@@ -644,18 +939,24 @@ class Backup:
         if not os.path.exists(dump):
             raise bk.BackupError("dump %s named by the manifest does not exist" % dump)
         clock = time.monotonic()
+        if mode == "restore":
+            self.clean_databases_quietly()
         report = self.verify_path(dump, manifest, "list" if mode == "none" else mode)
-        return {"changed": False, "path": dump, "manifest_path": manifest_path, "manifest": manifest,
-                "size_bytes": manifest.get("size_bytes"), "sha256": manifest.get("sha256"),
-                "duration_s": round(time.monotonic() - clock, 3), "verified": report["verified"],
-                "verification": report}
+        return dict(self.housekeeping(), **{
+            "changed": bool(self.cleaned_up), "path": dump, "manifest_path": manifest_path,
+            "manifest": manifest, "size_bytes": manifest.get("size_bytes"), "sha256": manifest.get("sha256"),
+            "duration_s": round(time.monotonic() - clock, 3), "verified": report["verified"],
+            "verification": report})
 
     # -------------------------------------------------- retention
 
     def prune(self, dest: str, keep: int, protect: List[str] = (), database: Optional[str] = None) -> Dict[str, Any]:
-        """Keep the newest ``keep`` backups of ``database`` (of each database when None)."""
+        """Keep the newest ``keep`` backups of ``database`` (of each database when None), as their
+        manifests name it. Files without a readable manifest are never removed, only reported."""
         dest = os.path.abspath(dest)
-        entries = bk.list_backups(dest, database)
+        entries, skipped = bk.scan_backups(dest)
+        if database is not None:
+            entries = [e for e in entries if e.database == database]
         kept, removed = [], []
         for db in sorted({e.database for e in entries}):
             db_kept, db_removed = bk.plan_retention([e for e in entries if e.database == db], keep, protect)
@@ -668,6 +969,40 @@ class Backup:
                 bk.remove_path(os.path.join(dest, entry.manifest))
                 bk.remove_path(os.path.join(dest, entry.name))
         return {"changed": bool(removed), "removed": removed_paths,
-                "kept": [os.path.join(dest, e.name) for e in kept],
+                "kept": [os.path.join(dest, e.name) for e in kept], "skipped": skipped,
                 "diff": {"before": {"backups": sorted(e.name for e in entries)},
                          "after": {"backups": sorted(e.name for e in kept)}}}
+
+
+_RELATION_KINDS = ("table", "view", "materialized view", "sequence", "foreign table", "composite type")
+
+
+def _describe_owner(record: Dict[str, Any]) -> str:
+    return "pid %s on %s (started %s)" % (record.get("pid"), record.get("host"), record.get("started_at"))
+
+
+def _is_scratch_of(comment: Optional[str], scratch: Optional[str]) -> bool:
+    record = bk.parse_owner_record(comment)
+    return bool(record and scratch and record.get("kind") == "scratch" and record.get("name") == scratch)
+
+
+def _restore_message(result: Dict[str, Any]) -> str:
+    tables = result.get("restored_tables") or {}
+    text = "restored %s into %s (%d tables, %d rows, %d large objects)" % (
+        result["path"], result["target_db"], len(tables), sum(tables.values()), result.get("restored_large_objects") or 0)
+    aside = result.get("replaced_database")
+    if not aside:
+        return text
+    text += ". The database it replaced is kept as %s" % aside
+    lost = result.get("rows_lost")
+    if lost is None:
+        text += " (%s)" % result.get("row_differences_error")
+    elif lost:
+        worst = sorted(lost.items(), key=lambda item: (-item[1], item[0]))[:5]
+        text += "; it held %d rows more than the backup in %d table(s): %s" % (
+            result["rows_lost_total"], len(lost), ", ".join("%s %d" % item for item in worst))
+    elif result.get("row_differences"):
+        text += "; no table lost rows, %d table(s) differ in row count" % len(result["row_differences"])
+    else:
+        text += "; every table has the same row count in both"
+    return text + ". Drop it when it is no longer needed: pg_backup state=absent drop_replaced=%s" % aside

@@ -23,8 +23,22 @@ description:
     row counts with the manifest, then drops the scratch database. A failed verification fails the task
     and leaves no dump behind.
   - Restores a dump or its manifest into O(target_db) (O(state=restored)). The restore goes into a new
-    database first. It replaces O(target_db) only when the restore succeeded and the row counts match
-    the manifest. It refuses a non-empty O(target_db) unless O(force=true).
+    database first. It replaces O(target_db) only when the restore succeeded and the row and large object
+    counts match the manifest. It refuses a non-empty O(target_db) unless O(force=true). Empty means no user
+    objects of any kind (tables, views, sequences, functions, procedures, types, schemas other than
+    C(public), large objects, extensions other than C(plpgsql), operators, default privileges, ...); the
+    refusal names what it found.
+  - A replaced database is never dropped. It is renamed aside to C(<target>_replaced_<UTC timestamp>)
+    (RV(replaced_database)), and the result says per table how many rows differ between it and the restored
+    one (RV(row_differences), RV(rows_lost)). Drop it later with O(state=absent) and O(drop_replaced).
+    The restored database gets the replaced one's owner, database privileges, C(ALTER DATABASE ... SET)
+    and C(ALTER ROLE ... IN DATABASE ... SET) settings, connection limit, comment, encoding, locale and
+    tablespace. Whether the login role may do all of that is checked before anything changes.
+  - Every run restores again. Running the same restore twice is not a no-op, because the database may
+    have changed since. The second run needs O(force=true), as the target is no longer empty.
+  - Scratch databases and staging folders carry a record of the run that made them (database comment,
+    C(owner.json)). A later run on the same host removes those whose process is gone, finishes or undoes a
+    restore that died while swapping databases, and reports it in RV(cleaned_up).
   - Prunes O(dest) to the newest O(keep) backups of the database (O(state=absent)); with O(state=present)
     and O(keep), the backup just made is never removed.
   - C(pg_dump) runs on the managed host, optionally as another OS user (O(run_as)), or inside the database
@@ -40,7 +54,8 @@ options:
     description:
       - V(present) makes a new backup in O(dest).
       - V(restored) restores O(src) into O(target_db).
-      - V(absent) removes all but the newest O(keep) backups of the database from O(dest).
+      - V(absent) removes all but the newest O(keep) backups of the database from O(dest), and/or drops
+        the database O(drop_replaced) that a restore set aside.
       - V(verified) checks an existing backup O(src) against its manifest (V(list) or V(restore) per O(verify)).
     type: str
     choices: [present, restored, absent, verified]
@@ -59,14 +74,34 @@ options:
     description: Database to restore into (O(state=restored)); created when absent.
     type: str
   force:
-    description: Replace a non-empty O(target_db). The old database is dropped only after the new restore succeeded.
+    description:
+      - Replace a non-empty O(target_db). The old database is renamed aside (never dropped) once the new restore
+        succeeded and matched its manifest; see RV(replaced_database).
     type: bool
     default: false
   keep:
     description:
-      - Number of newest backups of the database to keep in O(dest). Required for O(state=absent), at least 1.
+      - Number of newest backups of the database to keep in O(dest). Required with O(dest) for O(state=absent), at least 1.
+      - Backups belong to the database their manifest names (exactly), not to the file name, which is a cleaned-up
+        form (C(shop eu) and C(shop_eu) share one). Files without a readable manifest are never removed; they are
+        listed in RV(skipped).
       - With O(state=present), older backups are pruned after the new one succeeded; the new one always counts as kept.
     type: int
+  drop_replaced:
+    description:
+      - With O(state=absent), drop this database, which a restore set aside (its RV(replaced_database)).
+      - Only databases that carry a restore's record are dropped, and only when the database they replaced exists.
+    type: str
+  version_table:
+    description:
+      - The Alembic version table whose revision the manifest records (C(alembic_revision)).
+      - When the table does not exist the manifest says C(alembic_revision=null) and
+        C(alembic_version_table_missing=true). That is not base; tools reading the manifest must not treat it as base.
+    type: str
+    default: alembic_version
+  version_table_schema:
+    description: Schema of O(version_table). Default is the search path, then C(public), then any schema holding it.
+    type: str
   format:
     description:
       - Archive format. V(custom) (one compressed file, parallel restore), V(directory) (parallel dump and
@@ -146,7 +181,9 @@ attributes:
     details:
       - V(present) makes a new backup on every run (always changed).
       - V(absent) changes nothing when O(dest) already holds at most O(keep) backups.
-      - V(restored) is not changed when O(target_db) was already restored from the same backup (same sha256).
+      - V(restored) restores again on every run (the data may have changed since the last restore); with an existing
+        non-empty target that needs O(force=true), and the database it replaces is kept aside.
+      - V(verified) is not changed, unless it removed leftovers of an interrupted run.
 notes:
   - Keep backups away from the database host's only disk; O(dest) can be any mounted folder.
 seealso:
@@ -207,6 +244,13 @@ EXAMPLES = r'''
     dest: /var/backups/postgresql
     login_db: auto_trader_prod
     keep: 14
+
+- name: Drop the database a restore set aside, once the restored one is known to be good
+  dbops.migrations.pg_backup:
+    state: absent
+    db_url: "{{ admin_url }}"
+    drop_replaced: "{{ restore_result.replaced_database }}"
+  when: restore_result.replaced_database
 '''
 
 RETURN = r'''
@@ -222,7 +266,8 @@ manifest_path:
   sample: /var/backups/postgresql/auto_trader_prod_20261126T120000Z.dump.manifest.json
 manifest:
   description:
-    - The manifest content. Keys include C(database), C(server_version), C(alembic_revision), C(file),
+    - The manifest content. Keys include C(database), C(server_version), C(alembic_revision),
+      C(alembic_version_table), C(alembic_version_table_missing), C(large_objects), C(file),
       C(format), C(compress), C(sha256), C(size_bytes), C(tables) (row counts per C(schema.table)),
       C(row_count_total), C(started_at), C(duration_s), C(tools) and C(verification). Never a password.
   returned: when state is present, restored or verified
@@ -275,6 +320,60 @@ removed:
   type: list
   elements: str
   sample: [/var/backups/postgresql/auto_trader_prod_20261101T020000Z.dump]
+replaced_database:
+  description:
+    - The database the restore replaced, renamed aside instead of dropped (null when the target did not exist or was empty).
+    - Drop it with O(state=absent) and O(drop_replaced) when it is no longer needed.
+  returned: when state is restored
+  type: str
+  sample: auto_trader_prod_replaced_20261126t120000z
+row_differences:
+  description:
+    - Tables whose row count differs between the replaced database and the restored one
+      (C(replaced), C(restored), C(difference)); C(null) counts mean the table exists on one side only.
+  returned: when state is restored and a non-empty database was replaced
+  type: dict
+  sample: {"public.orders": {"replaced": 1210, "restored": 1200, "difference": -10}}
+rows_lost:
+  description: Per table, how many more rows the replaced database held than the restored one (only tables that lost rows).
+  returned: when state is restored and a non-empty database was replaced
+  type: dict
+  sample: {"public.orders": 10}
+rows_lost_total:
+  description: Sum of RV(rows_lost).
+  returned: when state is restored and a non-empty database was replaced
+  type: int
+  sample: 10
+restored_large_objects:
+  description: Number of large objects in the restored database.
+  returned: when state is restored and something was restored
+  type: int
+  sample: 0
+dropped:
+  description: The database O(drop_replaced) dropped (null when it did not exist).
+  returned: when drop_replaced is given
+  type: str
+  sample: auto_trader_prod_replaced_20261126t120000z
+cleaned_up:
+  description:
+    - Leftovers of interrupted runs on this host that this run removed or settled (scratch databases, staging
+      folders, a restore that died while swapping databases). In check mode, what it would do.
+  returned: always
+  type: list
+  elements: str
+  sample: ["scratch database app_verify_1a2b3c4d of pid 4242 on ctl1 (started 2026-11-26T12:00:00+00:00)"]
+leftovers:
+  description: Leftovers found but not removed, with the reason (another host's, or without an owner record).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"path": "/var/backups/postgresql/.pg_backup-x1y2", "reason": "no owner record; remove it by hand when no backup runs"}]
+skipped:
+  description: Backup files retention did not touch because their manifest is missing or unreadable (C(path), C(reason)).
+  returned: when state is present with keep, or absent with dest
+  type: list
+  elements: dict
+  sample: [{"path": "/var/backups/postgresql/app_20261101T020000Z.dump", "reason": "no manifest beside it"}]
 kept:
   description: Backups kept by retention, newest first.
   returned: when state is absent
@@ -315,12 +414,15 @@ def main() -> None:
         target_db=dict(type="str"),
         force=dict(type="bool", default=False),
         keep=dict(type="int"),
+        drop_replaced=dict(type="str"),
         format=dict(type="str", choices=["custom", "directory", "plain"]),
         jobs=dict(type="int", default=1),
         compress=dict(type="int"),
         verify=dict(type="str", default="list", choices=["none", "list", "restore"]),
         lock_wait_timeout=dict(type="str"),
         no_owner=dict(type="bool", default=False),
+        version_table=dict(type="str", default="alembic_version"),
+        version_table_schema=dict(type="str"),
         bin_dir=dict(type="path"),
         run_as=dict(type="str"),
         container=dict(type="str"),
@@ -330,29 +432,29 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=spec,
         mutually_exclusive=CONNECTION_MUTUALLY_EXCLUSIVE + [["run_as", "container"]],
-        required_if=[("state", "present", ["dest"]), ("state", "absent", ["dest", "keep"]),
-                     ("state", "restored", ["src", "target_db"]), ("state", "verified", ["src"])],
+        required_if=[("state", "present", ["dest"]), ("state", "restored", ["src", "target_db"]),
+                     ("state", "verified", ["src"])],
         supports_check_mode=True,
     )
     params = module.params
     state = params["state"]
     secret = params.get("login_password")
+    if state == "absent" and (bool(params["dest"]) != (params["keep"] is not None) or not (params["drop_replaced"] or params["dest"])):
+        module.fail_json(msg="state=absent needs dest and keep together (retention), and/or drop_replaced (a database a "
+                             "restore set aside); nothing was changed")
+    if params["drop_replaced"] and state != "absent":
+        module.fail_json(msg="drop_replaced works with state=absent only; nothing was changed")
     try:
         info = None
-        if state != "absent" or params.get("db_url") or params.get("login_db"):
+        if state != "absent" or params.get("db_url") or params.get("login_db") or params["drop_replaced"]:
             info = conninfo_from_params(params)
         if state == "absent":
-            result = _prune(module, info)
+            result = _absent(module, info)
         else:
             if not HAS_PSYCOPG2 or Backup is None:
                 module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(PSYCOPG2_IMPORT_ERROR))
             secret = info.password
-            executor = Executor(runner=_runner(module), bin_dir=params["bin_dir"], run_as=params["run_as"],
-                                container=params["container"], container_host=params["container_login_host"],
-                                container_port=params["container_login_port"],
-                                docker_bin=module.get_bin_path("docker", required=bool(params["container"])) or "docker",
-                                which=module.get_bin_path)
-            backup = Backup(info=info, executor=executor, check_mode=module.check_mode)
+            backup = _backup(module, info)
             if state == "present":
                 fmt = params["format"] or "custom"
                 compress = params["compress"]
@@ -377,6 +479,34 @@ def main() -> None:
     module.exit_json(**result)
 
 
+def _backup(module: AnsibleModule, info):
+    params = module.params
+    executor = Executor(runner=_runner(module), bin_dir=params["bin_dir"], run_as=params["run_as"],
+                        container=params["container"], container_host=params["container_login_host"],
+                        container_port=params["container_login_port"],
+                        docker_bin=module.get_bin_path("docker", required=bool(params["container"])) or "docker",
+                        which=module.get_bin_path)
+    return Backup(info=info, executor=executor, check_mode=module.check_mode,
+                  version_table=params["version_table"], version_table_schema=params["version_table_schema"])
+
+
+def _absent(module: AnsibleModule, info):
+    """Retention in dest, and/or dropping a database a restore set aside."""
+    params = module.params
+    result = {"changed": False, "removed": [], "kept": [], "skipped": [], "cleaned_up": [], "leftovers": [],
+              "duration_s": 0.0}
+    if params["drop_replaced"]:
+        if not HAS_PSYCOPG2 or Backup is None:
+            module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(PSYCOPG2_IMPORT_ERROR))
+        result.update(_backup(module, info).drop_replaced(params["drop_replaced"]))
+    if params["dest"]:
+        pruned = _prune(module, info)
+        changed = result["changed"] or pruned.pop("changed")
+        housekeeping = {key: result[key] + pruned.pop(key, []) for key in ("cleaned_up", "leftovers")}
+        result.update(pruned, changed=changed, **housekeeping)
+    return result
+
+
 def _prune(module: AnsibleModule, info):
     from ansible_collections.dbops.migrations.plugins.module_utils._backup_run import Backup as _Backup
     params = module.params
@@ -388,8 +518,10 @@ def _prune(module: AnsibleModule, info):
         module.fail_json(msg="dest %s is not a folder; nothing to prune" % dest)
     database = info.dbname if info else None
     pruner = _Backup(info=info, executor=None, check_mode=module.check_mode)
+    pruner.clean_staging(dest)
     result = pruner.prune(dest, params["keep"], database=database)
-    result["duration_s"] = 0.0
+    result.update(pruner.housekeeping())
+    result["changed"] = result["changed"] or bool(pruner.cleaned_up)
     return result
 
 

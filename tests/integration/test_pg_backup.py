@@ -86,7 +86,9 @@ def shop_db(pg_db):
 def target_name(pg_server):
     name = "restore_" + uuid.uuid4().hex[:10]
     yield name
-    pgh.drop_database(pg_server, name)
+    for db in databases(pg_server):
+        if db == name or db.startswith(name + "_replaced_"):
+            pgh.drop_database(pg_server, db)
 
 
 def databases(server) -> set:
@@ -195,8 +197,9 @@ def test_restore_refuses_non_empty_target_then_force_replaces(shop_db, pg_server
     assert other.scalar("SELECT to_regclass('precious')") is None
     assert table_fingerprint(other) == table_fingerprint(shop_db)
 
+    # the restored database is not empty either: a second restore needs force again
     again = restore(shop_db, made.result["manifest_path"], target_name)
-    assert not again.result.get('failed') and again.result["changed"] is False, again.output
+    assert again.result.get('failed') and "not empty" in again.result["msg"], again.output
 
 
 def test_restore_check_mode_creates_nothing(shop_db, pg_server, tmp_path, target_name):
@@ -225,10 +228,11 @@ def test_verify_catches_a_corrupted_file(shop_db, tmp_path, target_name, pg_serv
     assert target_name not in databases(pg_server)
 
 
-def _fake_backup(folder, db, stamp):
-    name = f"{db}_{stamp}.dump"
+def _fake_backup(folder, db, stamp, file_db=None):
+    """A backup as retention sees it: a dump and a manifest naming its database."""
+    name = f"{file_db or db}_{stamp}.dump"
     (folder / name).write_bytes(b"PGDMP fake")
-    (folder / (name + ".manifest.json")).write_text("{}")
+    (folder / (name + ".manifest.json")).write_text(json.dumps({"file": name, "sha256": "0" * 64, "database": db}))
     return name
 
 

@@ -55,14 +55,19 @@ def test_retention_refuses_to_remove_everything(keep):
         bk.plan_retention(_entries("20260101T000000Z"), keep)
 
 
-def test_list_backups_filters_by_database(tmp_path):
+def test_list_backups_filters_by_the_manifests_database(tmp_path):
+    def manifest(name, db):
+        (tmp_path / (name + ".manifest.json")).write_text(json.dumps({"file": name, "sha256": "x", "database": db}))
     for name in ("app_20260101T000000Z.dump", "app_20260102T000000Z.dir", "other_20260103T000000Z.sql",
-                 "notes.txt", "app_20260101T000000Z.dump.manifest.json"):
+                 "app_20260104T000000Z.dump", "notes.txt"):
         (tmp_path / name).write_text("x")
+    manifest("app_20260101T000000Z.dump", "app")
+    manifest("app_20260102T000000Z.dir", "app")
+    manifest("other_20260103T000000Z.sql", "other")
     found = bk.list_backups(str(tmp_path), "app")
     assert [e.name for e in found] == ["app_20260102T000000Z.dir", "app_20260101T000000Z.dump"]
-    assert [e.has_manifest for e in found] == [False, True]
     assert len(bk.list_backups(str(tmp_path))) == 3
+    assert [s["path"] for s in bk.scan_backups(str(tmp_path))[1]] == [str(tmp_path / "app_20260104T000000Z.dump")]
     assert bk.list_backups(str(tmp_path / "missing")) == []
 
 
