@@ -332,9 +332,10 @@ class ActionModule(ActionBase):
         flight); then a caching proxy drops their addresses with a second reload."""
         for container in old:
             if self._proxy_caches(service):
-                self._worker("stop", id=container.id, timeout=self.p["stop_timeout"])
+                self._worker("stop", id=container.id, timeout=self.p["stop_timeout"], project=self.project,
+                             proxy_service=self.proxy["service"], then_exec=list(self.proxy["reload_command"]))
                 self._mark("stopped old %s" % container.name)
-                self._reload_proxy(service, "old %s stopped" % service)
+                self._mark("reloaded %s (old %s stopped)" % (self.proxy["service"], service))
                 self._remove_container(container, graceful=False)
             else:
                 self._remove_container(container)

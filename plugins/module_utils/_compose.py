@@ -832,7 +832,7 @@ WORKER_OPS: dict[str, dict[str, str]] = {
                      "deps": "dict", "specs": "dict"},
     "expose": {"service": "str", "aliases": "dict"},
     "proxy_exec": {"project": "str", "service": "str", "command": "list"},
-    "stop": {"id": "str", "timeout": "int"},
+    "stop": {"id": "str", "timeout": "int", "project": "str?", "proxy_service": "str?", "then_exec": "list?"},
     "v1_plan": dict(_V1_BASE, services="list", all_services="list"),
     "v1_up": dict(_V1_BASE, services="list"),
     "v1_down": dict(_V1_BASE, remove_volumes="bool", all_services="list", all_profiles="list", check="bool"),

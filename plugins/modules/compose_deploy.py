@@ -672,9 +672,20 @@ def _proxy_exec(module, job):
 
 
 def _stop(module, job):
-    """Graceful stop of one container: SIGTERM, up to ``timeout`` seconds for in-flight requests."""
+    """Graceful stop of one container: SIGTERM, up to ``timeout`` seconds for in-flight requests.
+    With ``then_exec``, the proxy's reload runs the moment the container is gone, in the same
+    call: a proxy that still knew its address would wait on it until its connect timeout."""
     client = _client(module)
     client.api.stop(job["id"], timeout=job.get("timeout", 10))
+    if job.get("then_exec"):
+        container = _proxy_container(module, client, {"project": job["project"], "service": job["proxy_service"]})
+        try:
+            rc, text = engine.exec_in(client, container.id, job["then_exec"])
+        except Exception as exc:
+            rc, text = -1, str(exc)
+        if rc != 0:
+            module.fail_json(msg="the proxy reload (%s in %s) after stopping the old container failed with exit code "
+                                 "%s: %s" % (" ".join(job["then_exec"]), container.name, rc, text.strip()[-500:]))
     module.exit_json(changed=True)
 
 

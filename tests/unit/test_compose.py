@@ -526,10 +526,11 @@ def test_project_name_problem_says_what_compose_accepts(name, suggested):
 
 
 def test_worker_jobs_are_checked_against_their_operation():
-    job = {"op": "stop", "id": "abc", "timeout": 20}
+    job = {"op": "stop", "id": "abc", "timeout": 20, "project": None, "proxy_service": None, "then_exec": None}
     assert cu.worker_job_problem(job) is None
     assert "unknown worker operation 'nope'" in cu.worker_job_problem({"op": "nope"})
-    assert cu.worker_job_problem({"op": "stop", "id": "abc"}) == "worker operation stop: missing key timeout"
+    partial = {k: v for k, v in job.items() if k != "timeout"}
+    assert cu.worker_job_problem(partial) == "worker operation stop: missing key timeout"
     assert "unexpected key ids" in cu.worker_job_problem(dict(job, ids=["abc"]))
     assert "timeout must be int, not str" in cu.worker_job_problem(dict(job, timeout="20"))
     assert "timeout must be int, not bool" in cu.worker_job_problem(dict(job, timeout=True))
