@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from tests.helpers.release import compose_ps, new_release
 
@@ -104,6 +105,26 @@ class TestHighPathGateAndRollback:
         assert run.rc != 0 and "never migrates without a verified backup" in run.output
         assert release.revision() == "0004"
 
+    def test_high_path_without_a_maintenance_method_asks_for_maintenance_false(self, release):
+        run = release.deploy(risk="high", approve=True, dbops_maintenance_method="none")
+        assert run.rc != 0
+        shown = " ".join(run.output.split())
+        assert "maintenance mode is unavailable here: dbops_maintenance_method is none" in shown
+        assert "run again with -e maintenance=false" in shown and "Nothing was changed" in shown
+        assert release.revision() == "0004" and release.backups() == []
+
+    def test_maintenance_users_would_not_see_stops_before_the_migration(self, release):
+        # /healthz is exempt from the maintenance page: it never answers 503.
+        run = release.deploy(risk="high", approve=True, dbops_maintenance_check_url=release.stack.base_url + "/healthz")
+        assert run.rc != 0
+        shown = " ".join(run.output.split())
+        assert "Maintenance mode is NOT served: %s/healthz answered 200 instead of 503" % release.stack.base_url in shown
+        assert "the switch was taken back" in shown
+        assert release.revision() == "0004" and release.backups() == []
+        assert release.stack.get("/api/stats")[0] == 200
+        assert not (release.report_dir / "maintenance.json").exists()
+        assert not release.lock_held()
+
     def test_high_path_with_verification(self, release):
         run = release.deploy(risk="auto", approve=True, verify_queries=VERIFY)
         assert run.rc == 0, explain(run, release)
@@ -118,8 +139,27 @@ class TestHighPathGateAndRollback:
         manifest = json.loads(manifests[0].read_text())
         assert manifest["alembic_revision"] == "0004" and manifest["tables"]["public.orders"] == 3
         assert "Maintenance mode on" in run.stdout and "Maintenance mode off" in run.stdout
+        assert not (release.report_dir / "maintenance.json").exists()
         assert release.stack.get("/api/stats")[0] == 200  # maintenance is off again
         assert release.scalar("SELECT count(*) FROM orders") == 3
+
+    def test_maintenance_left_on_by_an_interrupted_release_is_named_and_turned_off(self, release):
+        on = release.play("maintenance", {"state": "on"})
+        assert on.rc == 0, explain(on, release)
+        assert release.stack.get("/api/stats")[0] == 503
+        # What a release killed after its migration leaves: the page on, and its record.
+        record = release.report_dir / "maintenance.json"
+        record.write_text(json.dumps({"state": "on", "release_id": "20260101T000000Z-abc123", "user": "alice",
+                                      "since": "2026-01-01T00:00:00+00:00", "by": "deploy.yml"}))
+        run = release.deploy(risk="auto")
+        assert run.rc == 0, explain(run, release)
+        shown = " ".join(run.stdout.split())
+        assert "Maintenance mode is ON since 2026-01-01T00:00:00+00:00: release 20260101T000000Z-abc123 (alice)" in shown
+        summary = release.reports()[-1]
+        assert summary["revisions_applied"] == []
+        assert summary["maintenance"] == "left on by the interrupted release 20260101T000000Z-abc123, now off"
+        assert release.stack.get("/api/stats")[0] == 200
+        assert not record.exists()
 
     def test_rollback_database_to_the_manifest_revision(self, release):
         manifest = release.backups()[-1]
@@ -145,9 +185,12 @@ class TestHighPathGateAndRollback:
         assert release.stack.get("/api/stats")[0] == 503  # maintenance page
         failed = release.reports("deploy-failed-*.json")[-1]
         assert failed["step"] == "migration" and failed["maintenance"] == "on"
+        record = json.loads((release.report_dir / "maintenance.json").read_text())
+        assert record["state"] == "on" and record["release_id"] and record["by"] == "deploy.yml"
         run = release.play("maintenance", {"state": "off"})
         assert run.rc == 0, explain(run, release)
         assert release.stack.get("/api/stats")[0] == 200
+        assert not (release.report_dir / "maintenance.json").exists()
 
     def test_restore_with_confirm_puts_the_backup_back_and_serves_again(self, release):
         manifest = release.backups()[-1]
@@ -228,3 +271,87 @@ class TestBrokenReleaseAndMediumPath:
         run = release.play("rollback", {"rollback": "app", "app_version": "1.1.0"})
         assert run.rc == 0, explain(run, release)
         assert release.stack.get("/healthz")[1]["version"] == "1.0.0"
+
+
+# A release whose image adds a plain CREATE INDEX on orders (not CONCURRENTLY: it blocks writes).
+INDEX_REVISION = '''"""index orders by symbol"""
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_index("ix_orders_symbol", "orders", ["symbol"])
+
+
+def downgrade():
+    op.drop_index("ix_orders_symbol", table_name="orders")
+'''
+
+
+def build_release_with_revision(rel, version: str, tmp_path) -> str:
+    """The release image `version`: the running release plus migrations/versions/0006 (the host has none of it)."""
+    context = tmp_path / ("image-" + version)
+    context.mkdir()
+    (context / "0006_index_orders_symbol.py").write_text(INDEX_REVISION)
+    (context / "Dockerfile").write_text(f"FROM {rel.image}:1.0.0\nENV APP_VERSION={version}\n"
+                                        "COPY 0006_index_orders_symbol.py /app/migrations/versions/\n")
+    tag = f"{rel.image}:{version}"
+    rel.client.images.build(path=str(context), tag=tag, rm=True, pull=False)
+    return tag
+
+
+def host_checkout_a_release_behind(tmp_path):
+    """What an app host often holds: the previous release's alembic.ini and revisions (0001-0005)."""
+    import shutil
+
+    from tests.helpers.stack import APP_DIR
+    checkout = tmp_path / "checkout"
+    shutil.copytree(APP_DIR, checkout, ignore=shutil.ignore_patterns("__pycache__", ".wheels"))
+    return checkout / "alembic.ini"
+
+
+class TestTheGateJudgesTheReleaseImage:
+    def test_setup_at_0005_with_a_large_orders_table(self, release):
+        run = release.deploy(risk="auto")
+        assert run.rc == 0, explain(run, release)
+        release.seed(3)
+        release.execute("INSERT INTO orders(account_id, symbol, side, quantity, price) "
+                        "SELECT a.id, 'S' || (g % 50), 'buy', 10, 1.5 FROM accounts a, generate_series(1, 100000) g;"
+                        "ANALYZE orders;")
+        assert release.scalar("SELECT count(*) FROM orders") == 300003
+
+    def test_a_host_checkout_a_release_behind_does_not_take_the_low_path(self, release, tmp_path):
+        build_release_with_revision(release, "1.1.0", tmp_path)
+        stale = host_checkout_a_release_behind(tmp_path)
+        variables = dict(release.group_vars("1.1.0"), dbops_alembic_config=str(stale))
+        (release.inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(variables))
+        run = release.deploy(risk="auto")
+        assert run.rc != 0, explain(run, release)
+        shown = " ".join(run.stdout.split())
+        assert "Pending revisions in the release image 1.1.0 (compose service migration): 0006;" in shown, \
+            explain(run, release)
+        assert "taking the low path" not in run.stdout
+        assert "needs an explicit approval" in run.output and "Nothing was changed" in run.output
+        assert release.revision() == "0005"
+        assert release.scalar("SELECT to_regclass('ix_orders_symbol')") is None
+        assert release.stack.get("/healthz")[1]["version"] == "1.0.0"
+        assert not release.lock_held()
+
+    def test_without_a_host_checkout_the_release_is_judged_and_migrated_as_analysed(self, release):
+        variables = release.group_vars("1.1.0")
+        del variables["dbops_alembic_config"]
+        (release.inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(variables))
+        run = release.deploy(risk="auto", approve=True)
+        assert run.rc == 0, explain(run, release)
+        summary = release.reports()[-1]
+        assert summary["path"] in ("medium", "high") and summary["risk"] != "low", summary
+        assert summary["revisions_applied"] == ["0006"] and summary["backup_manifest"] != "none"
+        assert release.scalar("SELECT to_regclass('ix_orders_symbol')::text") == "ix_orders_symbol"
+        assert release.stack.get("/healthz")[1] == dict(release.stack.get("/healthz")[1], version="1.1.0",
+                                                        revision="0006")
+        record = json.loads((release.report_dir / "last-release.json").read_text())
+        assert record["result"] == "ok" and record["revision_before"] == "0005" and record["app_version"] == "1.1.0"

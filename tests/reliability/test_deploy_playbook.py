@@ -198,3 +198,74 @@ def test_password_never_leaks(docker_client, tmp_path):
         assert rel.backups() and rel.reports()
     finally:
         rel.close()
+
+
+def leftover(root, pid: int, module: str, age_s: float = 3600) -> "os.PathLike":
+    """A remote temp folder as ansible-playbook leaves it when its worker is killed mid-task."""
+    import pathlib
+    import time
+    folder = pathlib.Path(root) / ("ansible-tmp-%.2f-%d-%d" % (time.time() - age_s, pid, 4242 + pid))
+    folder.mkdir(parents=True)
+    (folder / ("AnsiballZ_%s.py" % module)).write_text("# module arguments, password included\n")
+    stamp = time.time() - age_s
+    for path in (folder / ("AnsiballZ_%s.py" % module), folder):
+        os.utime(path, (stamp, stamp))
+    return folder
+
+
+@pytest.mark.fault("module files of a killed run left in the controller's ~/.ansible/tmp", kind="fault",
+                   holds="the next deploy removes the collection's files of dead runs only: a live run's "
+                         "folder, another collection's module and a folder newer than the run stay")
+def test_module_files_of_killed_runs_are_removed(idle_release, tmp_path):
+    import pathlib
+    root = pathlib.Path(os.path.expanduser("~/.ansible/tmp"))
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    made = []
+    try:
+        dead_ours = leftover(root, dead_pid(), "alembic_migrate")
+        dead_backup = leftover(root, dead_pid(), "pg_backup")
+        live_ours = leftover(root, live.pid, "alembic_migrate")
+        dead_other = leftover(root, dead_pid(), "command")
+        dead_new = leftover(root, dead_pid(), "compose_deploy", age_s=-3600)  # written after the run started
+        made = [dead_ours, dead_backup, live_ours, dead_other, dead_new]
+        # The run stops at its first step (no compose project there): the cleanup comes before it.
+        run = idle_release.deploy(risk="auto", dbops_project_src=str(tmp_path / "no-project-here"))
+        assert "TASK [Remove the module files of killed runs]" in run.stdout, run.output[-3000:]
+        assert not dead_ours.exists() and not dead_backup.exists()
+        assert live_ours.exists() and dead_other.exists() and dead_new.exists()
+    finally:
+        live.kill()
+        live.wait()
+        for folder in made:
+            for entry in folder.glob("*") if folder.exists() else []:
+                entry.unlink()
+            if folder.exists():
+                folder.rmdir()
+
+
+@pytest.mark.fault("the lock of a killed run while the migration it started still runs", kind="fault",
+                   holds="the lock is not taken over while a migration runner holds the database's migration "
+                         "lock; the run stops saying so; once the runner ends, the lock is taken over")
+def test_lock_of_a_killed_run_is_kept_while_its_migration_runs(idle_release, pg_db, tmp_path):
+    from ansible_collections.dbops.migrations.plugins.module_utils._migrate import APP_NAME_PREFIX, lock_key
+    lock = idle_release.report_dir / "deploy.lock"
+    write_owner(lock, pid=dead_pid(), controller=this_controller())
+    login = pg_db.login_args()
+    database = {"dbops_db_host": login["login_host"], "dbops_db_port": login["login_port"],
+                "dbops_db_user": login["login_user"], "dbops_db_password": login["login_password"],
+                "dbops_db_name": login["login_db"], "dbops_project_src": str(tmp_path / "no-project-here")}
+    # The orphaned module: its control session holds the advisory lock, named as alembic_migrate names it.
+    runner = pg_db.connect()
+    runner.cursor().execute("SET application_name = %s", (APP_NAME_PREFIX + "orphan12345",))
+    runner.cursor().execute("SELECT pg_advisory_lock(%s, %s)", lock_key("alembic_version", None))
+    try:
+        kept = idle_release.deploy(risk="auto", deploy_lock_wait=0, **database)
+    finally:
+        runner.close()
+    assert kept.rc != 0
+    assert "a migration from that killed run is still running" in " ".join(kept.output.split())
+    assert APP_NAME_PREFIX + "orphan12345" in kept.output and "taking it over" not in kept.output
+    assert lock.exists() and (lock / "owner.json").exists()
+    taken = idle_release.deploy(risk="auto", deploy_lock_wait=0, **database)
+    assert "which no longer runs: taking it over" in taken.output, taken.output[-3000:]
+    assert taken.rc != 0 and "no-project-here" in taken.output and not idle_release.lock_held()
