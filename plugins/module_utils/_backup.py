@@ -190,12 +190,26 @@ def check_restore_version(restore: Tuple[int, int], dumped_with: Optional[Tuple[
 
 # ---------------------------------------------------------------- options
 
+# pg_dump 16 and newer also compress with lz4 and zstd (method: level range).
+COMPRESS_METHODS = {"gzip": (0, 9), "lz4": (1, 12), "zstd": (1, 22), "none": (0, 0)}
+COMPRESS_METHODS_SINCE = {"lz4": 16, "zstd": 16}
+
+
 @dataclasses.dataclass
 class DumpOptions:
     fmt: str = "custom"
     jobs: int = 1
     compress: Optional[int] = None
     lock_wait_timeout: Optional[str] = None
+    compress_method: Optional[str] = None
+
+    def check_client(self, client: Tuple[int, int], where: str) -> None:
+        """lz4 and zstd need pg_dump 16 or newer; say what to use instead."""
+        since = COMPRESS_METHODS_SINCE.get(self.compress_method or "")
+        if since and client[0] < since:
+            raise BackupError("compress_method: %s needs pg_dump %d or newer; %s has pg_dump %d.%d. Use a newer client "
+                              "(bin_dir, or the container option with a PostgreSQL %d+ image) or compress_method: gzip; "
+                              "nothing was written" % (self.compress_method, since, where, client[0], client[1], since))
 
     def validate(self) -> None:
         if self.fmt not in FORMATS:
@@ -205,15 +219,27 @@ class DumpOptions:
         if self.jobs > 1 and self.fmt != "directory":
             raise BackupError("jobs > 1 needs format: directory (pg_dump dumps in parallel only into a "
                               "directory archive); set format: directory or jobs: 1")
-        if self.compress is not None and not 0 <= self.compress <= 9:
+        method = self.compress_method or "gzip"
+        if method not in COMPRESS_METHODS:
+            raise BackupError("compress_method must be one of %s (got %r)" % (", ".join(sorted(COMPRESS_METHODS)), method))
+        low, high = COMPRESS_METHODS[method]
+        if self.compress is not None and method == "gzip" and not low <= self.compress <= high:
             raise BackupError("compress must be a gzip level from 0 to 9 (PostgreSQL 15 pg_dump); got %s" % self.compress)
-        if self.fmt == "plain" and self.compress:
+        if self.compress is not None and method not in ("gzip", "none") and not low <= self.compress <= high:
+            raise BackupError("compress must be a %s level from %d to %d; got %s" % (method, low, high, self.compress))
+        if self.fmt == "plain" and (self.compress or method not in ("gzip", "none")):
             raise BackupError("format: plain writes uncompressed SQL that psql can read; for a compressed "
                               "backup use format: custom (or directory) with compress")
 
     def pg_dump_args(self, output: str, snapshot: Optional[str]) -> List[str]:
         args = ["--format=" + FORMAT_FLAGS[self.fmt], "--no-password", "--file=" + output]
-        if self.compress is not None:
+        method = self.compress_method or "gzip"
+        if method == "none":
+            args.append("--compress=0")
+        elif method != "gzip":
+            # PostgreSQL 16 syntax: METHOD[:LEVEL]
+            args.append("--compress=%s" % method + (":%d" % self.compress if self.compress is not None else ""))
+        elif self.compress is not None:
             args.append("--compress=%d" % self.compress)
         if self.jobs > 1:
             args.append("--jobs=%d" % self.jobs)
@@ -480,6 +506,7 @@ def build_manifest(*, database: str, file_name: str, options: DumpOptions, serve
         "file": file_name,
         "format": options.fmt,
         "compress": options.compress,
+        "compress_method": options.compress_method or ("none" if options.compress == 0 else "gzip"),
         "jobs": options.jobs,
         "server_version": server_version_text(server_version_num),
         "server_version_num": server_version_num,

@@ -446,6 +446,7 @@ class Backup:
         try:
             server_num = server_version_num(conn)
             bk.check_client_version("pg_dump", dump_tool_version, server_num, self.executor.where())
+            options.check_client(dump_tool_version, self.executor.where())
             created_dest = bk.ensure_dest(dest, self.check_mode, self.executor.owner())
             if not created_dest:
                 self.clean_staging(dest)

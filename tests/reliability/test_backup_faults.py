@@ -226,3 +226,15 @@ def test_backup_permissions(data_db, tmp_path):
     assert stat.S_IMODE(os.stat(made.result["path"]).st_mode) == 0o700
     for name in os.listdir(made.result["path"]):
         assert stat.S_IMODE(os.stat(os.path.join(made.result["path"], name)).st_mode) == 0o600
+
+
+@pytest.mark.fault("zstd compression asked of a PostgreSQL 15 pg_dump", kind="bad_input",
+                   holds="fails before dumping, naming the client version and what to use instead; nothing written")
+def test_zstd_needs_a_newer_client(data_db, tmp_path):
+    dest = tmp_path / "b"
+    msg = failure_message(backup(data_db, dest, compress_method="zstd", compress=3))
+    assert "needs pg_dump 16 or newer" in msg and "compress_method: gzip" in msg
+    assert not dest.exists() or os.listdir(dest) == []
+    made = backup(data_db, dest, compress_method="none", verify="list")
+    assert not made.result.get("failed"), made.output[-3000:]
+    assert made.result["manifest"]["compress_method"] == "none"

@@ -145,3 +145,37 @@ def test_stale_staging_folders(tmp_path):
     assert stale == [dead]
     assert sorted(k["path"] for k in kept) == sorted([foreign, str(unknown)])
     assert live not in stale + [k["path"] for k in kept]
+
+
+@pytest.mark.parametrize("method,level,arg", [
+    ("zstd", 3, "--compress=zstd:3"),
+    ("zstd", None, "--compress=zstd"),
+    ("lz4", 1, "--compress=lz4:1"),
+    ("gzip", 6, "--compress=6"),
+    ("none", None, "--compress=0"),
+    (None, 1, "--compress=1"),
+])
+def test_compression_methods_as_pg_dump_16_spells_them(method, level, arg):
+    options = bk.DumpOptions(fmt="custom", compress=level, compress_method=method)
+    options.validate()
+    assert arg in options.pg_dump_args("/b/x.dump", None)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(compress_method="zstd", compress=23), "zstd level from 1 to 22"),
+    (dict(compress_method="lz4", compress=0), "lz4 level from 1 to 12"),
+    (dict(compress_method="brotli"), "compress_method must be one of"),
+    (dict(fmt="plain", compress_method="zstd"), "format: plain"),
+])
+def test_compression_methods_bad_input(kwargs, match):
+    with pytest.raises(bk.BackupError, match=match):
+        bk.DumpOptions(**kwargs).validate()
+
+
+def test_lz4_and_zstd_need_a_pg_dump_16_client():
+    bk.DumpOptions(compress_method="zstd").check_client((16, 2), "this host")
+    bk.DumpOptions(compress_method="gzip").check_client((15, 18), "this host")
+    with pytest.raises(bk.BackupError) as err:
+        bk.DumpOptions(compress_method="zstd").check_client((15, 18), "this host")
+    assert "needs pg_dump 16 or newer" in str(err.value) and "15.18" in str(err.value)
+    assert "bin_dir" in str(err.value) and "compress_method: gzip" in str(err.value)
