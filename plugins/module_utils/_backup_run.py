@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import os
 import pwd
-import re
 import threading
 import time
 import uuid
