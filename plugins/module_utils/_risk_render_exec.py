@@ -78,6 +78,8 @@ def compose_command(spec: RenderSpec, args: List[str]) -> Tuple[List[str], Optio
     """``docker compose ... run --rm -T --no-deps SERVICE python - ARGS`` through the project's own builders."""
     if not spec.project_src:
         raise RiskInputError("executor=compose needs project_src: the folder of the compose project")
+    import os
+    spec = dataclasses.replace(spec, project_src=os.path.abspath(spec.project_src))
     tail = ["run", "--rm", "-T", "--no-deps", "-e", "PYTHONDONTWRITEBYTECODE=1", "-e", "PYTHONIOENCODING=utf-8"]
     command = [spec.python or "python", "-"] + args
     if spec.standalone:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -138,8 +139,9 @@ def render_payload(request: RiskRequest, current: Optional[List[str]], info=None
         return render_here(request.alembic_config or "", request.from_revision, request.to_revision, current,
                            request.ini_section or "alembic", request.script_location, request.server_version)
     from ansible_collections.dbops.migrations.plugins.module_utils._risk_render_exec import render_elsewhere
-    # Short values (a tag such as "2") are not secrets, and masking them would garble the JSON.
-    secrets = [str(v) for v in (request.render.env or {}).values() if v and len(str(v)) >= 6]
+    # Mask what looks like a secret; masking every value (an image name, a tag) would garble the answer.
+    secrets = [str(v) for k, v in (request.render.env or {}).items()
+               if v and len(str(v)) >= 4 and re.search(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL", str(k), re.I)]
     if info is not None and info.password:
         secrets.append(info.password)
     return render_elsewhere(request.render, request.render_runner, request.alembic_config, request.from_revision,

@@ -1,6 +1,7 @@
 """Alembic rendering per revision (offline, env.py never runs) and the revision's Python checks."""
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -182,6 +183,23 @@ def test_compose_render_command_for_both_compose_clis():
     argv, _cwd = compose_command(spec, args)
     assert argv[:4] == ["/usr/bin/docker-compose", "--project-directory", "/srv/app", "-p"] and argv[4] == "app"
     assert argv[argv.index("--no-deps") + 5:argv.index("--no-deps") + 9] == ["--", "migration", "python", "-"]
+    # A relative project folder is made absolute once: compose runs in it and resolves files from it.
+    spec.project_src = "examples/shop"
+    argv, cwd = compose_command(spec, args)
+    assert cwd == os.path.abspath("examples/shop") and argv[2] == cwd and "%s/docker-compose.prod.yml" % cwd in argv
+
+
+def test_only_secret_looking_env_values_are_masked_in_render_errors(monkeypatch):
+    from ansible_collections.dbops.migrations.plugins.module_utils._risk_render_exec import RenderSpec
+    from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+
+    def runner(argv, env, stdin, cwd):
+        return 1, "", "image shop-app:1.2.0 failed; password hunter22 rejected"
+    spec = RenderSpec(executor="compose", project_src="/srv/shop", docker_bin="docker",
+                      env={"APP_IMAGE": "shop-app", "APP_VERSION": "1.2.0", "POSTGRES_PASSWORD": "hunter22"})
+    with pytest.raises(RiskInputError) as failure:
+        run_request(RiskRequest(render=spec, render_runner=runner))
+    assert "image shop-app:1.2.0 failed; password ******** rejected" in str(failure.value)
 
 
 def test_render_payload_errors_name_the_cause():
