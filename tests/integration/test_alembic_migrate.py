@@ -211,14 +211,14 @@ def test_two_runners_migrate_once(pg_db, project):
 
 def test_second_runner_with_no_patience_fails_clearly(pg_db, project):
     # Long enough for a second ansible-playbook to start on a busy box while the first still migrates.
-    add_revision(project, "0005", "0004", SLOW_REVISION.replace("pg_sleep(3)", "pg_sleep(12)"))
+    add_revision(project, "0005", "0004", SLOW_REVISION.replace("pg_sleep(3)", "pg_sleep(30)"))
     assert naive_upgrade(pg_db, project, "0004").returncode == 0
     first = {}
     thread = threading.Thread(target=lambda: first.setdefault("r", run_module(
         "alembic_migrate", module_args(pg_db, project))))
     thread.start()
     deadline = time.monotonic() + 60
-    while not pg_db.scalar("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(12)%%'"):
+    while not pg_db.scalar("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%'"):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     second = run_module("alembic_migrate", module_args(pg_db, project, lock_wait=0))
