@@ -6,6 +6,7 @@ and shared: a test never retags them; it only removes the backup tags its own pr
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -70,6 +71,20 @@ class LedgerStack:
         self.report_dir = tmp / "reports"
         self.backup_dir = tmp / "backups"
         self.tags_before = self.repository_tags()
+        self.failed_step = ""
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        """One release of the sequence: a later one starts from the state this one leaves, so
+        after a failure the rest are skipped instead of failing for the same reason."""
+        import pytest
+        if self.failed_step:
+            pytest.skip(f"{name} starts from the state {self.failed_step} leaves, and {self.failed_step} failed")
+        try:
+            yield
+        except BaseException:
+            self.failed_step = name
+            raise
 
     # ------------------------------------------------------------ compose
     def env(self, tag: str) -> dict[str, str]:
