@@ -52,5 +52,5 @@ def test_collection_builds(tmp_path):
     tarball = next(tmp_path.glob("dbops-migrations-*.tar.gz"))
     names = tarfile.open(tarball).getnames()
     assert {f"plugins/modules/{module}.py" for module in MODULES} <= set(names)
-    assert not [n for n in names if n.startswith((".venv", ".collections", "examples/auto_trader/.wheels",
+    assert not [n for n in names if n.startswith((".venv", ".collections", "examples/auto_trader/.wheels", "examples/ledger/.wheels",
                                                   "reports", "dist"))]
