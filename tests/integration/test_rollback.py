@@ -39,7 +39,9 @@ def printed_commands(output: str, kind: str) -> list[str]:
     """The rollback commands of one kind (application, database, ...) as the failure printed them."""
     # the failure message is shown JSON-escaped: one line per "\n"
     text = output.replace("\\n", "\n")
-    return re.findall(r"^%s[^:]*: (ansible-playbook dbops\.migrations\.rollback [^\n\"]*)" % kind, text, re.M)
+    # the message appears twice (the error line and the task result): each command once
+    found = re.findall(r"^%s[^:]*: (ansible-playbook dbops\.migrations\.rollback [^\n\"]*)" % kind, text, re.M)
+    return sorted(set(found))
 
 
 def extra_vars(command: str) -> dict[str, str]:
