@@ -799,6 +799,8 @@ class Engine:
         spec = R.MIGRATION_RULES[rule_id]
         facts = self.facts.table(table) if (self.facts is not None and table) else None
         values = _SafeDict(details)
+        if line:
+            values.setdefault("line", line)  # the keyword takes it out of details; messages still name it
         values.setdefault("table", table or "?")
         values.setdefault("lock", spec["lock"])
         values.setdefault("locked", table or "?")

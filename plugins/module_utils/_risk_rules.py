@@ -1252,8 +1252,9 @@ MIGRATION_RULES: Dict[str, Dict[str, str]] = {
     "revision-not-analysed": dict(
         operation="revision not analysed", lock=ACCESS_EXCLUSIVE, risk="high",
         message="The revision could not be rendered, so its statements are unknown: {reason}",
-        safe_alternative="Make the revision importable without the application (no imports of app code at module "
-                         "level), or review it by hand."),
+        safe_alternative="Fix what the message names so the revision renders (imports of the application are "
+                         "stood in for; syntax errors, errors raised by upgrade() and tables reflected from the "
+                         "database are not), or review it by hand."),
     "statement-unknown": dict(
         operation="statement not in the catalogue", lock=ACCESS_EXCLUSIVE, risk="medium",
         message="{kind} is not in the rule catalogue; review it by hand.", safe_alternative=""),

@@ -80,8 +80,8 @@ def test_unreachable_database():
 
 
 @pytest.mark.fault("migration_risk: revision importing application code", kind="bad_input",
-                   holds="the revision is reported as not analysed and counts as high, never low")
-def test_revision_that_cannot_be_loaded_counts_as_high(tmp_path):
+                   holds="the import is stood in for and named in stand_ins; the revision's own statements are judged")
+def test_revision_importing_the_app_is_analysed_with_a_stand_in(tmp_path):
     revisions = dict(TWO_REVISIONS)
     revisions["r3.py"] = '''
         from myapp.models import something_not_installed
@@ -96,13 +96,17 @@ def test_revision_that_cannot_be_loaded_counts_as_high(tmp_path):
     result = run_request(RiskRequest(alembic_config=str(ini), from_revision="r2"))
     assert [r["revision"] for r in result["revisions"]] == ["r3"]
     rev = result["revisions"][0]
-    assert rev["risk"] == "high" and rev["analysed"] is False and "myapp" in rev["error"]
-    assert result["risk"] == "high"
-    assert result["findings"][0]["rule"] == "revision-not-analysed"
+    assert rev["analysed"] is True and rev["error"] is None
+    assert rev["stand_ins"] == ["myapp", "myapp.models", "myapp.models.something_not_installed"]
+    assert result["stand_ins"] == rev["stand_ins"] and result["rendered_by"] == "controller"
+    assert [(f["rule"], f["statement"]) for f in result["findings"]] == [
+        ("add-column", "ALTER TABLE users ADD COLUMN y INTEGER"),
+        ("lock-timeout-missing", "ALTER TABLE users ADD COLUMN y INTEGER")]
+    assert rev["risk"] == "low" and rev["downgrade_drops"] == ["users.y"]
 
 
-@pytest.mark.fault("migration_risk: upgrade() needs a live connection", kind="bad_input",
-                   holds="the revision is not analysed (high), with the reason")
+@pytest.mark.fault("migration_risk: upgrade() reads rows through the connection", kind="bad_input",
+                   holds="rendered against a stand-in connection; the loop of data changes is critical, with its line")
 def test_revision_that_reads_results_offline(tmp_path):
     revisions = {"r1.py": '''
         revision = "r1"
@@ -117,8 +121,13 @@ def test_revision_that_reads_results_offline(tmp_path):
     ini = write_alembic_project(tmp_path, revisions, header=REVISION_HEADER)
     result = run_request(RiskRequest(alembic_config=str(ini)))
     rev = result["revisions"][0]
-    assert rev["risk"] in ("high", "critical") and rev["analysed"] is False
-    assert "offline" in rev["error"]
+    assert rev["analysed"] is True and rev["error"] is None and rev["risk"] == "critical"
+    assert result["risk"] == "critical"
+    [loop] = result["findings"]
+    assert loop["rule"] == "python-data-loop" and loop["risk"] == "critical"
+    # Line 9 of the written file: two header lines, a blank line, then the revision body.
+    assert loop["statement"] == "upgrade() line 9"
+    assert loop["message"].startswith("upgrade() executes statements in a loop (line 9): ")
 
 
 @pytest.mark.fault("migration_risk: missing sql_file", kind="bad_input", holds="error names the file")
@@ -164,15 +173,20 @@ def test_trace_without_database():
 
 
 @pytest.mark.fault("migration_risk: revision file with a Python syntax error", kind="bad_input",
-                   holds="reported as not analysed (high) with the error, the other revisions still analysed")
+                   holds="reported as not analysed (high) naming the line, the other revisions still analysed")
 def test_revision_with_syntax_error(tmp_path):
     revisions = dict(TWO_REVISIONS)
     revisions["r3.py"] = 'revision = "r3"\ndown_revision = "r2"\ndef upgrade(:\n    pass\n'
     ini = write_alembic_project(tmp_path, revisions, header=REVISION_HEADER)
     result = run_request(RiskRequest(alembic_config=str(ini)))
     verdicts = {r["revision"]: (r["risk"], r["analysed"]) for r in result["revisions"]}
-    assert verdicts["r3"] == ("high", False) and verdicts["r1"][1] is True
-    assert "SyntaxError" in [r for r in result["revisions"] if r["revision"] == "r3"][0]["error"]
+    assert verdicts == {"r1": ("low", True), "r2": ("critical", True), "r3": ("high", False)}
+    r3 = [r for r in result["revisions"] if r["revision"] == "r3"][0]
+    # Line 5: the two header lines come first, then "def upgrade(:" is the third line of the body.
+    assert r3["error"] == "the file does not compile: invalid syntax at line 5"
+    not_analysed = [f for f in result["findings"] if f["rule"] == "revision-not-analysed"]
+    assert [(f["revision"], f["risk"]) for f in not_analysed] == [("r3", "high")]
+    assert not_analysed[0]["message"].endswith(r3["error"])
 
 
 @pytest.mark.fault("migration_risk: trace tools missing", kind="bad_input",
