@@ -27,7 +27,12 @@ class TableFacts:
     size_bytes: Optional[int]
     relkind: str = "r"
     columns: Dict[str, ColumnFacts] = dataclasses.field(default_factory=dict)
-    not_null_checks: Set[str] = dataclasses.field(default_factory=set)
+    not_null_checks: Set[str] = dataclasses.field(default_factory=set)  # columns of validated CHECK (c IS NOT NULL)
+    # constraint name -> column of a CHECK (column IS NOT NULL) NOT VALID: its VALIDATE proves a later SET NOT NULL
+    unvalidated_not_null_checks: Dict[str, str] = dataclasses.field(default_factory=dict)
+    # Columns that alone identify one row (primary key, valid non-partial unique index on the bare column).
+    # None: not read from a database, so the engine keeps the conventional ``id``.
+    unique_columns: Optional[Set[str]] = None
     indexes: Set[str] = dataclasses.field(default_factory=set)
     constraints: Dict[str, bool] = dataclasses.field(default_factory=dict)  # name -> validated
 
@@ -70,16 +75,22 @@ SELECT a.attrelid, a.attname, t.typname, a.atttypmod, a.attnotnull
   FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
  WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 """
+# The last column: the column that alone forms a unique key on the whole table, or NULL.  A partial or
+# expression index, or one still invalid (a failed CREATE UNIQUE INDEX CONCURRENTLY), proves nothing.
+# {key_columns}: indnkeyatts (PostgreSQL 11+, INCLUDE columns are not keys) or indnatts.
 _INDEXES_SQL = """
-SELECT i.indrelid, CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END
+SELECT i.indrelid, CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END,
+       CASE WHEN i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+             AND i.{key_columns} = 1 THEN a.attname END
   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
  WHERE i.indrelid = ANY(%s)
 """
 _CONSTRAINTS_SQL = """
 SELECT conrelid, conname, contype, convalidated, pg_get_constraintdef(oid)
   FROM pg_constraint WHERE conrelid = ANY(%s)
 """
-_NOT_NULL_CHECK = re.compile(r'^CHECK \(\(?"?([^"()\s]+)"? IS NOT NULL\)?\)$', re.IGNORECASE)
+_NOT_NULL_CHECK = re.compile(r'^CHECK \(\(?"?([^"()\s]+)"? IS NOT NULL\)?\)( NOT VALID)?$', re.IGNORECASE)
 
 
 def type_modifiers(type_name: str, typmod: int) -> Tuple[int, ...]:
@@ -122,17 +133,25 @@ def read_facts(conn, version_table: str = "alembic_version", version_table_schem
                 cur.execute(_COLUMNS_SQL, (oids,))
                 for oid, col, typname, typmod, notnull in cur.fetchall():
                     by_oid[oid].columns[col] = ColumnFacts(typname, type_modifiers(typname, typmod), bool(notnull))
-                cur.execute(_INDEXES_SQL, (oids,))
-                for oid, index in cur.fetchall():
+                for table in by_oid.values():
+                    table.unique_columns = set()
+                key_columns = "indnkeyatts" if facts.version_num >= 110000 else "indnatts"
+                cur.execute(_INDEXES_SQL.format(key_columns=key_columns), (oids,))
+                for oid, index, unique_column in cur.fetchall():
                     by_oid[oid].indexes.add(index)
                     facts.index_tables[index] = by_oid[oid].name
+                    if unique_column:
+                        by_oid[oid].unique_columns.add(unique_column)
                 cur.execute(_CONSTRAINTS_SQL, (oids,))
                 for oid, name, contype, validated, definition in cur.fetchall():
                     table = by_oid[oid]
                     table.constraints[name] = bool(validated)
                     match = _NOT_NULL_CHECK.match(definition or "")
-                    if contype == "c" and validated and match:
-                        table.not_null_checks.add(match.group(1))
+                    if contype == "c" and match:
+                        if validated:
+                            table.not_null_checks.add(match.group(1))
+                        else:
+                            table.unvalidated_not_null_checks[name] = match.group(1)
             _fill_missing_row_estimates(cur, facts)
             if read_version:
                 _read_version_table(cur, facts, version_table, version_table_schema)
