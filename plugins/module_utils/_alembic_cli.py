@@ -503,7 +503,89 @@ def executor_problem(stderr: str, service: str) -> Optional[str]:
                 "(dbops_compose_tag_var, e.g. APP_VERSION) or the version released (app_version) is probably "
                 "wrong; check `docker image ls` and the variables passed in env"
                 % (image or "(unknown)", service))
-    if re.search(r'exec: "?alembic"?: executable file not found', stderr):
+    python = re.search(r'exec: "?(python[\w.]*)"?: executable file not found', stderr)
+    if python:
+        return ("the image of compose service %s has no %s on its PATH; set the `python` option to the "
+                "interpreter that has alembic installed (e.g. /opt/venv/bin/python), or launcher=alembic when "
+                "the ini names script_location" % (service, python.group(1)))
+    if re.search(r'exec: "?alembic"?: executable file not found', stderr) or (
+            "FAILED: alembic is not installed for" in stderr):
         return ("the image of compose service %s has no alembic executable on its PATH; use the application's "
                 "image (the one whose code holds the migrations)" % service)
     return None
+
+
+# ---------------------------------------------------------------- launcher
+
+# Runs alembic's own command line, with one difference: an ini that names no script_location
+# gets the ini's folder, as Flask-Migrate does (its migrations/alembic.ini names none). Without
+# alembic importable (a Python other than the application's) it hands over to the alembic
+# executable, unchanged.
+LAUNCHER_SCRIPT = "\n".join([
+    "import os, sys",
+    "try:",
+    "    from alembic.config import CommandLine, Config",
+    "except ImportError:",
+    "    try:",
+    "        os.execvp('alembic', ['alembic'] + sys.argv[1:])",
+    "    except OSError:",
+    "        sys.exit('FAILED: alembic is not installed for %s and no alembic executable is on PATH'"
+    " % sys.executable)",
+    "cli = CommandLine(prog='alembic')",
+    "options = cli.parser.parse_args(sys.argv[1:])",
+    "if not hasattr(options, 'cmd'):",
+    "    cli.parser.error('too few arguments')",
+    "if hasattr(cli, '_inis_from_config'):",
+    "    toml, ini = cli._inis_from_config(options)",
+    "    cfg = Config(file_=ini, toml_file=toml, ini_section=options.name, cmd_opts=options)",
+    "else:",
+    "    ini = options.config",
+    "    cfg = Config(file_=ini, ini_section=options.name, cmd_opts=options)",
+    "get = getattr(cfg, 'get_alembic_option', cfg.get_main_option)",
+    "if ini and os.path.isfile(ini) and not get('script_location'):",
+    "    folder = os.path.dirname(os.path.abspath(ini))",
+    "    cfg.set_main_option('script_location', folder.replace('%', '%%'))",
+    "cli.run_cmd(cfg, options)",
+])
+
+LAUNCHERS = ("auto", "alembic", "python")
+
+
+def launcher_argv(python: str, config: Optional[str], args: Sequence[str]) -> List[str]:
+    """``python -c LAUNCHER [-c config] args``: alembic's arguments, unchanged, after the script."""
+    argv = [python, "-c", LAUNCHER_SCRIPT]
+    if config:
+        argv += ["-c", config]
+    return argv + list(args)
+
+
+def ini_names_script_location(path: str, section: str = "alembic") -> bool:
+    """Whether an alembic ini names script_location (False for a Flask-Migrate ini, or no file)."""
+    import configparser
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError):
+        return True  # let alembic report what it makes of the file
+    return bool(parser.has_section(section) and parser.get(section, "script_location", fallback="").strip())
+
+
+def choose_launcher(launcher: str, executor: str, config: Optional[str]) -> str:
+    """``alembic`` or ``python`` for ``launcher=auto``: the python launcher inside images (their ini
+    cannot be read from here), and on this host only for an ini without script_location."""
+    if launcher != "auto":
+        return launcher
+    if executor == "compose":
+        return "python"
+    return "alembic" if config is None or ini_names_script_location(config) else "python"
+
+
+_COMPOSE_PROGRESS = re.compile(
+    r"^\s*(?:\[\+\]\s+(?:Running|Creating|Starting|Stopping|Removing)\s+\d+/\d+.*"
+    r"|(?:[\u2714\u2718\u283f]\s*)?(?:Container|Network|Volume)\s+\S+\s+(?:Creating|Created|Starting|Started|Running|Waiting|Healthy|"
+    r"Recreate|Recreated|Stopping|Stopped|Removing|Removed|Exited)\s*)$")
+
+
+def strip_compose_progress(text: str) -> str:
+    """Compose's progress lines (``Container db Running``) removed, so alembic's error shows."""
+    return "\n".join(line for line in text.splitlines() if not _COMPOSE_PROGRESS.match(line))

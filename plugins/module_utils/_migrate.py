@@ -41,7 +41,8 @@ except ImportError:  # pragma: no cover - the module reports missing psycopg2 be
 from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import (
     AlembicPlanError, CONNECTION_LOST, ERROR, KILLED, LOCK_TIMEOUT, RETRYABLE, STATEMENT_TIMEOUT,
     RevisionGraph, Step, classify_failure, duration_ms, error_name, error_tail, executor_problem,
-    failing_statement, heads_label, offline_range, pgoptions, root_cause, split_offline_sql)
+    failing_statement, heads_label, launcher_argv, offline_range, pgoptions, root_cause, split_offline_sql,
+    strip_compose_progress)
 from ansible_collections.dbops.migrations.plugins.module_utils._migrate_monitor import (
     BlockedTracker, ControllerWatch, Monitor, descendants, write_timeline)
 from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
@@ -101,6 +102,10 @@ class MigrateRequest:
     target: str = "head"
     executor: str = "local"
     alembic_bin: str = "alembic"
+    # "alembic": the alembic executable; "python": ``python -c LAUNCHER`` (alembic's command line that
+    # also reads an ini without script_location, see ``_alembic_cli.LAUNCHER_SCRIPT``).
+    launcher: str = "alembic"
+    python_bin: str = "python3"
     lock_timeout: Any = "500ms"
     statement_timeout: Any = None
     retries: int = 5
@@ -267,11 +272,16 @@ class AlembicCommand:
             argv += ["run", "--rm", "-T", "--name", self.container]
             for name in sorted(self.environment()):
                 argv += ["-e", name]  # value comes from the docker CLI's environment, not argv
-            argv += [spec.service, "alembic"]
+            argv.append(spec.service)
+            if req.launcher == "python":
+                return argv + launcher_argv(req.python_bin, req.config, args), spec.project_src
+            argv.append("alembic")
             if req.config:
                 argv += ["-c", req.config]
             return argv + list(args), spec.project_src
         config = os.path.abspath(req.config or "alembic.ini")
+        if req.launcher == "python":
+            return launcher_argv(req.python_bin, config, args), os.path.dirname(config)
         return [req.alembic_bin, "-c", config] + list(args), os.path.dirname(config)
 
 
@@ -308,6 +318,8 @@ class Migrator:
         argv, cwd = self.command.argv(*args)
         env = self.command.environment()
         rc, out, err = self.runner(argv, env, cwd)
+        if self.request.executor == "compose":
+            err = strip_compose_progress(err)  # else "Container db Running" hides alembic's own error
         return rc, self.mask(out), self.mask(err)
 
     def _connect(self):
@@ -519,8 +531,9 @@ class Migrator:
             if lead:
                 raise MigrateError("alembic could not run (rc=%s): %s. Nothing was changed. Compose said: %s"
                                    % (rc, lead, error_tail(err or out, 4)))
+            said = "\n".join(text for text in (err.strip(), out.strip()) if text)  # alembic 1.20 FAILs on stdout
             raise MigrateError("alembic could not read the migration scripts (rc=%s): %s. Check config (alembic.ini) "
-                               "and its script_location." % (rc, error_tail(err or out)))
+                               "and its script_location." % (rc, error_tail(said)))
         graph = RevisionGraph.from_history(out)
         if not graph.revisions:
             raise MigrateError("alembic found no revisions in this project; check script_location in %s"

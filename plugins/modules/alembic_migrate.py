@@ -108,6 +108,25 @@ options:
       - The C(alembic) executable for O(executor=local). Defaults to C(alembic) on E(PATH) or beside the
         Python that runs the module.
     type: path
+  launcher:
+    description:
+      - How Alembic is started.
+      - V(alembic) runs the C(alembic) executable (O(alembic_bin), or C(alembic) in the image).
+      - V(python) runs O(python) with a short script that is Alembic's own command line, except that an
+        ini naming no C(script_location) gets the ini's folder, as Flask-Migrate does (its
+        C(migrations/alembic.ini) names none). Without Alembic importable it falls back to the C(alembic)
+        executable.
+      - V(auto) is V(python) for O(executor=compose) (the ini inside the image cannot be read from here),
+        and for O(executor=local) V(python) only when O(config) names no C(script_location).
+    type: str
+    choices: [auto, alembic, python]
+    default: auto
+  python:
+    description:
+      - The Python interpreter of O(launcher=python), the one that has Alembic (and the application) installed.
+      - With O(executor=compose) a command inside the image; defaults to C(python3).
+      - With O(executor=local) defaults to the interpreter O(alembic_bin) was installed for (its C(#!) line).
+    type: str
   lock_timeout:
     description:
       - How long each statement of the migration may wait for a lock. A PostgreSQL duration such as
@@ -415,7 +434,8 @@ import sys
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import AlembicPlanError, duration_ms
+from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import (
+    LAUNCHERS, AlembicPlanError, choose_launcher, duration_ms)
 from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
     CONNECTION_MUTUALLY_EXCLUSIVE, HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR, ConnectionOptionsError,
     connection_argument_spec, conninfo_from_params, mask_secrets, parse_db_url)
@@ -438,6 +458,8 @@ def argument_spec():
         target=dict(type="str", default="head"),
         executor=dict(type="str", choices=["local", "compose"], default="local"),
         alembic_bin=dict(type="path"),
+        launcher=dict(type="str", choices=list(LAUNCHERS), default="auto"),
+        python=dict(type="str"),
         lock_timeout=dict(type="raw", default="500ms"),
         statement_timeout=dict(type="raw"),
         retries=dict(type="int", default=5),
@@ -462,6 +484,27 @@ def argument_spec():
         compose_command=dict(type="str", choices=["auto", "plugin", "standalone"], default="auto"),
     )
     return spec
+
+
+def interpreter_of(alembic_bin):
+    """The Python an ``alembic`` console script was installed for (its ``#!`` line)."""
+    try:
+        with open(alembic_bin, "rb") as handle:
+            first = handle.readline(4096).decode("utf-8", "replace").strip()
+    except OSError:
+        first = ""
+    if first.startswith("#!"):
+        command = first[2:].split()
+        if command and os.path.basename(command[0]) == "env" and len(command) > 1:
+            return command[1]
+        if command and os.path.isfile(command[0]) and os.access(command[0], os.X_OK):
+            return command[0]
+    for name in ("python3", "python"):
+        beside = os.path.join(os.path.dirname(alembic_bin), name)
+        if os.path.isfile(beside) and os.access(beside, os.X_OK):
+            return beside
+    raise AlembicPlanError("cannot tell which Python %s belongs to; set python to the interpreter that has "
+                           "alembic installed (e.g. /srv/app/.venv/bin/python)" % alembic_bin)
 
 
 def build_request(module, params):
@@ -498,12 +541,16 @@ def build_request(module, params):
         if not (os.path.isfile(alembic_bin) and os.access(alembic_bin, os.X_OK)):
             raise AlembicPlanError("alembic_bin %s is not an executable file; set alembic_bin to the alembic of "
                                    "the application's virtualenv (e.g. /srv/app/.venv/bin/alembic)" % alembic_bin)
+    launcher = choose_launcher(params["launcher"], params["executor"], params["config"])
+    python_bin = params["python"] or "python3"
+    if launcher == "python" and params["executor"] == "local":
+        python_bin = params["python"] or interpreter_of(alembic_bin)
     alembic_db = None
     if params["executor_db_url"]:
         alembic_db = parse_db_url(params["executor_db_url"], params["connect_timeout"] or 10)
     return MigrateRequest(
         config=params["config"], target=str(params["target"]), executor=params["executor"],
-        alembic_bin=alembic_bin, lock_timeout=params["lock_timeout"],
+        alembic_bin=alembic_bin, launcher=launcher, python_bin=python_bin, lock_timeout=params["lock_timeout"],
         statement_timeout=params["statement_timeout"], retries=params["retries"],
         retry_delay=params["retry_delay"], retry_backoff=params["retry_backoff"],
         retry_delay_max=params["retry_delay_max"], lock_wait=params["lock_wait"],

@@ -369,3 +369,113 @@ def test_image_pull_without_registry_is_an_image_problem():
               '"https://registry-1.docker.io/v2/": dial tcp: no such host')
     lead = executor_problem(stderr, "migration")
     assert "the image (unknown) of compose service migration could not be found or pulled" in lead
+
+
+# ---------------------------------------------------------------- launcher
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import (  # noqa: E402
+    LAUNCHER_SCRIPT, choose_launcher, ini_names_script_location, launcher_argv, strip_compose_progress)
+from ansible_collections.dbops.migrations.plugins.module_utils._migrate import (  # noqa: E402
+    AlembicCommand, ComposeSpec, MigrateRequest)
+from ansible_collections.dbops.migrations.plugins.module_utils._pg import ConnInfo  # noqa: E402
+
+SECRET_DB = ConnInfo(host="db", user="app", password="s3cret-pw", dbname="app")
+
+
+def flask_migrate_project(root: Path) -> Path:
+    """migrations/alembic.ini without script_location, env.py and versions beside it."""
+    folder = root / "migrations"
+    (folder / "versions").mkdir(parents=True)
+    (folder / "alembic.ini").write_text("[alembic]\n")
+    (folder / "env.py").write_text("raise SystemExit('env.py is not needed by history')\n")
+    (folder / "versions" / "a1_first.py").write_text(
+        '"""first"""\nrevision = "a1"\ndown_revision = None\nbranch_labels = None\ndepends_on = None\n')
+    return folder / "alembic.ini"
+
+
+def test_launcher_argv_keeps_alembic_arguments_after_the_script():
+    argv = launcher_argv("/venv/bin/python", "migrations/alembic.ini", ["upgrade", "a1"])
+    assert argv == ["/venv/bin/python", "-c", LAUNCHER_SCRIPT, "-c", "migrations/alembic.ini", "upgrade", "a1"]
+    assert launcher_argv("python3", None, ["current"]) == ["python3", "-c", LAUNCHER_SCRIPT, "current"]
+
+
+def test_compose_python_launcher_argv_has_no_secret_and_runs_in_the_service():
+    request = MigrateRequest(config="migrations/alembic.ini", executor="compose", launcher="python",
+                             python_bin="/opt/venv/bin/python3", compose=ComposeSpec(project_src="/srv/app"))
+    command = AlembicCommand(request, SECRET_DB, "dbops-migrate-abc")
+    argv, cwd = command.argv("history", "--verbose")
+    service = len(argv) - 1 - argv[::-1].index("migration")  # the service, after --profile migration
+    assert argv[service + 1:] == ["/opt/venv/bin/python3", "-c", LAUNCHER_SCRIPT, "-c", "migrations/alembic.ini",
+                                  "history", "--verbose"]
+    assert cwd == "/srv/app"
+    assert not any("s3cret-pw" in part for part in argv)
+    assert "s3cret-pw" in command.environment()["DATABASE_URL"]
+
+
+def test_local_python_launcher_argv_uses_the_absolute_ini(tmp_path):
+    ini = flask_migrate_project(tmp_path)
+    request = MigrateRequest(config=str(ini), launcher="python", python_bin="/venv/bin/python")
+    argv, cwd = AlembicCommand(request, SECRET_DB, "dbops-migrate-abc").argv("current")
+    assert argv == ["/venv/bin/python", "-c", LAUNCHER_SCRIPT, "-c", str(ini), "current"]
+    assert cwd == str(ini.parent)
+    plain = MigrateRequest(config=str(ini), alembic_bin="/venv/bin/alembic")
+    assert AlembicCommand(plain, SECRET_DB, "x").argv("current")[0][:3] == ["/venv/bin/alembic", "-c", str(ini)]
+
+
+def test_launcher_reads_an_ini_without_script_location_where_alembic_cannot(tmp_path):
+    ini = flask_migrate_project(tmp_path)
+    alembic = str(Path(sys.executable).parent / "alembic")
+    plain = subprocess.run([alembic, "-c", str(ini), "history", "--verbose"], capture_output=True, text=True)
+    # alembic 1.20 prints its FAILED line on stdout
+    assert plain.returncode != 0 and "script_location" in plain.stdout + plain.stderr
+    launched = subprocess.run(launcher_argv(sys.executable, str(ini), ["history", "--verbose"]),
+                              capture_output=True, text=True, cwd=str(tmp_path))
+    assert launched.returncode == 0, launched.stderr
+    assert RevisionGraph.from_history(launched.stdout).heads == ["a1"]
+
+
+def test_launcher_keeps_alembic_errors_and_script_location_of_the_ini(tmp_path):
+    ini = flask_migrate_project(tmp_path)
+    ini.write_text("[alembic]\nscript_location = %s\n" % (tmp_path / "elsewhere"))
+    run = subprocess.run(launcher_argv(sys.executable, str(ini), ["history"]), capture_output=True, text=True)
+    assert run.returncode == 255
+    said = run.stdout + run.stderr
+    assert "FAILED:" in said and "elsewhere" in said  # the ini's own script_location is kept
+    missing = subprocess.run(launcher_argv(sys.executable, str(tmp_path / "none.ini"), ["history"]),
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and "FAILED:" in missing.stdout + missing.stderr
+
+
+def test_auto_launcher_is_python_in_images_and_for_inis_without_script_location(tmp_path):
+    ini = flask_migrate_project(tmp_path)
+    assert not ini_names_script_location(str(ini))
+    assert choose_launcher("auto", "local", str(ini)) == "python"
+    assert choose_launcher("auto", "compose", "alembic.ini") == "python"
+    assert choose_launcher("alembic", "compose", None) == "alembic"
+    named = tmp_path / "alembic.ini"
+    named.write_text("[alembic]\nscript_location = migrations\n")
+    assert ini_names_script_location(str(named))
+    assert choose_launcher("auto", "local", str(named)) == "alembic"
+
+
+def test_compose_progress_lines_give_way_to_alembic_error():
+    stderr = (" Container app-db-1  Running\n[+] Running 1/1\n \u2714 Container app-db-1  Healthy\n"
+              " Network app_default  Created\n"
+              "FAILED: No 'script_location' key found in configuration.\n")
+    cleaned = strip_compose_progress(stderr)
+    assert cleaned == "FAILED: No 'script_location' key found in configuration."
+    assert error_tail(cleaned) == cleaned
+    pulling = " api Pulling\nError response from daemon: pull access denied for ledger-api\n"
+    assert strip_compose_progress(pulling) == pulling.rstrip("\n")
+
+
+def test_missing_python_in_the_image_is_an_executor_problem():
+    lead = executor_problem('exec: "python3": executable file not found in $PATH', "migrate")
+    assert "python" in lead and "launcher=alembic" in lead
+    gone = executor_problem("FAILED: alembic is not installed for /usr/bin/python3 and no alembic executable "
+                            "is on PATH", "migrate")
+    assert "no alembic executable" in gone
