@@ -19,7 +19,7 @@ import io
 import json
 import re
 import tokenize
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import DbFacts, TableFacts
@@ -33,7 +33,21 @@ except ImportError as exc:  # pragma: no cover - reported by the module through 
     PGLAST_IMPORT_ERROR = exc
 
 DEFAULT_SERVER_VERSION = 15
-BOOKKEEPING_TABLES = frozenset(("alembic_version",))
+BOOKKEEPING_TABLES = frozenset(("alembic_version",))  # Alembic's default version table
+
+
+def bookkeeping_tables(version_table: Optional[str] = None,
+                       version_table_schema: Optional[str] = None) -> FrozenSet[str]:
+    """The names under which statements write the version table: Alembic's bookkeeping there is not a
+    data change of the application.  Bare (as a search_path that finds it writes it) and, in a schema
+    other than public, schema-qualified (public.x is read as x)."""
+    table = version_table or "alembic_version"
+    names = {table}
+    if version_table_schema and version_table_schema != "public":
+        names.add("%s.%s" % (version_table_schema, table))
+    return frozenset(names)
+
+
 PATH_FOR_RISK = {"low": "auto", "medium": "review", "high": "manual", "critical": "manual"}
 BACKUP_FOR_RISK = {"low": "optional", "medium": "recommended", "high": "required", "critical": "required"}
 STATEMENT_EXCERPT = 400
@@ -165,6 +179,7 @@ class Analysis:
     facts_used: bool
     trace: Optional[Dict[str, Any]] = None
     alembic: bool = False
+    bookkeeping_tables: FrozenSet[str] = BOOKKEEPING_TABLES  # the version table's names
 
     @property
     def risk(self) -> str:
@@ -563,8 +578,10 @@ def _parse_error_message(sql: str, where: str, exc: Exception) -> str:
 
 class Engine:
     def __init__(self, server_version: Optional[int] = None, facts: Optional[DbFacts] = None,
-                 config: Optional[RiskConfig] = None):
+                 config: Optional[RiskConfig] = None, version_table: Optional[str] = None,
+                 version_table_schema: Optional[str] = None):
         self.facts = facts
+        self.bookkeeping_tables = bookkeeping_tables(version_table, version_table_schema)
         if facts is not None:
             self.version_num: Optional[int] = facts.version_num
             self.version = facts.version
@@ -613,7 +630,8 @@ class Engine:
                                                  sql=[_masked(stmt.text) for stmt in statements],
                                                  changes=changes + len(unit.extra_findings)))
         alembic = alembic or bool(revisions)
-        return Analysis(findings, suppressed, revisions, self.version, self.facts is not None, alembic=alembic)
+        return Analysis(findings, suppressed, revisions, self.version, self.facts is not None, alembic=alembic,
+                        bookkeeping_tables=self.bookkeeping_tables)
 
     def analyse_unit(self, unit: MigrationUnit) -> List[Finding]:
         return self._analyse_unit(unit)[0]
@@ -641,7 +659,7 @@ class Engine:
         held_reported = False
         timeout_reported = False
         changes = 0
-        bookkeeping_possible = "alembic_version" in unit.sql
+        bookkeeping_possible = any(name.rpartition(".")[2] in unit.sql for name in self.bookkeeping_tables)
         for stmt in statements:
             kind = stmt.node_type
             node = stmt.node
@@ -665,7 +683,7 @@ class Engine:
                     else:
                         lock_timeout_session = enabled
                 continue
-            if bookkeeping_possible and _is_bookkeeping(kind, node):
+            if bookkeeping_possible and _is_bookkeeping(kind, node, self.bookkeeping_tables):
                 continue
             if kind not in NO_CHANGE_STATEMENTS:
                 changes += 1
@@ -734,7 +752,7 @@ class Engine:
                             ctx: StatementContext) -> List[Finding]:
         if kind == "AlterTableStmt":
             table = R.relation_name(node.get("relation"))
-            if table in BOOKKEEPING_TABLES:
+            if table in self.bookkeeping_tables:
                 return []
             ctx.table = table
             ctx.relation = node.get("relation")
@@ -915,12 +933,12 @@ def _set_value(node: Dict[str, Any]) -> str:
     return ""
 
 
-def _is_bookkeeping(kind: str, node: Dict[str, Any]) -> bool:
-    """Alembic's own statements on alembic_version are never findings."""
+def _is_bookkeeping(kind: str, node: Dict[str, Any], tables: FrozenSet[str] = BOOKKEEPING_TABLES) -> bool:
+    """Alembic's own statements on its version table (``tables``: its names) are never findings."""
     if kind in ("CreateStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "AlterTableStmt"):
-        return R.relation_name(node.get("relation")) in BOOKKEEPING_TABLES
+        return R.relation_name(node.get("relation")) in tables
     if kind == "DropStmt" and node.get("removeType") == "OBJECT_TABLE":
-        return all(name in BOOKKEEPING_TABLES for name in R._drop_objects(node))
+        return all(name in tables for name in R._drop_objects(node))
     return False
 
 

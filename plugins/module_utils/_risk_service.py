@@ -115,7 +115,8 @@ def run_request(request: RiskRequest) -> Dict[str, Any]:
         uri_for_revision[""] = request.sql_file
     else:
         units = [MigrationUnit(sql=request.sql or "", source="sql")]
-    engine = Engine(request.server_version, facts, config)
+    engine = Engine(request.server_version, facts, config, version_table=request.version_table,
+                    version_table_schema=request.version_table_schema)
     analysis = engine.analyse(units, alembic=request.alembic)
     result = analysis.as_result()
     if payload is not None:

@@ -168,7 +168,8 @@ def trace_units(info: ConnInfo, units: List[MigrationUnit], analysis: Analysis, 
                     where = "revision %s" % unit.revision if unit.revision else unit.source
                     for stmt in parse_statements(unit.sql, where):
                         kind = stmt.node_type
-                        if kind in ("TransactionStmt",) or _is_bookkeeping(kind, stmt.node):
+                        if kind == "TransactionStmt" or _is_bookkeeping(kind, stmt.node,
+                                                                        analysis.bookkeeping_tables):
                             continue
                         if _cannot_run_in_transaction(kind, stmt.node):
                             not_traced.append("%s: %s (cannot run inside a transaction)"

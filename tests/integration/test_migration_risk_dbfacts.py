@@ -6,6 +6,7 @@ import pytest
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import read_facts
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
 from tests.helpers.alembic_project import REVISION_HEADER, write_alembic_project
+from tests.helpers.ansible import run_module
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +116,23 @@ def test_revision_that_only_validates_proves_a_later_set_not_null(pg_db, tmp_pat
     assert [r["revision"] for r in alone["revisions"]] == ["p3"]
     assert rules_of(alone) == [("set-not-null", "medium")]
 
+
+LEDGER_FROM_A1 = """
+ALTER TABLE accounts ADD COLUMN note TEXT;
+UPDATE ledger_schema_version SET version_num='a2' WHERE ledger_schema_version.version_num = 'a1';
+DELETE FROM ledger_schema_version WHERE ledger_schema_version.version_num = 'a2';
+"""
+
+
+def test_module_judges_bookkeeping_on_the_configured_version_table_as_none(pg_db):
+    pg_db.execute("CREATE TABLE accounts (id int PRIMARY KEY)")
+    pg_db.execute("CREATE TABLE ledger_schema_version (version_num varchar(32) PRIMARY KEY)")
+    pg_db.execute("INSERT INTO ledger_schema_version SELECT 'r' || g FROM generate_series(1, 20) g")
+    pg_db.execute("ANALYZE ledger_schema_version")
+    args = dict(pg_db.login_args(), sql=LEDGER_FROM_A1)
+    plain = run_module("migration_risk", args).result
+    # Without the option the version table is an application table (its primary key bounds the rows).
+    assert rules_of(plain) == [("add-column", "low"), ("update-by-key", "low"), ("delete-by-key", "medium")]
+    ledger = run_module("migration_risk", dict(args, version_table="ledger_schema_version")).result
+    assert ledger.get("failed") is not True, ledger.get("msg")
+    assert rules_of(ledger) == [("add-column", "low")] and ledger["risk"] == "low"

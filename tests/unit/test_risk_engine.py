@@ -225,3 +225,53 @@ def test_markdown_folds_very_long_revision_sql():
     assert len(section) < _risk_report.SQL_SHOWN_PER_REVISION + 500
     shown = section.count("UPDATE t SET")
     assert "-- ... %d more statements in revisions[].sql" % (3000 - shown) in section
+
+
+# -- a custom version table
+
+LEDGER_OFFLINE_SQL = """
+CREATE TABLE ledger_schema_version (version_num VARCHAR(32) NOT NULL,
+    CONSTRAINT ledger_schema_version_pkc PRIMARY KEY (version_num));
+ALTER TABLE accounts ADD COLUMN note TEXT;
+INSERT INTO ledger_schema_version (version_num) VALUES ('a1') RETURNING ledger_schema_version.version_num;
+UPDATE ledger_schema_version SET version_num='a2' WHERE ledger_schema_version.version_num = 'a1';
+DELETE FROM ledger_schema_version WHERE ledger_schema_version.version_num = 'a2';
+DROP TABLE ledger_schema_version;
+"""
+
+
+def _judged(sql, **engine_options):
+    analysis = Engine(15, **engine_options).analyse([MigrationUnit(sql=sql)])
+    return sorted({(f.rule, f.table) for f in analysis.findings})
+
+
+def test_bookkeeping_on_a_custom_version_table_is_not_a_data_change():
+    judged = _judged(LEDGER_OFFLINE_SQL, version_table="ledger_schema_version")
+    assert judged == [("add-column", "accounts"), ("lock-timeout-missing", "accounts")]
+
+
+def test_without_the_option_the_custom_version_table_is_an_application_table():
+    # A script from a1 on (the version table already exists) judged without version_table: the writes
+    # look like data changes of an unknown (so assumed large) table, so the option must reach the engine.
+    from_a1 = LEDGER_OFFLINE_SQL.split(";", 1)[1]
+    assert "CREATE TABLE" not in from_a1 and "ADD COLUMN note" in from_a1
+    judged = _judged(from_a1)
+    assert ("update", "ledger_schema_version") in judged and ("drop-table", "ledger_schema_version") in judged
+    assert _judged(from_a1, version_table="ledger_schema_version") == [
+        ("add-column", "accounts"), ("lock-timeout-missing", "accounts")]
+
+
+def test_version_table_in_a_schema_is_bookkeeping_qualified_or_not():
+    sql = ("UPDATE ops.ledger_schema_version SET version_num='a2' WHERE version_num = 'a1';\n"
+           "UPDATE ledger_schema_version SET version_num='a3' WHERE version_num = 'a2';\n"
+           "UPDATE other.ledger_schema_version SET version_num='a3';\n")
+    judged = _judged(sql, version_table="ledger_schema_version", version_table_schema="ops")
+    # Only the table in the named schema (or unqualified, found through the search_path) is bookkeeping.
+    assert [rule for rule, table in judged if table != "other.ledger_schema_version"] == []
+    assert ("update-all-rows", "other.ledger_schema_version") in judged
+
+
+def test_with_a_custom_version_table_alembic_version_is_an_ordinary_table():
+    judged = _judged("DROP TABLE alembic_version;", version_table="ledger_schema_version")
+    assert ("drop-table", "alembic_version") in judged
+    assert _judged("DROP TABLE alembic_version;") == []
