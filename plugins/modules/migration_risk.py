@@ -33,8 +33,11 @@ description:
     column types, indexes and constraints are read and change the verdict (an index on a 10-row table is
     V(low); on a 2 M-row table it is V(high)), and lock times are estimated from table sizes. Without a database
     unknown tables are assumed large and O(server_version) is used.
-  - Tables created earlier in the same run are not risky. Alembic's bookkeeping on C(alembic_version) is
-    never a finding.
+  - Tables created earlier in the same run are not risky. Alembic's bookkeeping on its version table
+    (O(version_table), in O(version_table_schema)) is never a finding.
+  - With a database, an UPDATE or DELETE whose WHERE is an equality on a column that alone forms the primary key
+    or a valid, non-partial unique index is graded as touching one row; a C(VALIDATE CONSTRAINT) of a
+    C(CHECK (col IS NOT NULL) NOT VALID) already in the database proves a later C(SET NOT NULL).
   - O(trace=true) (needs a database) confirms the static verdict on a throw-away copy of the schema
     (schema-only dump restored into a scratch database). The pending migration runs in a transaction that
     records the locks each statement takes, table rewrites and durations, then is rolled back and the copy
@@ -121,7 +124,10 @@ options:
     type: dict
     default: {}
   version_table:
-    description: Alembic's version table, read for the database's current revision.
+    description:
+      - Alembic's version table, read for the database's current revision.
+      - Statements that write it (C(alembic upgrade --sql) output, for example) are Alembic's bookkeeping, not
+        findings.
     type: str
     default: alembic_version
   version_table_schema:
@@ -339,6 +345,11 @@ revisions:
       type: list
       elements: str
       sample: ['0003']
+    sql:
+      description: The statements the revision was judged on, as rendered (password literals masked).
+      type: list
+      elements: str
+      sample: ["ALTER TABLE orders ADD COLUMN notional NUMERIC(18, 4)"]
 rendered_by:
   description: Where the revisions were rendered, V(controller), V(python) or V(compose).
   returned: with an Alembic project
