@@ -471,22 +471,24 @@ def sanitize_tag(text: str) -> str:
 
 
 def backup_tag_name(prefix: str, project: str, replaced: str | None, image_id: str | None) -> str:
-    """``<prefix>-<project>-<tag it replaced>``; a replaced image known only by its id gives the short id."""
+    """``<prefix>-<project>.<tag it replaced>``; a replaced image known only by its id gives the short id.
+    The dot ends the project name (compose project names cannot hold one), so project ``shop`` never
+    takes the backups of project ``shop-eu`` for its own."""
     release = None
     if replaced and not is_image_id(replaced):
         ref = parse_image_ref(replaced)
         release = ref.tag or (ref.digest or "").replace("sha256:", "")[:12] or None
-    return sanitize_tag("%s-%s-%s" % (prefix, project, release or short_id(image_id) or "unknown"))
+    return sanitize_tag("%s-%s.%s" % (prefix, project, release or short_id(image_id) or "unknown"))
 
 
 def backup_prefix(prefix: str, project: str) -> str:
     """The start every backup tag of ``project`` shares (see backup_tag_name)."""
-    return sanitize_tag("%s-%s-" % (prefix, project))
+    return sanitize_tag("%s-%s." % (prefix, project))
 
 
 def backup_targets(plan: Sequence[ServiceChange], prefix: str, project: str = "") -> list[dict[str, str]]:
     """Backups to write before the update: the running image of each service whose image changes,
-    kept as ``REPO:<prefix>-<project>-<tag it replaced>`` (REPO: the repository the compose file names)."""
+    kept as ``REPO:<prefix>-<project>.<tag it replaced>`` (REPO: the repository the compose file names)."""
     out, seen = [], set()
     for change in plan:
         if not change.changes or not change.before_image_id or not change.before_image:

@@ -12,7 +12,7 @@ author: dbops developers (@dbops)
 description:
   - Deploys a docker compose project the way an operator would, every time. Before the update it keeps the image
     each changing service runs now under a tag of its own, C(REPOSITORY:<backup_tag>-<project>-<tag it replaced>)
-    (for example C(auto_trader:dbops-rollback-shop-1.0.0)); release tags such as C(auto_trader:1.0.0) are never
+    (for example C(auto_trader:dbops-rollback-shop.1.0.0)); release tags such as C(auto_trader:1.0.0) are never
     moved. Then it brings the new release up, waits for the container healthchecks and the O(health.url), and
     rolls back by itself when a check fails.
   - With O(proxy), it finds out how traffic reaches the services (a proxy that re-resolves names, one that
@@ -404,7 +404,7 @@ backups:
   returned: when a deploy changed something
   type: list
   elements: str
-  sample: ["auto_trader:dbops-rollback-shop-1.0.0"]
+  sample: ["auto_trader:dbops-rollback-shop.1.0.0"]
 images:
   description: Image (C(repo:tag)) each running service runs after the task, read from its container.
   returned: after a deploy or rollback
@@ -446,17 +446,17 @@ restored_images:
   returned: on rollback
   type: list
   elements: str
-  sample: ["auto_trader:dbops-rollback-shop-1.0.0"]
+  sample: ["auto_trader:dbops-rollback-shop.1.0.0"]
 rollback_to:
   description: Per service, the backup image and ID O(rollback=true) deploys (or would, in check mode).
   returned: with O(rollback=true)
   type: dict
-  sample: {app: {image: "auto_trader:dbops-rollback-shop-1.0.0", id: "sha256:566d8b"}}
+  sample: {app: {image: "auto_trader:dbops-rollback-shop.1.0.0", id: "sha256:566d8b"}}
 backup_images:
   description: The backups written before the update, per service.
   returned: when a deploy replaced a running image
   type: dict
-  sample: {app: {image: "auto_trader:dbops-rollback-shop-1.0.0", id: "sha256:566d8b", replaced: "auto_trader:1.0.0"}}
+  sample: {app: {image: "auto_trader:dbops-rollback-shop.1.0.0", id: "sha256:566d8b", replaced: "auto_trader:1.0.0"}}
 proxy:
   description: How traffic reaches the services (with O(proxy)); C(detected) when O(proxy.mode=auto) found it.
   returned: with O(proxy) when something changes

@@ -214,7 +214,7 @@ def test_good_release_drops_no_request_and_keeps_a_backup(stack, releases, docke
     assert_no_request_dropped(summary)
     assert set(summary["versions"]) == {"1.0.0", "2.0.0"}
     # the release it replaced is kept under a tag naming the project and that release; REPO:1 stays
-    backup = "dbops-rollback-%s-1" % stack.project
+    backup = "dbops-rollback-%s.1" % stack.project
     assert releases.image_id(backup) == old_id and releases.image_id("1") == old_id
     assert run.result["backups"] == [releases.repo + ":" + backup]
     assert run.result["backup_images"] == {"app": {"image": releases.repo + ":" + backup, "id": old_id,
@@ -236,7 +236,7 @@ def test_inspected_reports_what_runs_without_changing_it(stack, releases):
 def test_manual_rollback_redeploys_the_backup_and_never_moves_release_tags(stack, releases, docker_client):
     id_1, id_2 = releases.image_id("1"), releases.image_id("2")
     # another project using the same repository has its own backup, which must stay as it is
-    other = "dbops-rollback-someoneelse-1"
+    other = "dbops-rollback-someoneelse.1"
     releases.retag(id_2, other)
     check = stack.deploy("2", rollback=True, check=True)
     assert check.result["changed"] is True, brief(check.result)
@@ -245,7 +245,7 @@ def test_manual_rollback_redeploys_the_backup_and_never_moves_release_tags(stack
     run = stack.deploy("2", rollback=True)
     assert run.rc == 0 and not run.result.get("failed"), run.output[-3000:] + brief(run.result)
     assert run.result["changed"] is True
-    backup = "%s:dbops-rollback-%s-1" % (releases.repo, stack.project)
+    backup = "%s:dbops-rollback-%s.1" % (releases.repo, stack.project)
     assert run.result["restored_images"] == [backup]
     assert stack.served_version() == "1.0.0"
     # release tags and the other project's backup point where they pointed before

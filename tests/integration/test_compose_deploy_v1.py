@@ -145,7 +145,7 @@ def test_upgrade_is_planned_then_released_with_a_backup_tag(stack, docker_client
     assert run.rc == 0 and not run.result.get("failed"), run.output[-3000:] + brief(run.result)
     assert run.result["changed"] is True and run.result["rolled_back"] is False, brief(run.result)
     assert stack.served_version() == "2.0.0"
-    backup = "%s:dbops-rollback-%s-1.0.0" % (stack.image, run.result["project"])
+    backup = "%s:dbops-rollback-%s.1.0.0" % (stack.image, run.result["project"])
     assert run.result["backups"] == [backup]
     assert image_id(docker_client, backup) == old_id == image_id(docker_client, stack.image + ":1.0.0")
     assert [c.status for c in stack.containers(docker_client, "app")] == ["running"]
@@ -156,7 +156,7 @@ def test_manual_rollback_redeploys_the_backup(stack, docker_client):
     good_2 = image_id(docker_client, stack.image + ":2.0.0")
     run = stack.deploy("2.0.0", rollback=True)
     assert run.rc == 0 and not run.result.get("failed"), run.output[-3000:] + brief(run.result)
-    backup = "%s:dbops-rollback-%s-1.0.0" % (stack.image, run.result["project"])
+    backup = "%s:dbops-rollback-%s.1.0.0" % (stack.image, run.result["project"])
     assert run.result["changed"] is True and run.result["restored_images"] == [backup]
     assert stack.served_version() == "1.0.0"
     assert image_id(docker_client, stack.image + ":2.0.0") == good_2     # the release tag never moves
@@ -175,7 +175,7 @@ def test_crashing_release_is_rolled_back(stack, docker_client):
     assert result["failed_check"] in ("container", "exited") and result["failed_service"] == "app", brief(result)
     assert any("APP_FAULT=crash" in line for line in result["logs"]), brief(result)
     assert "rollback_error" not in result, brief(result)
-    backup = "%s:dbops-rollback-%s-1.0.0" % (stack.image, result["project"])
+    backup = "%s:dbops-rollback-%s.1.0.0" % (stack.image, result["project"])
     assert result["restored_images"] == [backup]
     assert stack.served_version() == "1.0.0"
     # the failed release keeps its own tag; the backup holds what ran before it

@@ -24,7 +24,7 @@ def release(docker_client, tmp_path_factory):
     rel = new_release(docker_client, tmp_path_factory.mktemp("rollback"))
     yield rel
     rel.close()
-    for tag in ("dbops-rollback-otherproj-1.0.0",):
+    for tag in ("dbops-rollback-otherproj.1.0.0",):
         try:
             docker_client.images.remove(f"{rel.image}:{tag}", force=True)
         except Exception:
@@ -144,8 +144,8 @@ class TestWayBack:
         assert release.revision() == "0005"
         assert release.stack.get("/healthz")[1]["version"] == "1.1.0"
         # another project keeps its own backup of the same repository, holding another image
-        foreign = f"{release.image}:dbops-rollback-otherproj-1.0.0"
-        docker_client.images.get(f"{release.image}:1.1.0").tag(release.image, "dbops-rollback-otherproj-1.0.0")
+        foreign = f"{release.image}:dbops-rollback-otherproj.1.0.0"
+        docker_client.images.get(f"{release.image}:1.1.0").tag(release.image, "dbops-rollback-otherproj.1.0.0")
         ids = {ref: image_id(docker_client, ref) for ref in
                (f"{release.image}:1.0.0", f"{release.image}:1.1.0", foreign)}
         run = release.play("rollback", {"rollback": "app"}, collection_form=True)

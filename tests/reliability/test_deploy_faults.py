@@ -162,6 +162,6 @@ def test_in_place_release_rolls_back_through_the_backup_tag(stack, releases):
     stack.env["APP_VERSION"] = "1"
     assert result["failed"] is True and result["rolled_back"] is True, brief(result)
     assert result["failed_check"] == "url" and "rollback_error" not in result, brief(result)
-    assert result["restored_images"] == ["%s:dbops-rollback-%s-1" % (releases.repo, stack.project)]
+    assert result["restored_images"] == ["%s:dbops-rollback-%s.1" % (releases.repo, stack.project)]
     assert stack.served_version() == "1.0.0"
     assert releases.image_id("http500") == failed_id and releases.image_id("1") == id_1

@@ -193,36 +193,45 @@ def test_backup_targets_name_the_project_and_the_release_they_replaced():
             cu.ServiceChange("proxy", "recreate", "ngx:1", "sha256:n1", "ngx:1", "sha256:n1")]
     targets = cu.backup_targets(plan, "dbops-rollback", "shop")
     assert targets == [{"service": "app", "image_id": "sha256:old", "source": "auto_trader:1.0.0",
-                        "backup": "auto_trader:dbops-rollback-shop-1.0.0", "replaced": "auto_trader:1.0.0"}]
-    assert cu.backup_images_result(targets) == {"app": {"image": "auto_trader:dbops-rollback-shop-1.0.0",
+                        "backup": "auto_trader:dbops-rollback-shop.1.0.0", "replaced": "auto_trader:1.0.0"}]
+    assert cu.backup_images_result(targets) == {"app": {"image": "auto_trader:dbops-rollback-shop.1.0.0",
                                                         "id": "sha256:old", "replaced": "auto_trader:1.0.0"}}
 
 
 def test_backup_targets_never_name_a_release_tag():
     latest = cu.backup_targets([cu.ServiceChange("app", "recreate", "a:latest", "sha256:1", "a", "sha256:2")],
                                "dbops-rollback", "p")
-    assert latest[0]["backup"] == "a:dbops-rollback-p-latest"
+    assert latest[0]["backup"] == "a:dbops-rollback-p.latest"
     # the running container shows a bare id once its tag moved: the backup names the short id
     moved = cu.backup_targets([cu.ServiceChange("app", "recreate", "sha256:0123456789abcdef", "sha256:0123456789abcdef",
                                                 "reg:5000/a:2", None)], "dbops-rollback", "p")
-    assert moved[0]["backup"] == "reg:5000/a:dbops-rollback-p-0123456789ab"
+    assert moved[0]["backup"] == "reg:5000/a:dbops-rollback-p.0123456789ab"
     assert moved[0]["replaced"] == "0123456789ab"
     # after a rollback the running image is a backup already: it keeps its name
-    again = cu.backup_targets([cu.ServiceChange("app", "recreate", "a:dbops-rollback-p-1", "sha256:1", "a:2", None)],
+    again = cu.backup_targets([cu.ServiceChange("app", "recreate", "a:dbops-rollback-p.1", "sha256:1", "a:2", None)],
                               "dbops-rollback", "p")
-    assert again[0]["backup"] == "a:dbops-rollback-p-1"
+    assert again[0]["backup"] == "a:dbops-rollback-p.1"
 
 
 @pytest.mark.parametrize("project,replaced,expected", [
-    ("shop", "repo:1.0.0", "dbops-rollback-shop-1.0.0"),
-    ("shop eu", "repo:1.0+build", "dbops-rollback-shop-eu-1.0-build"),
-    ("p", "repo@sha256:abcdef0123456789", "dbops-rollback-p-abcdef012345"),
-    ("p", None, "dbops-rollback-p-feedbeef0000"),
+    ("shop", "repo:1.0.0", "dbops-rollback-shop.1.0.0"),
+    ("shop eu", "repo:1.0+build", "dbops-rollback-shop-eu.1.0-build"),
+    ("p", "repo@sha256:abcdef0123456789", "dbops-rollback-p.abcdef012345"),
+    ("p", None, "dbops-rollback-p.feedbeef0000"),
 ])
 def test_backup_tag_name_is_always_a_valid_tag(project, replaced, expected):
     tag = cu.backup_tag_name("dbops-rollback", project, replaced, "sha256:feedbeef0000aaaa")
     assert tag == expected and cu.valid_tag(tag)
     assert cu.valid_tag(cu.backup_tag_name("x", "p" * 200, "r:1", None))
+
+
+def test_a_project_never_claims_the_backups_of_a_project_whose_name_starts_like_it():
+    # compose project names hold letters, digits, '-' and '_', never '.', so the dot ends the name
+    shop_eu = cu.backup_tag_name("dbops-rollback", "shop-eu", "repo:1.0.0", None)
+    shop = cu.backup_tag_name("dbops-rollback", "shop", "repo:1.0.0", None)
+    assert shop.startswith(cu.backup_prefix("dbops-rollback", "shop"))
+    assert not shop_eu.startswith(cu.backup_prefix("dbops-rollback", "shop"))
+    assert not shop.startswith(cu.backup_prefix("dbops-rollback", "shop-eu"))
 
 
 def test_choose_rollback_image_takes_the_newest_backup_that_does_not_run():
@@ -238,9 +247,9 @@ def test_choose_rollback_image_takes_the_newest_backup_that_does_not_run():
 @pytest.mark.parametrize("image,tags,shown", [
     ("repo:2", ["repo:2", "repo:latest"], "repo:2"),
     ("sha256:aaaaaaaaaaaaaaaa", ["repo:1"], "repo:1"),
-    ("repo:dbops-rollback-p-1", ["repo:1", "repo:dbops-rollback-p-1"], "repo:1"),
-    ("repo:dbops-rollback-p-1", ["repo:dbops-rollback-p-1"], "repo:dbops-rollback-p-1"),
-    ("my/repo:dbops-rollback-p-1", ["base:1.0.0", "my/repo:1", "my/repo:dbops-rollback-p-1"], "my/repo:1"),
+    ("repo:dbops-rollback-p.1", ["repo:1", "repo:dbops-rollback-p.1"], "repo:1"),
+    ("repo:dbops-rollback-p.1", ["repo:dbops-rollback-p.1"], "repo:dbops-rollback-p.1"),
+    ("my/repo:dbops-rollback-p.1", ["base:1.0.0", "my/repo:1", "my/repo:dbops-rollback-p.1"], "my/repo:1"),
     ("sha256:aaaaaaaaaaaaaaaa", [], "aaaaaaaaaaaa"),
 ])
 def test_display_image_names_what_runs_with_a_tag(image, tags, shown):
