@@ -19,12 +19,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 HEADS = release_heads()
 
-# alembic_migrate runs `alembic -c migrations/alembic.ini` in the image; alembic's command line
-# needs script_location in the ini, which a Flask-Migrate folder does not have.
-NO_SCRIPT_LOCATION = pytest.mark.xfail(strict=False, reason=(
-    "alembic_migrate (executor compose) does not yet take the ini's folder as script_location when "
-    "dbops_alembic_config_in_image names none: `Migrate the database to head` fails with 'alembic could "
-    "not read the migration scripts (rc=255)'"))
 # The later steps start from the state the low path leaves; not yet seen passing end to end.
 AFTER_LOW_PATH = pytest.mark.xfail(strict=False, reason=(
     "starts after the low path, which fails while migrations/alembic.ini without script_location is "
@@ -54,7 +48,6 @@ def seeded(ledger):
 
 
 class TestLedgerReleases:
-    @NO_SCRIPT_LOCATION
     def test_low_path_migrates_a_fresh_database_and_releases_1_0_0(self, ledger, seeded):
         with ledger.step("the low path (1.0.0)"):
             assert ledger.health()["revision"] is None  # the operator's stack, no schema yet
