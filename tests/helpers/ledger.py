@@ -289,3 +289,21 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.5, what: str 
             return
         time.sleep(interval)
     raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+@contextlib.contextmanager
+def started_ledger(docker_client, folder: Path):
+    """A private ledger stack at release 1.0.0 with its inventory; the release tags it finds are
+    remembered so a test can prove none of them moved, and tags the tests add are removed after."""
+    stack = LedgerStack(docker_client, folder)
+    missing = [tag for tag, image_id in stack.release_image_ids().items() if image_id == "missing"]
+    if missing:
+        raise AssertionError(f"ledger-api images missing ({', '.join(missing)}): run scripts/build-images")
+    stack.write_inventory()
+    stack.release_ids_before = stack.release_image_ids()
+    try:
+        stack.up("1.0.0")
+        yield stack
+    finally:
+        stack.down()
+        stack.remove_new_tags()

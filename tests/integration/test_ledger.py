@@ -13,32 +13,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.ledger import FLAG_PATH, REPOSITORY, VERSION_TABLE, LedgerStack, Probe, release_heads
+from tests.helpers.ledger import FLAG_PATH, REPOSITORY, VERSION_TABLE, Probe, release_heads, started_ledger
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 HEADS = release_heads()
 
-# The later steps start from the state the low path leaves; not yet seen passing end to end.
-AFTER_LOW_PATH = pytest.mark.xfail(strict=False, reason=(
-    "starts after the low path, which fails while migrations/alembic.ini without script_location is "
-    "not supported by alembic_migrate; not yet observed passing end to end"))
-
-
 @pytest.fixture(scope="module")
 def ledger(docker_client, tmp_path_factory):
-    stack = LedgerStack(docker_client, tmp_path_factory.mktemp("ledger"))
-    missing = [tag for tag, image_id in stack.release_image_ids().items() if image_id == "missing"]
-    if missing:
-        pytest.fail(f"ledger-api images missing ({', '.join(missing)}): run scripts/build-images")
-    stack.write_inventory()
-    stack.release_ids_before = stack.release_image_ids()
-    try:
-        stack.up("1.0.0")
+    with started_ledger(docker_client, tmp_path_factory.mktemp("ledger")) as stack:
         yield stack
-    finally:
-        stack.down()
-        stack.remove_new_tags()
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +57,6 @@ class TestLedgerReleases:
             seeded["refs"] = dict(ledger.query("SELECT id, legacy_ref FROM entries"))
             assert seeded["balances"] == {"cash": 825, "bank": 825}
 
-    @AFTER_LOW_PATH
     def test_medium_path_releases_1_1_0_behind_a_caching_proxy_without_failed_requests(self, ledger, seeded):
         with ledger.step("the medium path (1.1.0)"):
             with Probe(ledger) as probe:
@@ -95,7 +78,6 @@ class TestLedgerReleases:
             assert len(probe.results) > 20
             assert probe.failures() == [], f"{len(probe.failures())} of {len(probe.results)} requests failed"
 
-    @AFTER_LOW_PATH
     def test_broken_release_is_rolled_back_and_1_1_0_keeps_serving(self, ledger, seeded):
         with ledger.step("the broken release"):
             api_before = ledger.containers("api")[0].image.id
@@ -110,7 +92,6 @@ class TestLedgerReleases:
             # The broken release never took traffic.
             assert probe.failures() == [], probe.failures()[:5]
 
-    @AFTER_LOW_PATH
     def test_high_path_releases_1_2_0_under_the_maintenance_flag(self, ledger, seeded):
         with ledger.step("the high path (1.2.0)"):
             counts = dict(ledger.query("SELECT 'accounts', count(*) FROM accounts UNION ALL "
@@ -138,7 +119,6 @@ class TestLedgerReleases:
             health = ledger.health()
             assert (health["version"], health["revision"], health["maintenance"]) == ("1.2.0", HEADS["1.2.0"], False)
 
-    @AFTER_LOW_PATH
     def test_rollback_app_brings_1_1_0_back_and_keeps_schema_data_and_tags(self, ledger, seeded):
         with ledger.step("rollback=app"):
             run = ledger.play("rollback", {"rollback": "app", "app_version": "1.2.0"})

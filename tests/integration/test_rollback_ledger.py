@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.helpers.ledger import VERSION_TABLE, LedgerStack, release_heads
+from tests.helpers.ledger import VERSION_TABLE, release_heads, started_ledger
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -19,18 +19,8 @@ HEADS = release_heads()
 
 @pytest.fixture(scope="module")
 def ledger(docker_client, tmp_path_factory):
-    stack = LedgerStack(docker_client, tmp_path_factory.mktemp("ledger-rollback"))
-    missing = [tag for tag, image_id in stack.release_image_ids().items() if image_id == "missing"]
-    if missing:
-        pytest.fail(f"ledger-api images missing ({', '.join(missing)}): run scripts/build-images")
-    stack.write_inventory()
-    stack.release_ids_before = stack.release_image_ids()
-    try:
-        stack.up("1.0.0")
+    with started_ledger(docker_client, tmp_path_factory.mktemp("ledger-rollback")) as stack:
         yield stack
-    finally:
-        stack.down()
-        stack.remove_new_tags()
 
 
 class TestCustomVersionTable:
