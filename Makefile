@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap images demo demo-down test test-unit test-integration test-interrupt lint build clean bench-lint bench-backup bench-downtime bench-deploy
+.PHONY: help bootstrap images demo demo-down test test-unit test-integration test-interrupt test-nightly lint build clean bench-lint bench-backup bench-downtime bench-deploy
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test-unit: ## pure-logic tests only (no services)
 
 test-integration: bootstrap ## tests that need PostgreSQL but not Docker
 	$(PY) -m pytest -m "not docker and not molecule" $(PYTEST_ARGS)
+
+test-nightly: bootstrap ## the long end-to-end stories `make test` skips (rollback stories, 3,000-table restore, caching proxy)
+	DBOPS_NIGHTLY=1 $(PY) -m pytest -m nightly $(PYTEST_ARGS)
 
 test-interrupt: bootstrap ## every task boundary of deploy.yml and backup.yml, SIGINT and SIGKILL, then the same command again (hours)
 	DBOPS_INTERRUPT_FULL=1 $(PY) -m pytest tests/reliability/test_interrupt.py -k every_task_boundary $(PYTEST_ARGS)

@@ -23,12 +23,19 @@ EXAMPLE_APP = REPO_ROOT / "examples" / "auto_trader"
 pytest_plugins = ["tests.helpers.reliability_report"]
 
 
+NIGHTLY = os.environ.get("DBOPS_NIGHTLY") == "1"
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests under tests/unit need nothing; integration tests need PostgreSQL and maybe Docker."""
+    """Tests under tests/unit need nothing; integration tests need PostgreSQL and maybe Docker.
+    Tests marked ``nightly`` (long end-to-end stories) run only with DBOPS_NIGHTLY=1 (make test-nightly)."""
+    skip_nightly = pytest.mark.skip(reason="long end-to-end story: runs with DBOPS_NIGHTLY=1 (make test-nightly)")
     for item in items:
         path = str(item.fspath)
         if "/tests/unit/" in path:
             item.add_marker(pytest.mark.unit)
+        if item.get_closest_marker("nightly") and not NIGHTLY:
+            item.add_marker(skip_nightly)
 
 
 @pytest.fixture(scope="session")

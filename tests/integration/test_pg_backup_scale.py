@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import postgres as pgh
 from tests.helpers.ansible import run_module
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.nightly]
 
 TABLES = 3000
 

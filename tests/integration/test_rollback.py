@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers.release import compose_ps, new_release
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.nightly]
 
 FAST_FAIL = {"dbops_lock_timeout": "100ms", "migrate_retries": 0}
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers.ledger import VERSION_TABLE, release_heads, started_ledger
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.nightly]
 
 HEADS = release_heads()
 
