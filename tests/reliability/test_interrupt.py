@@ -26,7 +26,7 @@ from tests.helpers.interrupt import (Interruption, playbook_argv, processes_matc
 from tests.helpers.release import Release, compose_ps, new_release
 from tests.helpers.secrets import files_containing
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.nightly]
 
 FULL_MATRIX = os.environ.get("DBOPS_INTERRUPT_FULL") == "1"
 VERIFY = [{"name": "orders keep their quantity", "query": "SELECT sum(quantity) FROM orders", "expect": 30}]
