@@ -374,8 +374,8 @@ class Backup:
         gone = bk.owner_gone(record, self.owner)
         who = _describe_owner(record)
         if gone is None:
-            self.leftovers.append({"database": name, "reason": "scratch database of %s; only that host can tell "
-                                                                "whether it still runs" % who})
+            reason = "scratch database of %s; only that host can tell whether it still runs" % who
+            self.leftovers.append({"database": name, "reason": reason})
             return
         if not gone:
             return
@@ -397,8 +397,8 @@ class Backup:
         who = _describe_owner(record)
         if not gone:
             if gone is None:
-                self.leftovers.append({"database": name, "reason": "a restore by %s was replacing it; only that "
-                                                                    "host can tell whether it still runs" % who})
+                reason = "a restore by %s was replacing it; only that host can tell whether it still runs" % who
+                self.leftovers.append({"database": name, "reason": reason})
             return
         target, aside, comment = record.get("database"), record.get("name"), record.get("comment")
         would = "would be " if self.check_mode else ""
@@ -420,13 +420,13 @@ class Backup:
                     drop_database(cur, aside, server_num)
                 else:
                     cat.set_comment(cur, aside, bk.record_text(dict(record, state="kept")))
+            replaced = "(empty) is dropped" if record.get("empty") else "is kept as %s" % aside
             self.cleaned_up.append("a restore into %s by %s died after its swap: the restored database %sstays; "
-                                   "the replaced one %s" % (target, who, would, "(empty) is dropped" if record.get("empty")
-                                                            else "is kept as %s" % aside))
+                                   "the replaced one %s" % (target, who, would, replaced))
         else:
-            self.leftovers.append({"database": name, "reason": "set aside by a restore into %s that died; %s exists "
-                                                                "and is not that restore's database: check both by hand"
-                                                                % (target, target)})
+            reason = ("set aside by a restore into %s that died; %s exists and is not that restore's database: "
+                      "check both by hand" % (target, target))
+            self.leftovers.append({"database": name, "reason": reason})
 
     # -------------------------------------------------- present
 

@@ -582,8 +582,8 @@ def classify_proxy(config: str, services: Iterable[str]) -> dict[str, Any]:
             variables[parts[0].lstrip("$")] = parts[1].strip("'\"")
     upstream_blocks = {}
     for match in re.finditer(r"upstream\s+([\w.-]+)\s*{([^}]*)}", _NGINX_COMMENT.sub("", config or "")):
-        upstream_blocks[match.group(1)] = [h for h, _v in (_upstream_host(s.split()[0], {}) for s in
-                                                          _nginx_directives("{" + match.group(2), "server") if s)]
+        servers = [s for s in _nginx_directives("{" + match.group(2), "server") if s]
+        upstream_blocks[match.group(1)] = [h for h, _v in (_upstream_host(s.split()[0], {}) for s in servers)]
     literal, dynamic = set(), set()
     for target in _nginx_directives(config, "proxy_pass"):
         host, via_variable = _upstream_host(target, variables)

@@ -846,8 +846,8 @@ class Migrator:
                             for b in self.probable_blockers()) or "open transactions"
             return ("revision %s cannot be built while the INVALID index %s is in the way, and it could not be "
                     "dropped (DROP INDEX CONCURRENTLY waits for %s) after %d attempt(s). The database stays at "
-                    "revision %s; run again later and it is dropped first." % (step.revision, names, who, attempts,
-                                                                              current))
+                    "revision %s; run again later and it is dropped first."
+                    % (step.revision, names, who, attempts, current))
         if kind == KILLED:
             return ("alembic was killed while applying revision %s; its transaction was rolled back. %s Run again "
                     "to resume." % (step.revision, state))

@@ -271,7 +271,7 @@ def _lazy_field(name: str) -> property:
 
     def read(self):
         value = self.__dict__[slot]
-        if type(value) is _Deferred:
+        if isinstance(value, _Deferred):
             value = self.__dict__[slot] = value()
         return value
 
@@ -888,7 +888,6 @@ class Engine:
             history.pending_not_null_checks[key] = column
         else:
             history.validated_not_null_checks[key] = column
-
 
     def _unvalidated_check_column(self, table: Optional[str], name: Optional[str]) -> Optional[str]:
         """The column of a CHECK (column IS NOT NULL) NOT VALID that is already in the database."""

@@ -239,7 +239,7 @@ notes:
   - Each revision runs in its own Alembic process and transaction; revisions using
     C(autocommit_block) (for C(CREATE INDEX CONCURRENTLY)) are supported. Such a revision commits what ran before
     the block, so it can fail half-applied; the failure message then lists what the failed attempt left in the
-    database (RV(failure.partially_applied)) and names the real cause. Only lock timeouts and lost connections
+    database (C(failure.partially_applied)) and names the real cause. Only lock timeouts and lost connections
     are retried.
   - Secrets reach Alembic only through environment variables, never its command line. With O(executor=compose)
     the one-off container receives them as C(-e NAME) (the value comes from the docker CLI's environment), but

@@ -80,9 +80,9 @@ options:
         networks (volumes only with O(remove_volumes)); V(restarted) restarts the services and waits for health.
       - V(stopped) stops the running containers of O(services) (all services when empty) and keeps them, as the
         guide's emergency stop does; V(present) or V(restarted) starts them again. Not changed when none runs.
-    type: str
       - V(inspected) changes nothing and returns, per service, the container, the image (C(repo:tag)), its ID,
         whether it runs and its health (RV(services)); deploy playbooks record it before a release.
+    type: str
     choices: [present, absent, restarted, stopped, inspected]
     default: present
   pull:
