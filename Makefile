@@ -1,6 +1,6 @@
 # dbops.migrations: developer entry points.
 #   make demo   set everything up and deploy the example app on http://127.0.0.1:8080
-#   make test   the whole test suite (unit, integration, Docker, molecule)
+#   make test   the suite CI runs (unit, integration, Docker, molecule, lint; long stories sampled)
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap images demo demo-down test test-unit test-integration test-interrupt test-nightly lint build clean bench-lint bench-backup bench-downtime bench-deploy
+.PHONY: help bootstrap images demo demo-down test test-all test-unit test-integration test-interrupt test-nightly lint build clean bench-lint bench-backup bench-downtime bench-deploy
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -26,8 +26,11 @@ demo: bootstrap ## deploy the example app through playbooks/deploy.yml on http:/
 demo-down: ## stop the demo and remove its volumes
 	scripts/demo down
 
-test: bootstrap ## the whole suite: unit, integration, Docker, reliability, molecule
+test: bootstrap ## the suite CI runs: unit, integration, Docker, reliability, molecule, lint (long stories sampled)
 	DBOPS_RELIABILITY_REPORT=docs/RELIABILITY.md $(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: bootstrap ## every test, the nightly stories included (about two hours)
+	DBOPS_NIGHTLY=1 DBOPS_RELIABILITY_REPORT=docs/RELIABILITY.md $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: ## pure-logic tests only (no services)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(COLLECTIONS_PATH))
 EXAMPLE_APP = REPO_ROOT / "examples" / "auto_trader"
 
 # Fault-injection outcomes -> docs/RELIABILITY.md (loaded here so a distributed run's controller has it).
-pytest_plugins = ["tests.helpers.reliability_report"]
+pytest_plugins = ["tests.helpers.reliability_report", "tests.helpers.module_times"]
 
 
 NIGHTLY = os.environ.get("DBOPS_NIGHTLY") == "1"

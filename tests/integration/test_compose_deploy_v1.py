@@ -251,6 +251,7 @@ def test_auto_falls_back_to_v1_without_the_plugin(release, docker_client, no_com
         stack.remove(docker_client)
 
 
+@pytest.mark.nightly
 def test_deploy_playbook_runs_end_to_end_on_docker_compose_v1(docker_client, tmp_path):
     """deploy.yml with dbops_compose_command=standalone: the database, the migration (compose
     executor) and the release all go through docker-compose v1."""

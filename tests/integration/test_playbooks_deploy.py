@@ -94,12 +94,14 @@ class TestHighPathGateAndRollback:
         assert release.stack.get("/api/stats")[0] == 200  # no maintenance page
         assert not release.lock_held()
 
+    @pytest.mark.nightly
     def test_high_path_without_approval_is_refused(self, release):
         run = release.deploy(risk="high")
         assert run.rc != 0
         assert "needs an explicit approval: run again with -e approve=true" in run.output
         assert release.revision() == "0004" and release.backups() == []
 
+    @pytest.mark.nightly
     def test_high_path_refuses_to_run_without_backup(self, release):
         run = release.deploy(risk="high", approve=True, backup=False)
         assert run.rc != 0 and "never migrates without a verified backup" in run.output
@@ -143,6 +145,7 @@ class TestHighPathGateAndRollback:
         assert release.stack.get("/api/stats")[0] == 200  # maintenance is off again
         assert release.scalar("SELECT count(*) FROM orders") == 3
 
+    @pytest.mark.nightly
     def test_maintenance_left_on_by_an_interrupted_release_is_named_and_turned_off(self, release):
         on = release.play("maintenance", {"state": "on"})
         assert on.rc == 0, explain(on, release)
@@ -234,6 +237,7 @@ class TestHighPathGateAndRollback:
         assert len(list(release.report_dir.glob("emergency-*"))) == 3
 
 
+@pytest.mark.nightly
 class TestBrokenReleaseAndMediumPath:
     def test_setup_at_0002(self, release):
         run = release.deploy(migration_target="0002")
@@ -351,7 +355,7 @@ class TestTheGateJudgesTheReleaseImage:
         assert summary["path"] in ("medium", "high") and summary["risk"] != "low", summary
         assert summary["revisions_applied"] == ["0006"] and summary["backup_manifest"] != "none"
         assert release.scalar("SELECT to_regclass('ix_orders_symbol')::text") == "ix_orders_symbol"
-        assert release.stack.get("/healthz")[1] == dict(release.stack.get("/healthz")[1], version="1.1.0",
-                                                        revision="0006")
+        health = release.stack.get("/healthz")[1]
+        assert health == dict(health, version="1.1.0", revision="0006")
         record = json.loads((release.report_dir / "last-release.json").read_text())
         assert record["result"] == "ok" and record["revision_before"] == "0005" and record["app_version"] == "1.1.0"

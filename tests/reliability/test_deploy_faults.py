@@ -60,6 +60,7 @@ def test_release_that_crashes_on_start(stack, releases):
 
 @pytest.mark.fault("release never becomes healthy", holds="rolled back within health timeout + 10 s; release 1 "
                    "serves; no request dropped")
+@pytest.mark.nightly
 def test_release_that_never_becomes_healthy(stack, releases):
     result, summary, elapsed = faulty_release(stack, releases, "unhealthy")
     assert_rolled_back(stack, result, summary)
@@ -71,6 +72,7 @@ def test_release_that_never_becomes_healthy(stack, releases):
 
 @pytest.mark.fault("release crashes 5 s after start", holds="caught while the old release still serves; rolled "
                    "back; no request dropped")
+@pytest.mark.nightly
 def test_release_that_crashes_after_five_seconds(stack, releases):
     result, summary, _ = faulty_release(stack, releases, "crash_after", settle=8)
     assert_rolled_back(stack, result, summary)
@@ -80,6 +82,7 @@ def test_release_that_crashes_after_five_seconds(stack, releases):
 
 @pytest.mark.fault("release healthy but its health URL answers 500", holds="health URL gate fails; new container "
                    "removed; release 1 serves")
+@pytest.mark.nightly
 def test_release_whose_health_url_fails(stack, releases):
     result, summary, _ = faulty_release(stack, releases, "http500")
     assert result["failed"] is True and result["rolled_back"] is True, brief(result)
@@ -155,6 +158,7 @@ def test_one_off_failure_reports_exit_code(stack):
 
 @pytest.mark.fault("in-place release (zero_downtime false) whose health URL fails",
                    holds="the backup tag redeployed; release 1 serves; every release keeps its own tag")
+@pytest.mark.nightly
 def test_in_place_release_rolls_back_through_the_backup_tag(stack, releases):
     releases.build("http500", "9.9.9-http500", "http500")
     failed_id, id_1 = releases.image_id("http500"), releases.image_id("1")
