@@ -385,9 +385,6 @@ def classify_failure(rc: int, stderr: str) -> str:
     return ERROR
 
 
-_SQL_LINE = re.compile(r"^\[SQL: (.*?)\]?$", re.DOTALL)
-
-
 def failing_statement(stderr: str) -> Optional[str]:
     """The statement SQLAlchemy quotes in ``[SQL: ...]``, if any."""
     start = stderr.rfind("[SQL: ")

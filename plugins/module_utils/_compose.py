@@ -18,8 +18,6 @@ NUMBER_LABEL = "com.docker.compose.container-number"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
 
-HEALTH_STATES = ("healthy", "unhealthy", "starting", "none")
-
 # Backup tags read <prefix>-<project>-<release replaced>: one project's rollback image never
 # shadows another's, and no release tag is ever moved.
 BACKUP_PREFIX = "dbops-rollback"
@@ -769,11 +767,6 @@ def _first_error_line(text: str) -> str:
 def explain_config_failure(text: str, command: str = "docker compose") -> str:
     return ("the compose files are not valid: %s. Fix them, then check with `%s config`."
             % (_first_error_line(text), command))
-
-
-def compose_version_ok(version: str, minimum: tuple[int, int] = (2, 18)) -> bool:
-    match = re.search(r"(\d+)\.(\d+)", version or "")
-    return bool(match) and (int(match.group(1)), int(match.group(2))) >= minimum
 
 
 def dump_plan(plan: Sequence[ServiceChange]) -> list[dict[str, Any]]:

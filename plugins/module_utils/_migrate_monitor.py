@@ -148,13 +148,6 @@ class BlockedTracker:
                     "lock_waiters": sum(1 for row in rows if row.lock),
                 })
 
-    def last_own_wait(self) -> Optional[Dict[str, Any]]:
-        with self.lock:
-            if not self.own_waits:
-                return None
-            entry = list(self.own_waits.values())[-1]
-            return _public_wait(entry)
-
     def summary(self) -> Dict[str, Any]:
         with self.lock:
             waits = [entry["waited_s"] for entry in self.blocked.values()]

@@ -176,8 +176,6 @@ class Analysis:
     suppressed: List[Finding]
     revisions: List[RevisionVerdict]
     server_version: int
-    facts_used: bool
-    trace: Optional[Dict[str, Any]] = None
     alembic: bool = False
     bookkeeping_tables: FrozenSet[str] = BOOKKEEPING_TABLES  # the version table's names
 
@@ -630,7 +628,7 @@ class Engine:
                                                  sql=[_masked(stmt.text) for stmt in statements],
                                                  changes=changes + len(unit.extra_findings)))
         alembic = alembic or bool(revisions)
-        return Analysis(findings, suppressed, revisions, self.version, self.facts is not None, alembic=alembic,
+        return Analysis(findings, suppressed, revisions, self.version, alembic=alembic,
                         bookkeeping_tables=self.bookkeeping_tables)
 
     def analyse_unit(self, unit: MigrationUnit) -> List[Finding]:

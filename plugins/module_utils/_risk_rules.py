@@ -66,7 +66,6 @@ class Rule:
     match: Callable[[Dict[str, Any], Any], Optional[Dict[str, Any]]]
     work: str = INSTANT
     rewrites_table: bool = False
-    contract: bool = False          # breaks, or may break, the release that is running
     small_risk: Optional[str] = None  # risk when the table is known to be small
     medium_risk: Optional[str] = None  # risk when the table is known to lie between small and large
     large_risk: Optional[str] = None  # risk when the table is known to be large
@@ -76,10 +75,6 @@ class Rule:
     @property
     def blocks(self) -> str:
         return BLOCKS_FOR_LOCK[self.lock]
-
-    @property
-    def size_sensitive(self) -> bool:
-        return self.work != INSTANT
 
 
 # --------------------------------------------------------------------------- helpers
@@ -280,7 +275,6 @@ ALT_DETACH = "ALTER TABLE parent DETACH PARTITION part CONCURRENTLY (PostgreSQL 
 ALT_REFRESH = "REFRESH MATERIALIZED VIEW CONCURRENTLY (needs a unique index on the view)"
 ALT_DATA_DELETE = ("Delete in batches keyed on the primary key, outside the schema change:\n"
                    "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE ... LIMIT 5000), repeated")
-ALT_NONE = ""
 
 
 # --------------------------------------------------------------------------- matchers
@@ -938,23 +932,22 @@ RULES: List[Rule] = [
            "table": relation_name((n.get("into") or {}).get("rel")), "_blocks": "none"}),
     _r("drop-table", "DropStmt", "drop table", AE, "critical",
        "Drops table {table} and all its data; the running release fails on every query that uses it.",
-       ALT_DROP_TABLE, _drop_kind("OBJECT_TABLE"), drop=True, contract=True),
+       ALT_DROP_TABLE, _drop_kind("OBJECT_TABLE"), drop=True),
     _r("rename-table", "RenameStmt", "rename table", AE, "high",
        "Renaming {table} breaks every query of the running release that uses the old name.",
-       ALT_RENAME_TABLE, m_rename("OBJECT_TABLE"), contract=True),
+       ALT_RENAME_TABLE, m_rename("OBJECT_TABLE")),
     _r("rename-column", "RenameStmt", "rename column", AE, "high",
        "Renaming {table}.{column} breaks the running release, which still uses the old name.",
-       ALT_RENAME_COLUMN, m_rename("OBJECT_COLUMN"), contract=True),
+       ALT_RENAME_COLUMN, m_rename("OBJECT_COLUMN")),
     _r("rename-schema", "RenameStmt", "rename schema", AE, "high",
        "Renaming a schema breaks every client that qualifies names with it.",
        "Create the new schema, move objects with views left behind for one release, then drop the old names.",
-       m_rename("OBJECT_SCHEMA"),
-       contract=True),
+       m_rename("OBJECT_SCHEMA")),
     _r("rename-other", "RenameStmt", "rename", AE, "low",
        "Renames an object that clients do not usually name (index, constraint, sequence).", match=m_rename_any),
     _r("set-schema", "AlterObjectSchemaStmt", "set schema", AE, "medium",
        "Moving {table} to another schema breaks clients that find it through search_path.",
-       "Keep a view with the old qualified name for one release.", m_alter_schema, contract=True),
+       "Keep a view with the old qualified name for one release.", m_alter_schema),
     _r("truncate", "TruncateStmt", "truncate", AE, "critical",
        "TRUNCATE {table} deletes every row and takes an ACCESS EXCLUSIVE lock.", ALT_TRUNCATE, m_truncate,
        drop=True, data=True),
@@ -988,18 +981,18 @@ RULES: List[Rule] = [
        ALT_CHECK, m_add_column_check, work=SCAN, small_risk="low", medium_risk="medium", large_risk="high"),
     _r("add-column-not-null", ATC + "AT_AddColumn", "add NOT NULL column without default", AE, "high",
        "Adding NOT NULL column {table}.{column} without a default fails if the table has rows, and the running "
-       "release does not write it.", ALT_NOT_NULL_NO_DEFAULT, m_add_column_not_null_no_default, contract=True),
+       "release does not write it.", ALT_NOT_NULL_NO_DEFAULT, m_add_column_not_null_no_default),
     _r("add-column", ATC + "AT_AddColumn", "add column", AE, "low",
        "Adds column {table}.{column}: a catalog change with a brief ACCESS EXCLUSIVE lock.", match=m_add_column),
     _r("drop-column", ATC + "AT_DropColumn", "drop column", AE, "critical",
        "Drops {table}.{column} and its data; the running release fails if it still reads or writes it.",
-       ALT_DROP_COLUMN, m_drop_column, drop=True, contract=True),
+       ALT_DROP_COLUMN, m_drop_column, drop=True),
     _r("alter-column-type-coercible", ATC + "AT_AlterColumnType", "change column type (no rewrite)", AE, "low",
        "{table}.{column}: {old_type} -> {new_type} is binary coercible: no rewrite, a brief ACCESS EXCLUSIVE "
        "lock.", match=m_alter_type_coercible),
     _r("alter-column-type", ATC + "AT_AlterColumnType", "change column type", AE, "high",
        "Changing the type of {table}.{column} to {new_type} rewrites the table and its indexes under ACCESS "
-       "EXCLUSIVE.{note}", ALT_TYPE, m_alter_type, work=REWRITE, rewrites_table=True, contract=True,
+       "EXCLUSIVE.{note}", ALT_TYPE, m_alter_type, work=REWRITE, rewrites_table=True,
        small_risk="medium", large_risk="critical"),
     _r("set-not-null-proven", ATC + "AT_SetNotNull", "set not null (proven by check)", AE, "low",
        "A validated CHECK ({column} IS NOT NULL) lets PostgreSQL 12+ skip the scan.", match=m_set_not_null_proven),
@@ -1007,7 +1000,7 @@ RULES: List[Rule] = [
        "{table}.{column} is already NOT NULL.", match=m_set_not_null_already),
     _r("set-not-null", ATC + "AT_SetNotNull", "set not null", AE, "high",
        "SET NOT NULL on {table}.{column} scans the whole table under ACCESS EXCLUSIVE, and the running release "
-       "may still write NULLs.", ALT_NOT_NULL, m_column, work=SCAN, contract=True, small_risk="medium",
+       "may still write NULLs.", ALT_NOT_NULL, m_column, work=SCAN, small_risk="medium",
        large_risk="critical"),
     _r("drop-not-null", ATC + "AT_DropNotNull", "drop not null", AE, "low",
        "Drops NOT NULL on {table}.{column}: catalog only.", match=m_column),
@@ -1126,23 +1119,21 @@ RULES: List[Rule] = [
     # ---- other drops
     _r("drop-schema", "DropStmt", "drop schema", AE, "critical",
        "Drops a schema and everything in it.", "Drop its objects one by one, each after the release that stops "
-       "using it, with a verified backup.", _drop_kind("OBJECT_SCHEMA"), drop=True, contract=True),
+       "using it, with a verified backup.", _drop_kind("OBJECT_SCHEMA"), drop=True),
     _r("drop-view", "DropStmt", "drop view", AE, "medium", "Drops a view the running release may query.",
-       "Drop it after the release that stops using it.", _drop_kind("OBJECT_VIEW"), contract=True),
+       "Drop it after the release that stops using it.", _drop_kind("OBJECT_VIEW")),
     _r("drop-materialized-view", "DropStmt", "drop materialized view", AE, "medium",
-       "Drops a materialized view the running release may query.", "", _drop_kind("OBJECT_MATVIEW"),
-       contract=True),
+       "Drops a materialized view the running release may query.", "", _drop_kind("OBJECT_MATVIEW")),
     _r("drop-type", "DropStmt", "drop type", AE, "high", "Drops a type that columns or code may still use.",
-       "Drop it in a later release, after no column, function or released code uses it.", _drop_kind("OBJECT_TYPE"), contract=True),
+       "Drop it in a later release, after no column, function or released code uses it.", _drop_kind("OBJECT_TYPE")),
     _r("drop-extension", "DropStmt", "drop extension", AE, "high",
        "Drops an extension and, with CASCADE, everything that depends on it.",
-       "Drop the dependent objects explicitly first (no CASCADE), in a reviewed step.", _drop_kind("OBJECT_EXTENSION"),
-       contract=True),
+       "Drop the dependent objects explicitly first (no CASCADE), in a reviewed step.", _drop_kind("OBJECT_EXTENSION")),
     _r("drop-sequence", "DropStmt", "drop sequence", AE, "medium",
-       "Drops a sequence that defaults may still use.", "", _drop_kind("OBJECT_SEQUENCE"), contract=True),
+       "Drops a sequence that defaults may still use.", "", _drop_kind("OBJECT_SEQUENCE")),
     _r("drop-other", "DropStmt", "drop", AE, "low", "Drops an object that holds no table data.", match=_always),
     _r("drop-database", "DropdbStmt", "drop database", AE, "critical", "Drops a whole database.",
-       "Never in a migration.", _always, drop=True, contract=True),
+       "Never in a migration.", _always, drop=True),
     # ---- data changes
     _r("update-all-rows", "UpdateStmt", "update without WHERE", RE, "critical",
        "UPDATE {table} rewrites every row in one transaction: row locks on all rows, WAL and bloat; "
@@ -1207,7 +1198,7 @@ RULES: List[Rule] = [
        ALT_ENUM, m_enum_add),
     _r("enum-rename-value", "AlterEnumStmt", "rename enum value", AE, "high",
        "Renaming a value of enum {type} breaks the running release, which still writes the old value.",
-       ALT_ENUM_RENAME, m_enum_rename, contract=True),
+       ALT_ENUM_RENAME, m_enum_rename),
     _r("create-extension", "CreateExtensionStmt", "create extension", AE, "medium",
        "CREATE EXTENSION needs elevated privileges and may run install scripts; install it ahead of the "
        "migration.", "Install extensions in a separate, reviewed step by a privileged role.", _always),
@@ -1219,7 +1210,8 @@ RULES: List[Rule] = [
        match=m_create_trigger),
 ]
 
-# Statement kinds that change no table data and take no lock the application notices.
+# Statement kinds that change no table data and take no lock the application notices. Only kinds
+# without a rule belong here: the engine looks at RULES_BY_NODE first.
 QUIET_STATEMENTS = frozenset((
     "TransactionStmt", "VariableSetStmt", "VariableShowStmt", "SelectStmt", "CommentStmt", "GrantStmt",
     "GrantRoleStmt", "CreateSchemaStmt", "CreateSeqStmt", "AlterSeqStmt", "ViewStmt", "CreateFunctionStmt",
@@ -1230,7 +1222,7 @@ QUIET_STATEMENTS = frozenset((
     "CreateStatsStmt", "AlterTSConfigurationStmt", "CreateCastStmt", "CreateOpClassStmt", "CreateEventTrigStmt",
     "CreatePublicationStmt", "AlterPublicationStmt", "CreateForeignTableStmt", "CallStmt",
     "AlterTypeStmt", "AlterCollationStmt", "AlterExtensionStmt", "AlterDomainStmt", "CreateTransformStmt",
-    "CreateConversionStmt", "SecLabelStmt", "LockStmt", "InsertStmt", "CopyStmt", "CreateTrigStmt"))
+    "CreateConversionStmt", "SecLabelStmt"))
 
 # Rules that are not tied to one node: they look at a whole migration.
 MIGRATION_RULES: Dict[str, Dict[str, str]] = {

@@ -371,12 +371,6 @@ def test_compose_argv_resolves_relative_files():
                     "--env-file", "/tmp/x/deploy.env", "--profile", "migration", "config"]
 
 
-@pytest.mark.parametrize("version,ok", [("2.26.1-4", True), ("2.18.0", True), ("2.17.3", False),
-                                        ("1.29.2", False), ("", False)])
-def test_compose_version_gate(version, ok):
-    assert cu.compose_version_ok(version) is ok
-
-
 def test_tail_lines():
     assert cu.tail_lines("a\n\nb\nc\n", 2) == ["b", "c"]
     assert cu.tail_lines("a", 0) == []

@@ -233,6 +233,11 @@ def test_rules_are_well_formed():
             assert rule.safe_alternative, rule.id
 
 
+def test_quiet_statements_have_no_rules():
+    # The engine consults RULES_BY_NODE first: a quiet kind with a rule would never be quiet.
+    assert R.QUIET_STATEMENTS.isdisjoint(R.RULES_BY_NODE)
+
+
 @pytest.mark.parametrize("old,new,expected", [
     (("varchar", (50,)), ("varchar", (100,)), True),
     (("varchar", (100,)), ("varchar", (50,)), False),
