@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _backup as bk
+from ansible_collections.dbops.migrations.plugins.module_utils import _backup as backups
 
 try:
     from psycopg2 import sql as pgsql
@@ -225,7 +225,7 @@ def apply_database_state(cur, name: str, state: DatabaseState) -> None:
                 pgsql.SQL(" WITH GRANT OPTION" if grantable else "")))
     for role, config in state.settings:
         for entry in config:
-            setting, values = bk.split_setting(entry)
+            setting, values = backups.split_setting(entry)
             value_sql = pgsql.SQL(", ").join(pgsql.Literal(v) for v in values)
             if role is None:
                 cur.execute(pgsql.SQL("ALTER DATABASE {} SET {} TO {}").format(db, pgsql.Identifier(setting), value_sql))
@@ -263,10 +263,10 @@ def database_names(cur) -> List[str]:
 def recorded_databases(cur) -> List[Tuple[str, Dict[str, Any]]]:
     """Databases whose comment is a pg_backup owner record: (name, record)."""
     cur.execute("SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
-                "WHERE shobj_description(oid, 'pg_database') LIKE %s ORDER BY datname", (bk.RECORD_PREFIX + "%",))
+                "WHERE shobj_description(oid, 'pg_database') LIKE %s ORDER BY datname", (backups.RECORD_PREFIX + "%",))
     found = []
     for name, comment in cur.fetchall():
-        record = bk.parse_owner_record(comment)
+        record = backups.parse_owner_record(comment)
         if record:
             found.append((name, record))
     return found

@@ -19,8 +19,8 @@ import time
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _backup as bk
-from ansible_collections.dbops.migrations.plugins.module_utils import _backup_catalog as cat
+from ansible_collections.dbops.migrations.plugins.module_utils import _backup as backups
+from ansible_collections.dbops.migrations.plugins.module_utils import _backup_catalog as catalog
 from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
     ConnInfo, connect, conninfo_quote, mask_secrets, quote_ident, server_version_num)
 
@@ -80,7 +80,7 @@ class Executor:
         try:
             user = pwd.getpwnam(self.run_as)
         except KeyError:
-            raise bk.BackupError("run_as: OS user %s does not exist on this host" % self.run_as)
+            raise backups.BackupError("run_as: OS user %s does not exist on this host" % self.run_as)
         return user.pw_uid, user.pw_gid
 
     def where(self) -> str:
@@ -94,12 +94,12 @@ class Executor:
         if self.bin_dir:
             path = os.path.join(self.bin_dir, name)
             if not os.access(path, os.X_OK):
-                raise bk.BackupError("%s not found in bin_dir %s; point bin_dir at a PostgreSQL client's bin "
-                                     "folder (e.g. /usr/lib/postgresql/15/bin)" % (name, self.bin_dir))
+                raise backups.BackupError("%s not found in bin_dir %s; point bin_dir at a PostgreSQL client's bin "
+                                          "folder (e.g. /usr/lib/postgresql/15/bin)" % (name, self.bin_dir))
             return path
         found = self.which(name) if self.which else None
         if not found:
-            raise bk.BackupError(
+            raise backups.BackupError(
                 "%s is not installed on this host; install the PostgreSQL client (postgresql-client-NN), set "
                 "bin_dir, or run inside the database container with the container option" % name)
         return found
@@ -113,8 +113,8 @@ class Executor:
         argv = [self.program(name), *args]
         if self.run_as:
             if os.geteuid() != 0:
-                raise bk.BackupError("run_as: %s needs root to switch user (use become: true on the task), or "
-                                     "drop run_as and use become_user: %s" % (self.run_as, self.run_as))
+                raise backups.BackupError("run_as: %s needs root to switch user (use become: true on the task), or "
+                                          "drop run_as and use become_user: %s" % (self.run_as, self.run_as))
             argv = ["runuser", "-u", self.run_as, "--", *argv]
         return argv
 
@@ -129,9 +129,9 @@ class Executor:
     def version(self, name: str) -> Tuple[Tuple[int, int], str]:
         rc, out, err = self.run(name, ["--version"], {})
         if rc != 0:
-            raise bk.BackupError("%s --version failed on %s: %s" % (name, self.where(), (err or out).strip()[:300]))
+            raise backups.BackupError("%s --version failed on %s: %s" % (name, self.where(), (err or out).strip()[:300]))
         text = out.strip().splitlines()[0] if out.strip() else ""
-        return bk.parse_tool_version(text), text
+        return backups.parse_tool_version(text), text
 
     # Files: programs in a container see their own filesystem.
     def work_dir(self, host_staging: str) -> str:
@@ -146,9 +146,9 @@ class Executor:
             os.chown(work, *self.owner())
             rc, _out, _err = self.runner(["runuser", "-u", self.run_as, "--", "test", "-w", work], {})
             if rc != 0:
-                raise bk.BackupError("run_as user %s cannot write into %s: every parent folder of dest must be "
-                                     "searchable (x) by that user; fix the permissions or choose another dest"
-                                     % (self.run_as, os.path.dirname(work)))
+                raise backups.BackupError("run_as user %s cannot write into %s: every parent folder of dest must be "
+                                          "searchable (x) by that user; fix the permissions or choose another dest"
+                                          % (self.run_as, os.path.dirname(work)))
 
     def fetch(self, work_path: str, host_path: str) -> None:
         if self.container:
@@ -167,19 +167,19 @@ class Executor:
     def _docker_checked(self, *args: str) -> None:
         rc, out, err = self.docker(*args)
         if rc != 0:
-            raise bk.BackupError("docker %s failed: %s" % (args[0], (err or out).strip()[:400]))
+            raise backups.BackupError("docker %s failed: %s" % (args[0], (err or out).strip()[:400]))
 
 
 # ---------------------------------------------------------------- database helpers
 
 def _quote_table(name: str):
-    schema, table = bk.split_qualified(name)
+    schema, table = backups.split_qualified(name)
     return pgsql.SQL("{}.{}").format(pgsql.Identifier(schema), pgsql.Identifier(table))
 
 
 def list_tables(cur) -> List[str]:
     cur.execute(_TABLES_SQL)
-    return [bk.qualified(s, t) for s, t in cur.fetchall()]
+    return [backups.qualified(s, t) for s, t in cur.fetchall()]
 
 
 def count_rows(cur, tables: List[str]) -> Dict[str, int]:
@@ -200,7 +200,7 @@ def alembic_revision(cur, table: str = "alembic_version", schema: Optional[str] 
     cur.execute(pgsql.SQL("SELECT version_num FROM {}.{} ORDER BY version_num").format(
         pgsql.Identifier(row[0]), pgsql.Identifier(table)))
     revisions = [r[0] for r in cur.fetchall()]
-    return (",".join(revisions) if revisions else None), bk.qualified(row[0], table)
+    return (",".join(revisions) if revisions else None), backups.qualified(row[0], table)
 
 
 def _connect(info: ConnInfo, autocommit: bool = True):
@@ -215,7 +215,7 @@ def _connect(info: ConnInfo, autocommit: bool = True):
             hint = "; check login_user/login_password (or the password in db_url)"
         elif "could not connect" in message or "Connection refused" in message or "timeout" in message:
             hint = "; check login_host/login_port and that PostgreSQL is running and reachable"
-        raise bk.BackupError("cannot connect to %s: %s%s" % (info.masked_url(), message, hint))
+        raise backups.BackupError("cannot connect to %s: %s%s" % (info.masked_url(), message, hint))
 
 
 def database_exists(admin_cur, name: str) -> bool:
@@ -231,7 +231,7 @@ def drop_database(admin_cur, name: str, server_num: int) -> None:
 def scratch_name(base: str, purpose: str) -> str:
     """A name for a throw-away database: recognisably from ``base``, but plain ASCII that fits
     PostgreSQL's 63 bytes, so quotes or ``=`` in the user's name never reach a tool's argv."""
-    return bk.derived_db_name(base, "_%s_%s" % (purpose, uuid.uuid4().hex[:8]))
+    return backups.derived_db_name(base, "_%s_%s" % (purpose, uuid.uuid4().hex[:8]))
 
 
 def count_rows_parallel(info: ConnInfo, tables: List[str], jobs: int) -> Dict[str, int]:
@@ -276,9 +276,9 @@ class SnapshotCounter(threading.Thread):
     def result(self) -> Dict[str, int]:
         self.join()
         if self.error is not None:
-            if isinstance(self.error, bk.BackupError):
+            if isinstance(self.error, backups.BackupError):
                 raise self.error
-            raise bk.BackupError("counting rows in the dump's snapshot failed: %s" % self.error)
+            raise backups.BackupError("counting rows in the dump's snapshot failed: %s" % self.error)
         return self.counts
 
 
@@ -301,14 +301,14 @@ class Backup:
     @property
     def database(self) -> str:
         if not self.info.dbname:
-            raise bk.BackupError("no database given: set login_db or the database in db_url")
+            raise backups.BackupError("no database given: set login_db or the database in db_url")
         return self.info.dbname
 
     @property
     def owner(self) -> Dict[str, Any]:
         """This run's identity, written into everything it may leave behind when killed."""
         if self._owner is None:
-            self._owner = bk.this_process()
+            self._owner = backups.this_process()
         return self._owner
 
     def tool_env(self, dbname: Optional[str] = None) -> Dict[str, str]:
@@ -326,10 +326,10 @@ class Backup:
 
     def clean_staging(self, dest: str) -> None:
         """Staging folders in ``dest`` whose run died on this host are removed."""
-        stale, kept = bk.stale_staging(dest, self.owner)
+        stale, kept = backups.stale_staging(dest, self.owner)
         for path in stale:
             if not self.check_mode:
-                bk.remove_path(path)
+                backups.remove_path(path)
             self.cleaned_up.append("%sstaging folder %s of a backup that died" % (self._would(), path))
         self.leftovers += kept
 
@@ -337,10 +337,10 @@ class Backup:
         """Scratch databases of dead runs on this host are dropped; a restore that died while
         swapping databases is finished (when the restored one was in place) or undone."""
         with admin.cursor() as cur:
-            for name, record in cat.recorded_databases(cur):
+            for name, record in catalog.recorded_databases(cur):
                 if record.get("kind") == "replaced":
                     self._guarded(name, lambda: self._settle_replaced(cur, name, record, server_num))
-            for name, record in cat.recorded_databases(cur):
+            for name, record in catalog.recorded_databases(cur):
                 if record.get("kind") == "scratch":
                     self._guarded(name, lambda: self._settle_scratch(cur, name, record, server_num))
 
@@ -349,7 +349,7 @@ class Backup:
         look is reported, never fatal."""
         try:
             admin = _connect(self.admin_info())
-        except bk.BackupError as exc:
+        except backups.BackupError as exc:
             self.leftovers.append({"database": "*", "reason": "could not look for leftover databases: %s" % exc})
             return
         try:
@@ -371,7 +371,7 @@ class Backup:
         return "would remove " if self.check_mode else ""
 
     def _settle_scratch(self, cur, name: str, record: Dict[str, Any], server_num: int) -> None:
-        gone = bk.owner_gone(record, self.owner)
+        gone = backups.owner_gone(record, self.owner)
         who = _describe_owner(record)
         if gone is None:
             reason = "scratch database of %s; only that host can tell whether it still runs" % who
@@ -386,14 +386,14 @@ class Backup:
             return
         # renamed into place after its checks passed; only the final comment was missing
         if not self.check_mode:
-            cat.set_comment(cur, name, None)
+            catalog.set_comment(cur, name, None)
         self.cleaned_up.append("%s restore into %s by %s: finished (it had been renamed into place)"
                                % ("would mark the" if self.check_mode else "the", name, who))
 
     def _settle_replaced(self, cur, name: str, record: Dict[str, Any], server_num: int) -> None:
         if record.get("state") != "swapping":
             return
-        gone = bk.owner_gone(record, self.owner)
+        gone = backups.owner_gone(record, self.owner)
         who = _describe_owner(record)
         if not gone:
             if gone is None:
@@ -404,22 +404,22 @@ class Backup:
         would = "would be " if self.check_mode else ""
         if name == target:
             if not self.check_mode:
-                cat.set_comment(cur, target, comment)
+                catalog.set_comment(cur, target, comment)
             self.cleaned_up.append("%s: a restore by %s died before replacing it; it %skept as it was"
                                    % (target, who, would or "is "))
         elif name == aside and not database_exists(cur, target):
             if not self.check_mode:
-                cat.rename_database(cur, aside, target)
-                cat.set_comment(cur, target, comment)
+                catalog.rename_database(cur, aside, target)
+                catalog.set_comment(cur, target, comment)
             self.cleaned_up.append("%s %srenamed back to %s: a restore by %s died after setting it aside"
                                    % (aside, would or "was ", target, who))
-        elif name == aside and _is_scratch_of(cat.database_comment(cur, target), record.get("scratch")):
+        elif name == aside and _is_scratch_of(catalog.database_comment(cur, target), record.get("scratch")):
             if not self.check_mode:
-                cat.set_comment(cur, target, comment)
+                catalog.set_comment(cur, target, comment)
                 if record.get("empty"):
                     drop_database(cur, aside, server_num)
                 else:
-                    cat.set_comment(cur, aside, bk.record_text(dict(record, state="kept")))
+                    catalog.set_comment(cur, aside, backups.record_text(dict(record, state="kept")))
             replaced = "(empty) is dropped" if record.get("empty") else "is kept as %s" % aside
             self.cleaned_up.append("a restore into %s by %s died after its swap: the restored database %sstays; "
                                    "the replaced one %s" % (target, who, would, replaced))
@@ -430,12 +430,12 @@ class Backup:
 
     # -------------------------------------------------- present
 
-    def create(self, dest: str, options: bk.DumpOptions, verify: str, keep: Optional[int]) -> Dict[str, Any]:
+    def create(self, dest: str, options: backups.DumpOptions, verify: str, keep: Optional[int]) -> Dict[str, Any]:
         options.validate()
         if keep is not None and keep < 1:
-            raise bk.BackupError("keep must be at least 1 (got %d); the backup just made is always kept" % keep)
+            raise backups.BackupError("keep must be at least 1 (got %d); the backup just made is always kept" % keep)
         dest = os.path.abspath(dest)
-        started = bk.utc_now()
+        started = backups.utc_now()
         clock = time.monotonic()
         dump_tool_version, dump_tool_text = self.executor.version("pg_dump")
         restore_tool_text = ""
@@ -444,14 +444,14 @@ class Backup:
         conn = _connect(self.info, autocommit=False)
         try:
             server_num = server_version_num(conn)
-            bk.check_client_version("pg_dump", dump_tool_version, server_num, self.executor.where())
+            backups.check_client_version("pg_dump", dump_tool_version, server_num, self.executor.where())
             options.check_client(dump_tool_version, self.executor.where())
-            created_dest = bk.ensure_dest(dest, self.check_mode, self.executor.owner())
+            created_dest = backups.ensure_dest(dest, self.check_mode, self.executor.owner())
             if not created_dest:
                 self.clean_staging(dest)
             self.clean_databases_quietly(server_num)
-            name = bk.backup_name(self.database, options.fmt, started,
-                                  os.listdir(dest) if os.path.isdir(dest) else ())
+            name = backups.backup_name(self.database, options.fmt, started,
+                                       os.listdir(dest) if os.path.isdir(dest) else ())
             if self.check_mode:
                 return self._predict_present(dest, name, created_dest, keep, server_num)
             conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
@@ -459,9 +459,9 @@ class Backup:
                 cur.execute("SELECT pg_export_snapshot()")
                 snapshot = cur.fetchone()[0]
                 revision, version_table = alembic_revision(cur, self.version_table, self.version_table_schema)
-                large_objects = cat.large_object_count(cur)
+                large_objects = catalog.large_object_count(cur)
                 tables = list_tables(cur)
-            staging = bk.make_staging(dest, self.owner)
+            staging = backups.make_staging(dest, self.owner)
             try:
                 # Rows are counted in the same snapshot on a second session while pg_dump runs.
                 counter = SnapshotCounter(self.info, snapshot, tables)
@@ -472,8 +472,8 @@ class Backup:
                     counter.join()  # a pg_dump error stays the error reported
                 counts = counter.result()
                 conn.rollback()  # pg_dump and the counter are done with the snapshot
-                finished = bk.utc_now()
-                manifest = bk.build_manifest(
+                finished = backups.utc_now()
+                manifest = backups.build_manifest(
                     database=self.database, file_name=name, options=options, server_version_num=server_num,
                     alembic_revision=revision, tables=counts, sha256=sha256, size_bytes=size,
                     started=started, finished=finished,
@@ -487,14 +487,14 @@ class Backup:
                 verification = self.verify_path(os.path.join(staging, name), manifest, verify,
                                                 server_num=server_num, checksum=False)
                 manifest["verification"] = verification
-                bk.write_json_file(os.path.join(staging, bk.manifest_name(name)), manifest, self.executor.owner())
+                backups.write_json_file(os.path.join(staging, backups.manifest_name(name)), manifest, self.executor.owner())
                 if os.path.lexists(os.path.join(dest, name)):
-                    raise bk.BackupError("%s appeared in %s while dumping; nothing was overwritten" % (name, dest))
-                bk.publish(staging, [name, bk.manifest_name(name)], dest)
+                    raise backups.BackupError("%s appeared in %s while dumping; nothing was overwritten" % (name, dest))
+                backups.publish(staging, [name, backups.manifest_name(name)], dest)
             except OSError as exc:
-                raise bk.BackupError(bk.describe_os_error(exc, dest))
+                raise backups.BackupError(backups.describe_os_error(exc, dest))
             finally:
-                bk.remove_path(staging)
+                backups.remove_path(staging)
         except BaseException:
             with contextlib.suppress(Exception):
                 conn.rollback()
@@ -510,7 +510,7 @@ class Backup:
         return dict(self.housekeeping(), **{
             "changed": True,
             "path": os.path.join(dest, name),
-            "manifest_path": os.path.join(dest, bk.manifest_name(name)),
+            "manifest_path": os.path.join(dest, backups.manifest_name(name)),
             "manifest": manifest,
             "size_bytes": manifest["size_bytes"],
             "sha256": manifest["sha256"],
@@ -524,44 +524,44 @@ class Backup:
 
     def _requested_version_table(self) -> str:
         if self.version_table_schema:
-            return bk.qualified(self.version_table_schema, self.version_table)
+            return backups.qualified(self.version_table_schema, self.version_table)
         return self.version_table
 
     def _predict_present(self, dest: str, name: str, created_dest: bool, keep: Optional[int], server_num: int) -> Dict[str, Any]:
         removed: List[str] = []
         if keep is not None:
-            existing = bk.list_backups(dest, self.database)
+            existing = backups.list_backups(dest, self.database)
             # the new backup takes one of the ``keep`` places
-            gone = bk.plan_retention(existing, keep - 1)[1] if keep > 1 else existing
+            gone = backups.plan_retention(existing, keep - 1)[1] if keep > 1 else existing
             removed = [os.path.join(dest, e.name) for e in gone]
         path = os.path.join(dest, name)
         return dict(self.housekeeping(), **{
-            "changed": True, "path": path, "manifest_path": path + bk.MANIFEST_SUFFIX,
-            "manifest": {"database": self.database, "server_version": bk.server_version_text(server_num)},
+            "changed": True, "path": path, "manifest_path": path + backups.MANIFEST_SUFFIX,
+            "manifest": {"database": self.database, "server_version": backups.server_version_text(server_num)},
             "size_bytes": 0, "sha256": "", "duration_s": 0.0, "verified": False,
             "verification": {"mode": "none", "verified": False, "skipped": "check mode"},
             "removed": removed, "dest_created": created_dest,
             "diff": {"before": {"path": None}, "after": {"path": path}}})
 
-    def _dump_into(self, staging: str, dest: str, name: str, options: bk.DumpOptions, snapshot: str) -> Tuple[str, int]:
+    def _dump_into(self, staging: str, dest: str, name: str, options: backups.DumpOptions, snapshot: str) -> Tuple[str, int]:
         work = self.executor.work_dir(staging)
         self.executor.prepare_work_dir(work)
         try:
             output = os.path.join(work, name)
             rc, out, err = self.executor.run("pg_dump", options.pg_dump_args(output, snapshot), self.tool_env())
             if rc != 0:
-                raise bk.BackupError(self._dump_failure(rc, err or out, dest))
+                raise backups.BackupError(self._dump_failure(rc, err or out, dest))
             self.executor.fetch(output, os.path.join(staging, name))
         finally:
             self.executor.cleanup_work_dir(work)
         path = os.path.join(staging, name)
         if not os.path.exists(path):
-            raise bk.BackupError("pg_dump exited 0 but wrote no %s; nothing was kept" % name)
-        bk.restrict_mode(path, self.executor.owner())
-        bk.fsync_path(path)
-        sha256, size = bk.sha256_path(path)
+            raise backups.BackupError("pg_dump exited 0 but wrote no %s; nothing was kept" % name)
+        backups.restrict_mode(path, self.executor.owner())
+        backups.fsync_path(path)
+        sha256, size = backups.sha256_path(path)
         if size == 0:
-            raise bk.BackupError("pg_dump wrote an empty %s; nothing was kept" % name)
+            raise backups.BackupError("pg_dump wrote an empty %s; nothing was kept" % name)
         return sha256, size
 
     def _dump_failure(self, rc: int, stderr: str, dest: str) -> str:
@@ -581,26 +581,26 @@ class Backup:
         if mode == "none":
             return report
         clock = time.monotonic()
-        fmt = manifest.get("format") or bk.detect_format(path)
+        fmt = manifest.get("format") or backups.detect_format(path)
         if checksum:
-            digest, size = bk.sha256_path(path)
+            digest, size = backups.sha256_path(path)
             if digest != manifest.get("sha256"):
-                raise bk.BackupError(
+                raise backups.BackupError(
                     "checksum mismatch for %s: the manifest says sha256 %s (%s bytes), the file has %s (%d bytes); "
                     "the backup is damaged or was changed; use another backup" % (
                         path, manifest.get("sha256"), manifest.get("size_bytes"), digest, size))
             report["checks"].append("sha256")
         if fmt == "plain":
-            if not bk.plain_dump_complete(path):
-                raise bk.BackupError("%s is truncated: it lacks pg_dump's 'dump complete' trailer; use another backup" % path)
+            if not backups.plain_dump_complete(path):
+                raise backups.BackupError("%s is truncated: it lacks pg_dump's 'dump complete' trailer; use another backup" % path)
             report["checks"].append("complete")
         else:
             listing = self.list_archive(path)
-            problems = (bk.toc_problems(listing, manifest.get("tables", {}).keys())
-                        + bk.toc_large_object_problems(listing, manifest.get("large_objects")))
+            problems = (backups.toc_problems(listing, manifest.get("tables", {}).keys())
+                        + backups.toc_large_object_problems(listing, manifest.get("large_objects")))
             if problems:
-                raise bk.BackupError("archive %s lacks data for %d table(s) or kind(s): %s"
-                                     % (path, len(problems), "; ".join(problems[:10])))
+                raise backups.BackupError("archive %s lacks data for %d table(s) or kind(s): %s"
+                                          % (path, len(problems), "; ".join(problems[:10])))
             report["checks"].append("toc")
             report["toc_entries"] = len([line for line in listing.splitlines() if line and not line.startswith(";")])
         if mode == "restore":
@@ -609,10 +609,10 @@ class Backup:
             actual, large_objects = self._restore_into_new(
                 path, fmt, scratch, jobs=max(1, int(manifest.get("jobs") or 1)), server_num=server_num, keep=False,
                 no_owner=True, purpose="verify")
-            problems = (bk.compare_counts(manifest.get("tables", {}), actual)
-                        + bk.compare_large_objects(manifest.get("large_objects"), large_objects))
+            problems = (backups.compare_counts(manifest.get("tables", {}), actual)
+                        + backups.compare_large_objects(manifest.get("large_objects"), large_objects))
             if problems:
-                raise bk.BackupError("verification restore of %s does not match its manifest: %s" % (path, "; ".join(problems[:10])))
+                raise backups.BackupError("verification restore of %s does not match its manifest: %s" % (path, "; ".join(problems[:10])))
             report["checks"].append("restore")
             report["restored_rows"] = sum(actual.values())
             report["restored_large_objects"] = large_objects
@@ -631,15 +631,15 @@ class Backup:
             if self.executor.container:
                 self.executor.cleanup_work_dir(work)
         if rc != 0:
-            raise bk.BackupError("pg_restore cannot read the table of contents of %s: %s; the archive is damaged "
-                                 "or not a pg_dump archive; use another backup" % (path, (err or out).strip()[:400]))
+            raise backups.BackupError("pg_restore cannot read the table of contents of %s: %s; the archive is damaged "
+                                      "or not a pg_dump archive; use another backup" % (path, (err or out).strip()[:400]))
         return out
 
     # -------------------------------------------------- restore
 
     def _restore_into_new(self, path: str, fmt: str, new_db: str, *, jobs: int, server_num: Optional[int],
                           keep: bool, no_owner: bool, purpose: str,
-                          like: Optional[cat.DatabaseState] = None) -> Tuple[Dict[str, int], int]:
+                          like: Optional[catalog.DatabaseState] = None) -> Tuple[Dict[str, int], int]:
         """CREATE DATABASE new_db (marked with this run's owner record), restore, count rows and
         large objects; dropped afterwards unless ``keep`` (and the restore succeeded)."""
         admin = _connect(self.admin_info())
@@ -648,13 +648,13 @@ class Backup:
             with admin.cursor() as cur:
                 server_num = server_num or server_version_num(admin)
                 try:
-                    cur.execute(cat.create_database_sql(new_db, like))
+                    cur.execute(catalog.create_database_sql(new_db, like))
                 except psycopg2.Error as exc:
-                    raise bk.BackupError("cannot create the %s database %s: %s; nothing was changed"
-                                         % (purpose, new_db, str(exc).strip()))
+                    raise backups.BackupError("cannot create the %s database %s: %s; nothing was changed"
+                                              % (purpose, new_db, str(exc).strip()))
             try:
                 with admin.cursor() as cur:
-                    cat.set_comment(cur, new_db, bk.owner_record("scratch", self.owner, name=new_db, purpose=purpose))
+                    catalog.set_comment(cur, new_db, backups.owner_record("scratch", self.owner, name=new_db, purpose=purpose))
                 started = time.monotonic()
                 self._run_restore(path, fmt, new_db, jobs, no_owner)
                 self._timings["pg_restore_s"] = round(time.monotonic() - started, 3)
@@ -663,7 +663,7 @@ class Backup:
                 try:
                     with target.cursor() as cur:
                         tables = list_tables(cur)
-                        large_objects = cat.large_object_count(cur)
+                        large_objects = catalog.large_object_count(cur)
                 finally:
                     target.close()
                 counts = count_rows_parallel(self.info.with_dbname(new_db), tables, jobs)
@@ -699,7 +699,7 @@ class Backup:
                 args = ["--exit-on-error", "--no-password", "--dbname=dbname=" + conninfo_quote(dbname)]
                 if no_owner:
                     args += ["--no-owner", "--no-privileges"]
-                if bk.restore_jobs(fmt, jobs) > 1:
+                if backups.restore_jobs(fmt, jobs) > 1:
                     args.append("--jobs=%d" % jobs)
                 args.append(inside)
                 rc, out, err = self.executor.run("pg_restore", args, env)
@@ -707,37 +707,37 @@ class Backup:
             if self.executor.container:
                 self.executor.cleanup_work_dir(work)
         if rc != 0:
-            raise bk.BackupError("restore of %s into %s failed (exit %d): %s" % (
+            raise backups.BackupError("restore of %s into %s failed (exit %d): %s" % (
                 path, dbname, rc, mask_secrets((err or out).strip(), self.info.password)[-800:]))
 
     def _checked_archive(self, src: str, fmt: Optional[str]) -> Dict[str, Any]:
         """Everything about ``src`` that can be checked without touching a database."""
-        dump, manifest_path = bk.resolve_src(src)
+        dump, manifest_path = backups.resolve_src(src)
         if not os.path.exists(dump):
-            raise bk.BackupError("dump %s named by the manifest does not exist" % dump)
-        manifest: Dict[str, Any] = bk.read_manifest(manifest_path) if manifest_path else {}
-        detected = bk.detect_format(dump)
+            raise backups.BackupError("dump %s named by the manifest does not exist" % dump)
+        manifest: Dict[str, Any] = backups.read_manifest(manifest_path) if manifest_path else {}
+        detected = backups.detect_format(dump)
         if manifest.get("format") and manifest["format"] != detected:
-            raise bk.BackupError("manifest says format %s but %s is a %s archive; the manifest does not belong to this dump"
-                                 % (manifest["format"], dump, detected))
+            raise backups.BackupError("manifest says format %s but %s is a %s archive; the manifest does not belong to this dump"
+                                      % (manifest["format"], dump, detected))
         if fmt and fmt != detected:
-            raise bk.BackupError("format: %s was given but %s is a %s archive; drop format or fix src" % (fmt, dump, detected))
-        sha256, size = bk.sha256_path(dump)
+            raise backups.BackupError("format: %s was given but %s is a %s archive; drop format or fix src" % (fmt, dump, detected))
+        sha256, size = backups.sha256_path(dump)
         if manifest and sha256 != manifest.get("sha256"):
-            raise bk.BackupError(
+            raise backups.BackupError(
                 "checksum mismatch for %s: the manifest says sha256 %s, the file has %s; the backup is damaged or "
                 "was changed; nothing was restored; use another backup" % (dump, manifest.get("sha256"), sha256))
         if detected != "plain":
             restore_version, _text = self.executor.version("pg_restore")
             dumped_with = (manifest.get("tools") or {}).get("pg_dump")
-            bk.check_restore_version(restore_version, bk.parse_tool_version(dumped_with) if dumped_with else None)
+            backups.check_restore_version(restore_version, backups.parse_tool_version(dumped_with) if dumped_with else None)
             listing = self.list_archive(dump)
-            problems = (bk.toc_problems(listing, manifest.get("tables", {}).keys())
-                        + bk.toc_large_object_problems(listing, manifest.get("large_objects")))
+            problems = (backups.toc_problems(listing, manifest.get("tables", {}).keys())
+                        + backups.toc_large_object_problems(listing, manifest.get("large_objects")))
             if problems:
-                raise bk.BackupError("archive %s lacks data: %s; nothing was restored" % (dump, "; ".join(problems[:10])))
-        elif not bk.plain_dump_complete(dump):
-            raise bk.BackupError("%s is truncated (no 'dump complete' trailer); nothing was restored" % dump)
+                raise backups.BackupError("archive %s lacks data: %s; nothing was restored" % (dump, "; ".join(problems[:10])))
+        elif not backups.plain_dump_complete(dump):
+            raise backups.BackupError("%s is truncated (no 'dump complete' trailer); nothing was restored" % dump)
         return {"path": dump, "manifest_path": manifest_path, "manifest": manifest, "format": detected,
                 "sha256": sha256, "size_bytes": size}
 
@@ -754,18 +754,18 @@ class Backup:
             server_num = server_version_num(admin)
             self.clean_databases(admin, server_num)
             with admin.cursor() as cur:
-                state = cat.read_database_state(cur, target_db)
+                state = catalog.read_database_state(cur, target_db)
                 objects = self._user_objects(target_db) if state else {}
                 if objects and not force:
-                    raise bk.BackupError(
+                    raise backups.BackupError(
                         "target database %s is not empty: it holds %s. Refusing to overwrite it; restore into a new "
                         "target_db, or set force: true to replace it (the current database is then kept under "
-                        "another name, not dropped)" % (target_db, bk.describe_objects(objects)))
-                problems = cat.restore_problems(cur, cat.current_role(cur), target_db, state, server_num)
+                        "another name, not dropped)" % (target_db, backups.describe_objects(objects)))
+                problems = catalog.restore_problems(cur, catalog.current_role(cur), target_db, state, server_num)
                 if problems:
-                    raise bk.BackupError("cannot restore into %s: %s. Nothing was changed."
-                                         % (target_db, "; ".join(problems)))
-                aside = bk.replaced_name(target_db, bk.utc_now(), cat.database_names(cur)) if state else None
+                    raise backups.BackupError("cannot restore into %s: %s. Nothing was changed."
+                                              % (target_db, "; ".join(problems)))
+                aside = backups.replaced_name(target_db, backups.utc_now(), catalog.database_names(cur)) if state else None
             keep_aside = bool(objects)
             diff = {"before": {"target_db": target_db, "exists": state is not None,
                                "objects": {kind: count for kind, (count, _names) in objects.items()},
@@ -787,20 +787,20 @@ class Backup:
                 try:
                     problems = []
                     if manifest:
-                        problems = (bk.compare_counts(manifest.get("tables", {}), counts)
-                                    + bk.compare_large_objects(manifest.get("large_objects"), large_objects))
+                        problems = (backups.compare_counts(manifest.get("tables", {}), counts)
+                                    + backups.compare_large_objects(manifest.get("large_objects"), large_objects))
                     if problems:
-                        raise bk.BackupError("restored row counts differ from the manifest: %s; %s was left unchanged"
-                                             % ("; ".join(problems[:10]), target_db))
+                        raise backups.BackupError("restored row counts differ from the manifest: %s; %s was left unchanged"
+                                                  % ("; ".join(problems[:10]), target_db))
                     if state:
-                        cat.apply_database_state(cur, scratch, state)
+                        catalog.apply_database_state(cur, scratch, state)
                 except BaseException:
                     with contextlib.suppress(Exception):
                         drop_database(cur, scratch, server_num)
                     raise
                 self._swap_in(cur, scratch, target_db, state, aside, keep_aside, dump, server_num)
         except psycopg2.Error as exc:
-            raise bk.BackupError("restore into %s failed: %s" % (target_db, mask_secrets(str(exc).strip(), self.info.password)))
+            raise backups.BackupError("restore into %s failed: %s" % (target_db, mask_secrets(str(exc).strip(), self.info.password)))
         finally:
             admin.close()
         result = dict(base, **self.housekeeping(), changed=True, verified=bool(manifest), restored_tables=counts,
@@ -812,46 +812,46 @@ class Backup:
         result["msg"] = _restore_message(result)
         return result
 
-    def _swap_in(self, cur, scratch: str, target: str, state: Optional[cat.DatabaseState], aside: Optional[str],
+    def _swap_in(self, cur, scratch: str, target: str, state: Optional[catalog.DatabaseState], aside: Optional[str],
                  keep_aside: bool, dump: str, server_num: int) -> None:
         """Put the checked restore in the place of ``target``. Every step leaves a record that
         lets the next run finish or undo the swap if this one dies half-way."""
         if state is None:
             try:
-                cat.rename_database(cur, scratch, target)
+                catalog.rename_database(cur, scratch, target)
             except BaseException:
                 with contextlib.suppress(Exception):
                     drop_database(cur, scratch, server_num)
                 raise
-            cat.set_comment(cur, target, None)
+            catalog.set_comment(cur, target, None)
             return
         record = dict(self.owner, kind="replaced", database=target, name=aside, scratch=scratch, state="swapping",
                       comment=state.comment, empty=not keep_aside, restored_from=dump)
         try:
-            cat.set_comment(cur, target, bk.record_text(record))
+            catalog.set_comment(cur, target, backups.record_text(record))
             self._set_aside(cur, target, aside)
         except BaseException:
             with contextlib.suppress(Exception):
-                cat.set_comment(cur, target, state.comment)
+                catalog.set_comment(cur, target, state.comment)
             with contextlib.suppress(Exception):
                 drop_database(cur, scratch, server_num)
             raise
         try:
-            cat.rename_database(cur, scratch, target)
-            cat.set_comment(cur, target, state.comment)
+            catalog.rename_database(cur, scratch, target)
+            catalog.set_comment(cur, target, state.comment)
         except BaseException:
             # the old database goes back where it was, with its own comment
             with contextlib.suppress(Exception):
                 if database_exists(cur, target) and not database_exists(cur, scratch):
-                    cat.rename_database(cur, target, scratch)
+                    catalog.rename_database(cur, target, scratch)
             with contextlib.suppress(Exception):
-                cat.rename_database(cur, aside, target)
-                cat.set_comment(cur, target, state.comment)
+                catalog.rename_database(cur, aside, target)
+                catalog.set_comment(cur, target, state.comment)
             with contextlib.suppress(Exception):
                 drop_database(cur, scratch, server_num)
             raise
         if keep_aside:
-            cat.set_comment(cur, aside, bk.record_text(dict(record, state="kept", replaced_at=bk.utc_now().isoformat())))
+            catalog.set_comment(cur, aside, backups.record_text(dict(record, state="kept", replaced_at=backups.utc_now().isoformat())))
         else:
             drop_database(cur, aside, server_num)  # it held no user objects: nothing to keep
 
@@ -859,14 +859,14 @@ class Backup:
         """Rename ``target`` to ``aside``; sessions still connected are ended first (the
         application should be stopped; a pool may reconnect, hence the retries)."""
         for attempt in range(10):
-            cat.terminate_sessions(cur, target)
+            catalog.terminate_sessions(cur, target)
             try:
-                cat.rename_database(cur, target, aside)
+                catalog.rename_database(cur, target, aside)
                 return
             except psycopg2.errors.ObjectInUse:
                 time.sleep(0.1 * (attempt + 1))
-        raise bk.BackupError("sessions keep connecting to %s, so it cannot be set aside; stop the application "
-                             "and run the restore again. %s was left unchanged" % (target, target))
+        raise backups.BackupError("sessions keep connecting to %s, so it cannot be set aside; stop the application "
+                                  "and run the restore again. %s was left unchanged" % (target, target))
 
     def _compare_with_replaced(self, aside: str, restored: Dict[str, int], jobs: int) -> Dict[str, Any]:
         """Row counts of the replaced database against the restored one: what the restore lost."""
@@ -878,18 +878,18 @@ class Backup:
             finally:
                 conn.close()
             replaced = count_rows_parallel(self.info.with_dbname(aside), tables, jobs)
-        except (bk.BackupError, psycopg2.Error) as exc:
+        except (backups.BackupError, psycopg2.Error) as exc:
             return {"row_differences": None, "rows_lost": None,
                     "row_differences_error": "could not count the rows of %s: %s" % (aside, exc)}
-        differences = bk.row_differences(replaced, restored)
-        lost = bk.rows_lost(differences)
+        differences = backups.row_differences(replaced, restored)
+        lost = backups.rows_lost(differences)
         return {"row_differences": differences, "rows_lost": lost, "rows_lost_total": sum(lost.values())}
 
     def _user_objects(self, dbname: str) -> Dict[str, Tuple[int, List[str]]]:
         conn = _connect(self.info.with_dbname(dbname))
         try:
             with conn.cursor() as cur:
-                return cat.user_objects(cur)
+                return catalog.user_objects(cur)
         finally:
             conn.close()
 
@@ -904,24 +904,24 @@ class Backup:
                 if not database_exists(cur, name):
                     return dict(self.housekeeping(), changed=False, dropped=None, duration_s=0.0,
                                 msg="%s does not exist (already dropped)" % name)
-                record = bk.parse_owner_record(cat.database_comment(cur, name))
+                record = backups.parse_owner_record(catalog.database_comment(cur, name))
                 if not record or record.get("kind") != "replaced" or record.get("name") != name:
-                    raise bk.BackupError(
+                    raise backups.BackupError(
                         "%s was not set aside by a pg_backup restore (its comment holds no such record); nothing was "
                         "dropped. drop_replaced takes the replaced_database a restore returned" % name)
                 if record.get("state") != "kept":
-                    raise bk.BackupError("a restore that is still running (%s) is replacing %s with %s; nothing was "
-                                         "dropped" % (_describe_owner(record), record.get("database"), name))
+                    raise backups.BackupError("a restore that is still running (%s) is replacing %s with %s; nothing was "
+                                              "dropped" % (_describe_owner(record), record.get("database"), name))
                 if not database_exists(cur, record.get("database") or ""):
-                    raise bk.BackupError(
+                    raise backups.BackupError(
                         "%s replaced %s, which does not exist now: %s may be the only copy; nothing was dropped. Rename "
                         "it back or drop it by hand" % (name, record.get("database"), name))
                 if not self.check_mode:
                     try:
                         cur.execute(pgsql.SQL("DROP DATABASE {}").format(pgsql.Identifier(name)))
                     except psycopg2.errors.ObjectInUse:
-                        raise bk.BackupError("%s is in use by other sessions; close them and run again; nothing was "
-                                             "dropped" % name)
+                        raise backups.BackupError("%s is in use by other sessions; close them and run again; nothing was "
+                                                  "dropped" % name)
         finally:
             admin.close()
         return dict(self.housekeeping(), changed=True, dropped=name, duration_s=round(time.monotonic() - clock, 3),
@@ -932,12 +932,12 @@ class Backup:
     # -------------------------------------------------- verify an existing backup
 
     def verify_existing(self, src: str, mode: str) -> Dict[str, Any]:
-        dump, manifest_path = bk.resolve_src(src)
+        dump, manifest_path = backups.resolve_src(src)
         if not manifest_path:
-            raise bk.BackupError("no manifest beside %s; verification compares the dump with its manifest" % dump)
-        manifest = bk.read_manifest(manifest_path)
+            raise backups.BackupError("no manifest beside %s; verification compares the dump with its manifest" % dump)
+        manifest = backups.read_manifest(manifest_path)
         if not os.path.exists(dump):
-            raise bk.BackupError("dump %s named by the manifest does not exist" % dump)
+            raise backups.BackupError("dump %s named by the manifest does not exist" % dump)
         clock = time.monotonic()
         if mode == "restore":
             self.clean_databases_quietly()
@@ -954,20 +954,20 @@ class Backup:
         """Keep the newest ``keep`` backups of ``database`` (of each database when None), as their
         manifests name it. Files without a readable manifest are never removed, only reported."""
         dest = os.path.abspath(dest)
-        entries, skipped = bk.scan_backups(dest)
+        entries, skipped = backups.scan_backups(dest)
         if database is not None:
             entries = [e for e in entries if e.database == database]
         kept, removed = [], []
         for db in sorted({e.database for e in entries}):
-            db_kept, db_removed = bk.plan_retention([e for e in entries if e.database == db], keep, protect)
+            db_kept, db_removed = backups.plan_retention([e for e in entries if e.database == db], keep, protect)
             kept += db_kept
             removed += db_removed
         removed_paths = [os.path.join(dest, e.name) for e in removed]
         if not self.check_mode:
             for entry in removed:
                 # manifest first: a dump without manifest is visibly incomplete, never a false "good backup"
-                bk.remove_path(os.path.join(dest, entry.manifest))
-                bk.remove_path(os.path.join(dest, entry.name))
+                backups.remove_path(os.path.join(dest, entry.manifest))
+                backups.remove_path(os.path.join(dest, entry.name))
         return {"changed": bool(removed), "removed": removed_paths,
                 "kept": [os.path.join(dest, e.name) for e in kept], "skipped": skipped,
                 "diff": {"before": {"backups": sorted(e.name for e in entries)},
@@ -982,7 +982,7 @@ def _describe_owner(record: Dict[str, Any]) -> str:
 
 
 def _is_scratch_of(comment: Optional[str], scratch: Optional[str]) -> bool:
-    record = bk.parse_owner_record(comment)
+    record = backups.parse_owner_record(comment)
     return bool(record and scratch and record.get("kind") == "scratch" and record.get("name") == scratch)
 
 

@@ -19,8 +19,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as cu1
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose as compose
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as compose_v1
 
 
 def _probe_version(module, argv: list[str]) -> tuple[str | None, str]:
@@ -31,21 +31,21 @@ def _probe_version(module, argv: list[str]) -> tuple[str | None, str]:
     return None, (err or out).strip() or "exit code %d" % rc
 
 
-def choose_compose_cli(module, requested: str) -> tuple[cu1.ComposeChoice, str]:
+def choose_compose_cli(module, requested: str) -> tuple[compose_v1.ComposeChoice, str]:
     """The compose CLI to drive for ``compose_command`` and its executable: ``docker`` for the
     v2 plugin, ``docker-compose`` for v1. Raises ComposeError saying what to install."""
     docker_bin = module.get_bin_path("docker")
     plugin_version, plugin_error = None, "the docker CLI is not installed on the target (docker-ce-cli or docker.io)"
-    if requested != cu1.STANDALONE and docker_bin:
+    if requested != compose_v1.STANDALONE and docker_bin:
         plugin_version, plugin_error = _probe_version(module, [docker_bin, "compose", "version", "--short"])
     standalone_bin = standalone_version = None
     standalone_error = ""
-    if requested == cu1.STANDALONE or not cu1.plugin_usable(plugin_version):
+    if requested == compose_v1.STANDALONE or not compose_v1.plugin_usable(plugin_version):
         standalone_bin = module.get_bin_path("docker-compose")
         if standalone_bin:
             standalone_version, standalone_error = _probe_version(module, [standalone_bin, "version", "--short"])
-    choice = cu1.choose_compose(requested, plugin_version, plugin_error, standalone_version, standalone_error)
-    return choice, (docker_bin if choice.kind == cu1.PLUGIN else standalone_bin)
+    choice = compose_v1.choose_compose(requested, plugin_version, plugin_error, standalone_version, standalone_error)
+    return choice, (docker_bin if choice.kind == compose_v1.PLUGIN else standalone_bin)
 
 
 def docker_client(timeout: int = 10):
@@ -56,7 +56,7 @@ def docker_client(timeout: int = 10):
 def write_env_file(env: Mapping[str, Any], dotenv: str = "") -> tuple[str, str]:
     """A 0700 directory holding a 0600 env file with ``env`` (after ``dotenv``, the text of the
     project's .env, when given); returns (directory, file)."""
-    text = cu1.merged_env_text(dotenv, env)
+    text = compose_v1.merged_env_text(dotenv, env)
     directory = tempfile.mkdtemp(prefix="dbops-compose-")
     path = os.path.join(directory, "deploy.env")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -65,24 +65,24 @@ def write_env_file(env: Mapping[str, Any], dotenv: str = "") -> tuple[str, str]:
     return directory, path
 
 
-def containers(client, project: str, with_aliases: bool = False) -> list[cu.Container]:
+def containers(client, project: str, with_aliases: bool = False) -> list[compose.Container]:
     """The project's containers; ``with_aliases`` also inspects each service container to tell
     whether it is reachable under its service name (one more API call per container)."""
-    items = client.api.containers(all=True, filters={"label": "%s=%s" % (cu.PROJECT_LABEL, project)})
-    found = cu.parse_container_list(items, project)
+    items = client.api.containers(all=True, filters={"label": "%s=%s" % (compose.PROJECT_LABEL, project)})
+    found = compose.parse_container_list(items, project)
     for container in found if with_aliases else ():
         if container.service and not container.oneoff:
             # the list API leaves aliases out; only inspect has them
-            container.hidden = cu.hidden_from_service(container.service, _network_aliases(client, container.id))
+            container.hidden = compose.hidden_from_service(container.service, _network_aliases(client, container.id))
     return found
 
 
 def project_networks(client, project: str) -> list[str]:
-    return sorted(n["Name"] for n in client.api.networks(filters={"label": "%s=%s" % (cu.PROJECT_LABEL, project)}))
+    return sorted(n["Name"] for n in client.api.networks(filters={"label": "%s=%s" % (compose.PROJECT_LABEL, project)}))
 
 
 def project_volumes(client, project: str) -> list[str]:
-    answer = client.api.volumes(filters={"label": "%s=%s" % (cu.PROJECT_LABEL, project)}) or {}
+    answer = client.api.volumes(filters={"label": "%s=%s" % (compose.PROJECT_LABEL, project)}) or {}
     return sorted(v["Name"] for v in answer.get("Volumes") or [])
 
 
@@ -106,7 +106,7 @@ def container_logs(client, container_id: str, lines: int) -> list[str]:
     except docker.errors.NotFound:
         return []
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return cu.tail_lines(text, lines)
+    return compose.tail_lines(text, lines)
 
 
 def health_log(client, container_id: str) -> list[str]:
@@ -131,7 +131,7 @@ def fetch_status(url: str, timeout: float) -> tuple[int | None, str]:
         return None, "%s: %s" % (type(exc).__name__, exc)
 
 
-def wait_healthy(client, project: str, specs: Mapping[str, cu.ServiceSpec], targets: Sequence[str], *,
+def wait_healthy(client, project: str, specs: Mapping[str, compose.ServiceSpec], targets: Sequence[str], *,
                  timeout: float, interval: float, settle: float = 0.0, url: str | None = None,
                  status_codes: Sequence[int] = (200,), successes: int = 1,
                  wait_containers: bool = True, exclude_ids: Sequence[str] = (),
@@ -142,18 +142,18 @@ def wait_healthy(client, project: str, specs: Mapping[str, cu.ServiceSpec], targ
     seconds, and ``url`` answered ``successes`` times in a row; or until a failure/timeout."""
     start = clock()
     deadline = start + timeout
-    gate = cu.UrlGate(max(1, successes)) if url else None
+    gate = compose.UrlGate(max(1, successes)) if url else None
     healthy_since = None
-    verdict = cu.HealthVerdict("pending")
+    verdict = compose.HealthVerdict("pending")
     while True:
         current = containers(client, project)
         seen = {c.id for c in current}
         visible = current if wait_containers else [c for c in current if c.health != "starting"]
-        verdict = cu.evaluate_containers(visible, targets, specs, exclude_ids)
+        verdict = compose.evaluate_containers(visible, targets, specs, exclude_ids)
         gone = [i for i in watch_ids if i not in seen]
         if gone and verdict.state != "failed":
-            verdict = cu.HealthVerdict("failed", "exited", None, gone[0][:12],
-                                       "container %s disappeared" % gone[0][:12])
+            verdict = compose.HealthVerdict("failed", "exited", None, gone[0][:12],
+                                            "container %s disappeared" % gone[0][:12])
         now = clock()
         if verdict.state == "failed":
             break
@@ -162,7 +162,7 @@ def wait_healthy(client, project: str, specs: Mapping[str, cu.ServiceSpec], targ
             url_done = True
             if gate is not None and not gate.passed:
                 status, error = fetch(url, max(1.0, interval * 2))
-                gate.record(status, cu.url_ok(status, status_codes), error)
+                gate.record(status, compose.url_ok(status, status_codes), error)
                 url_done = gate.passed
             if now - healthy_since >= settle and url_done:
                 break
@@ -170,10 +170,10 @@ def wait_healthy(client, project: str, specs: Mapping[str, cu.ServiceSpec], targ
             healthy_since = None
         if now >= deadline:
             if verdict.state == "pending":
-                verdict = cu.HealthVerdict("failed", verdict.check, verdict.service, verdict.container,
-                                           "%s after %ss" % (verdict.reason, timeout))
+                verdict = compose.HealthVerdict("failed", verdict.check, verdict.service, verdict.container,
+                                                "%s after %ss" % (verdict.reason, timeout))
             elif gate is not None and not gate.passed:
-                verdict = cu.HealthVerdict("failed", "url", None, None, gate.describe(url))
+                verdict = compose.HealthVerdict("failed", "url", None, None, gate.describe(url))
             elif verdict.state == "ok":
                 break
             break
@@ -254,6 +254,6 @@ def exec_in(client, container_id: str, argv: Sequence[str], timeout: int = 30) -
     return (rc if rc is not None else -1), text
 
 
-def running_container_of(client, project: str, service: str) -> cu.Container | None:
+def running_container_of(client, project: str, service: str) -> compose.Container | None:
     found = [c for c in containers(client, project) if c.service == service and c.running and not c.oneoff]
     return found[0] if found else None

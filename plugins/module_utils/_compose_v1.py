@@ -15,7 +15,7 @@ import os
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose as compose
 
 PLUGIN = "plugin"
 STANDALONE = "standalone"
@@ -79,7 +79,7 @@ def choose_compose(requested: str, plugin_version: str | None, plugin_error: str
     what to install.
     """
     if requested not in COMPOSE_COMMANDS:
-        raise cu.ComposeError("compose_command must be one of %s, not %r" % (", ".join(COMPOSE_COMMANDS), requested))
+        raise compose.ComposeError("compose_command must be one of %s, not %r" % (", ".join(COMPOSE_COMMANDS), requested))
     plugin_ok = _at_least(plugin_version, PLUGIN_MINIMUM)
     standalone_ok = _at_least(standalone_version, STANDALONE_MINIMUM)
     if requested in (AUTO, PLUGIN) and plugin_ok:
@@ -116,7 +116,7 @@ def choose_compose(requested: str, plugin_version: str | None, plugin_error: str
 
 
 def _fail(msg: str) -> ComposeChoice:
-    raise cu.ComposeError(msg)
+    raise compose.ComposeError(msg)
 
 
 def unsupported_options(pull: str) -> str | None:
@@ -163,7 +163,7 @@ def project_name(requested: str | None, project_src: str, env: Mapping[str, Any]
         or os.path.basename(project_src.rstrip("/")) or "default"
     normalized = normalize_project_name(str(name))
     if not normalized:
-        raise cu.ComposeError("project name %r has no letters or digits; set project_name" % name)
+        raise compose.ComposeError("project name %r has no letters or digits; set project_name" % name)
     return normalized
 
 
@@ -176,7 +176,7 @@ def merged_env_text(dotenv: str, env: Mapping[str, Any]) -> str:
     for key, value in env.items():
         value = "" if value is None else str(value)
         if "\n" in value:
-            raise cu.ComposeError("env value of %s contains a newline; compose env files cannot hold it" % key)
+            raise compose.ComposeError("env value of %s contains a newline; compose env files cannot hold it" % key)
         # single quotes keep `$` literal in compose env files
         lines.append("%s=%s\n" % (key, value if "'" in value else "'%s'" % value))
     return "".join(lines)
@@ -190,7 +190,7 @@ def argv(binary: str, project_src: str, project: str, files: Sequence[str] | Non
     """``docker-compose`` global options for a project; relative files resolve against project_src."""
     env_files = list(env_files or [])
     if len(env_files) > 1:
-        raise cu.ComposeError("docker-compose v1 reads one env file; got %d" % len(env_files))
+        raise compose.ComposeError("docker-compose v1 reads one env file; got %d" % len(env_files))
     base = project_src.rstrip("/") or "/"
     out = [binary, "--project-directory", base, "-p", project]
     for name in files or []:
@@ -199,7 +199,7 @@ def argv(binary: str, project_src: str, project: str, files: Sequence[str] | Non
         out += ["--env-file", env_file]
     for profile in profiles or []:
         if profile == "*":
-            raise cu.ComposeError("docker-compose v1 has no profile wildcard `*`; name the profiles")
+            raise compose.ComposeError("docker-compose v1 has no profile wildcard `*`; name the profiles")
         out += ["--profile", profile]
     return out + list(tail)
 
@@ -260,18 +260,18 @@ def hash_args(services: Iterable[str]) -> list[str]:
 # --------------------------------------------------------------------------- config
 
 
-def parse_config(text: str) -> tuple[dict[str, cu.ServiceSpec], dict[str, list[str]]]:
+def parse_config(text: str) -> tuple[dict[str, compose.ServiceSpec], dict[str, list[str]]]:
     """``docker-compose config`` (YAML) -> (services, {service: services it depends on})."""
     try:
         import yaml  # PyYAML, which ansible-core itself needs; imported late for the sanity import test
     except ImportError as exc:  # pragma: no cover - ansible-core depends on it
-        raise cu.ComposeError("PyYAML is needed on the target to read docker-compose v1's config; "
-                              "install python3-yaml") from exc
+        raise compose.ComposeError("PyYAML is needed on the target to read docker-compose v1's config; "
+                                   "install python3-yaml") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise cu.ComposeError("docker-compose config printed no valid YAML: %s" % exc) from exc
-    _name, specs = cu.parse_compose_config(data if isinstance(data, Mapping) else {})
+        raise compose.ComposeError("docker-compose config printed no valid YAML: %s" % exc) from exc
+    _name, specs = compose.parse_compose_config(data if isinstance(data, Mapping) else {})
     services = data["services"]
     deps = {name: dependencies(raw or {}, specs) for name, raw in services.items()}
     return specs, deps
@@ -330,7 +330,7 @@ def with_dependencies(services: Sequence[str], deps: Mapping[str, Sequence[str]]
 
 
 def plan_up(services: Sequence[str], deps: Mapping[str, Sequence[str]], hashes: Mapping[str, str],
-            containers: Sequence[cu.Container]) -> list[dict[str, str]]:
+            containers: Sequence[compose.Container]) -> list[dict[str, str]]:
     """What ``docker-compose up -d SERVICES`` would do, as docker_compose_v2's check-mode actions.
 
     v1 recreates a service whose containers carry another config hash (the hash covers the
@@ -338,7 +338,7 @@ def plan_up(services: Sequence[str], deps: Mapping[str, Sequence[str]], hashes: 
     ones, and recreates a dependent of a created/recreated service only when that
     dependent's containers are stopped (``always_recreate_deps`` off).
     """
-    current = cu.by_service(containers)
+    current = compose.by_service(containers)
     actions: list[dict[str, str]] = []
     verbs: dict[str, str] = {}
     for service in with_dependencies(services, deps):
@@ -403,7 +403,7 @@ def parse_events(output: str) -> list[dict[str, str]]:
     return list(events.values())
 
 
-def missing_images(specs: Mapping[str, cu.ServiceSpec], services: Sequence[str],
+def missing_images(specs: Mapping[str, compose.ServiceSpec], services: Sequence[str],
                    image_ids: Mapping[str, str | None]) -> list[str]:
     """Images that pull=never forbids fetching and that are not present (built services excepted)."""
     out = []

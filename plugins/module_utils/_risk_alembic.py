@@ -16,7 +16,7 @@ import ast
 import dataclasses
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
+from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as risk_rules
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (
     MigrationUnit, RiskInputError, parse_statements, suppressions_in_python)
 
@@ -163,10 +163,10 @@ def _statically_bounded(loop: ast.AST, literals: Set[str]) -> bool:
     """A loop over a literal collection renders every iteration: its statements are all in the SQL."""
     if not isinstance(loop, (ast.For, ast.AsyncFor)):
         return False
-    it = loop.iter
-    if isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute) and it.func.attr in ("items", "keys", "values"):
-        it = it.func.value
-    return _is_literal(it) or (isinstance(it, ast.Name) and it.id in literals)
+    iterable = loop.iter
+    if isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Attribute) and iterable.func.attr in ("items", "keys", "values"):
+        iterable = iterable.func.value
+    return _is_literal(iterable) or (isinstance(iterable, ast.Name) and iterable.id in literals)
 
 
 def python_data_changes(source: str) -> List[Dict[str, Any]]:
@@ -259,15 +259,15 @@ def downgrade_drops(sql: str) -> List[str]:
     for stmt in parse_statements(sql, "downgrade()"):
         node = stmt.node
         if stmt.node_type == "DropStmt" and node.get("removeType") == "OBJECT_TABLE":
-            drops.extend(name for name in R._drop_objects(node) if name != "alembic_version")
+            drops.extend(name for name in risk_rules._drop_objects(node) if name != "alembic_version")
         elif stmt.node_type == "AlterTableStmt":
-            table = R.relation_name(node.get("relation"))
+            table = risk_rules.relation_name(node.get("relation"))
             for item in node.get("cmds") or ():
                 cmd = item.get("AlterTableCmd") or {}
                 if cmd.get("subtype") == "AT_DropColumn":
                     drops.append("%s.%s" % (table, cmd.get("name")))
         elif stmt.node_type == "TruncateStmt":
-            drops.extend(R.relation_name(rel.get("RangeVar")) for rel in node.get("relations") or ())
+            drops.extend(risk_rules.relation_name(rel.get("RangeVar")) for rel in node.get("relations") or ())
     return drops
 
 

@@ -21,7 +21,7 @@ import re
 import tokenize
 from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
+from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as risk_rules
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import DbFacts, TableFacts
 
 try:
@@ -63,10 +63,10 @@ REMEMBERED_KINDS = frozenset(("CreateStmt", "CreateTableAsStmt", "IndexStmt", "D
 NO_CHANGE_STATEMENTS = frozenset(("SelectStmt", "VariableShowStmt", "ExplainStmt", "CheckPointStmt",
                                   "DiscardStmt", "NotifyStmt", "ListenStmt", "UnlistenStmt", "DeallocateStmt",
                                   "PrepareStmt", "LoadStmt"))
-WRITE_BLOCKING_LOCKS = frozenset((R.SHARE, R.SHARE_ROW_EXCLUSIVE, R.EXCLUSIVE, R.ACCESS_EXCLUSIVE))
+WRITE_BLOCKING_LOCKS = frozenset((risk_rules.SHARE, risk_rules.SHARE_ROW_EXCLUSIVE, risk_rules.EXCLUSIVE, risk_rules.ACCESS_EXCLUSIVE))
 
 # Throughput assumptions for lock-time estimates (bytes or rows per second, conservative).
-RATE_BYTES = {R.REWRITE: 60e6, R.BUILD: 80e6, R.SCAN: 250e6}
+RATE_BYTES = {risk_rules.REWRITE: 60e6, risk_rules.BUILD: 80e6, risk_rules.SCAN: 250e6}
 RATE_ROWS_DATA = 20000.0
 BRIEF_LOCK_SECONDS = 0.0
 
@@ -135,7 +135,7 @@ class Finding:
     lock_seconds: Optional[float] = None
     drop: bool = False
     data: bool = False
-    work: str = R.INSTANT
+    work: str = risk_rules.INSTANT
     line: int = 0
     source: str = ""
     suppressed_reason: Optional[str] = None
@@ -181,7 +181,7 @@ class Analysis:
 
     @property
     def risk(self) -> str:
-        return R.max_level(*(f.risk for f in self.findings), *(r.risk for r in self.revisions))
+        return risk_rules.max_level(*(f.risk for f in self.findings), *(r.risk for r in self.revisions))
 
     def checklist(self) -> Dict[str, Any]:
         drops = ["%s%s" % (_short(f), _in_revision(f)) for f in self.findings if f.drop]
@@ -290,7 +290,7 @@ def _values(details: Dict[str, Any], table: Optional[str]) -> "_SafeDict":
     return values
 
 
-def _rule_message(rule: R.Rule, details: Dict[str, Any], table: Optional[str], rows: Optional[int],
+def _rule_message(rule: risk_rules.Rule, details: Dict[str, Any], table: Optional[str], rows: Optional[int],
                   size: Optional[int], sized: bool) -> str:
     message = rule.message.format_map(_values(details, table))
     if sized:
@@ -618,9 +618,9 @@ class Engine:
                     kept.append(finding)
             findings.extend(kept)
             if unit.revision is not None:
-                risk = R.max_level(*(f.risk for f in kept))
+                risk = risk_rules.max_level(*(f.risk for f in kept))
                 if unit.error:
-                    risk = R.max_level(risk, "high")
+                    risk = risk_rules.max_level(risk, "high")
                 revisions.append(RevisionVerdict(unit.revision, risk, unit.has_downgrade, unit.error is None,
                                                  unit.error, unit.downgrade_note, unit.source,
                                                  statements=len(statements),
@@ -694,7 +694,7 @@ class Engine:
                 finding.in_transaction = ctx.in_transaction
                 out.append(finding)
                 locked = finding.lock_on if not is_new else None
-                slow = finding.work != R.INSTANT and finding.size_class != "small"
+                slow = finding.work != risk_rules.INSTANT and finding.size_class != "small"
                 if ctx.in_transaction and slow and held and not held_reported:
                     out.append(self._held_finding(unit, finding, stmt, held))
                     held_reported = True
@@ -715,7 +715,7 @@ class Engine:
     def _held_finding(self, unit: MigrationUnit, finding: Finding, stmt: Statement,
                       held: List[Tuple[str, str, int]]) -> Finding:
         """The locks earlier statements of this transaction took are still held while a slow one runs."""
-        strongest = max((lock for _table, lock, _number in held), key=lambda mode: R.LOCK_STRENGTH[mode])
+        strongest = max((lock for _table, lock, _number in held), key=lambda mode: risk_rules.LOCK_STRENGTH[mode])
         described = "; ".join("%s on %s from statement %d" % (lock, table, number) for table, lock, number in held)
         return self._migration_finding("lock-held-in-transaction", unit, finding.table, stmt.text,
                                        held=described, lock=strongest, number=stmt.number,
@@ -728,8 +728,8 @@ class Engine:
         loops = [f for f in findings if f.rule == "python-data-loop" and f.suppressed_reason is None]
         if not loops:
             return
-        data = [f for f in findings if (f.data or f.rule in R.BATCH_RULES) and f.rule != "python-data-loop"]
-        if not data or any(f.rule not in R.BATCH_RULES for f in data):
+        data = [f for f in findings if (f.data or f.rule in risk_rules.BATCH_RULES) and f.rule != "python-data-loop"]
+        if not data or any(f.rule not in risk_rules.BATCH_RULES for f in data):
             return
         batches = ", ".join("%s %s" % (f.operation, f.table or "") for f in data)
         for loop in loops:
@@ -749,7 +749,7 @@ class Engine:
     def _statement_findings(self, kind, node, stmt: Statement, unit: MigrationUnit,
                             ctx: StatementContext) -> List[Finding]:
         if kind == "AlterTableStmt":
-            table = R.relation_name(node.get("relation"))
+            table = risk_rules.relation_name(node.get("relation"))
             if table in self.bookkeeping_tables:
                 return []
             ctx.table = table
@@ -759,15 +759,15 @@ class Engine:
                 cmd = cmd_item.get("AlterTableCmd")
                 if cmd is None:
                     continue
-                rules = R.RULES_BY_SUBTYPE.get(cmd.get("subtype", "")) or R.RULES_ANY_SUBTYPE
+                rules = risk_rules.RULES_BY_SUBTYPE.get(cmd.get("subtype", "")) or risk_rules.RULES_ANY_SUBTYPE
                 hit = _first_match(rules, cmd, ctx)
                 if hit is not None:
                     found.append(self._finding(hit[0], hit[1], stmt, unit))
                 self._remember_cmd(table, cmd)
             return found
-        rules = R.RULES_BY_NODE.get(kind)
+        rules = risk_rules.RULES_BY_NODE.get(kind)
         if rules is None:
-            if kind in R.QUIET_STATEMENTS:
+            if kind in risk_rules.QUIET_STATEMENTS:
                 return []
             return [self._migration_finding("statement-unknown", unit, None, stmt.text, kind=kind,
                                             line=stmt.line, supp=stmt.suppress)]
@@ -776,7 +776,7 @@ class Engine:
             return []
         return [self._finding(hit[0], hit[1], stmt, unit)]
 
-    def _finding(self, rule: R.Rule, details: Dict[str, Any], stmt: Statement, unit: MigrationUnit) -> Finding:
+    def _finding(self, rule: risk_rules.Rule, details: Dict[str, Any], stmt: Statement, unit: MigrationUnit) -> Finding:
         table = details.get("table")
         facts = self.facts.table(table) if self.facts is not None else None
         risk = rule.risk
@@ -784,7 +784,7 @@ class Engine:
         size_class = "unknown"
         if facts is not None:
             rows, size = facts.rows, facts.size_bytes
-            if rule.work != R.INSTANT:
+            if rule.work != risk_rules.INSTANT:
                 size_class = self._size_class(rows, size)
                 if size_class == "small" and rule.small_risk:
                     risk = rule.small_risk
@@ -795,7 +795,7 @@ class Engine:
         if self.config.risk_overrides:
             risk = self.config.risk_overrides.get(rule.id, risk)
         # The texts are built only when read: most callers need only the levels.
-        sized = facts is not None and rule.work != R.INSTANT
+        sized = facts is not None and rule.work != risk_rules.INSTANT
         alternative = rule.safe_alternative
         finding = Finding(
             unit.revision, _Deferred(_excerpt, stmt.text), rule.operation, rule.id, risk,
@@ -812,7 +812,7 @@ class Engine:
 
     def _migration_finding(self, rule_id: str, unit: MigrationUnit, table: Optional[str], statement: str,
                            line: int = 0, supp: Optional[Dict[str, str]] = None, **details) -> Finding:
-        spec = R.MIGRATION_RULES[rule_id]
+        spec = risk_rules.MIGRATION_RULES[rule_id]
         facts = self.facts.table(table) if (self.facts is not None and table) else None
         values = _SafeDict(details)
         if line:
@@ -823,7 +823,7 @@ class Engine:
         lock = details.get("lock", spec["lock"])
         finding = Finding(
             revision=unit.revision, statement=_excerpt(statement), operation=spec["operation"], rule=rule_id,
-            risk=self.config.risk_overrides.get(rule_id, spec["risk"]), lock=lock, blocks=R.BLOCKS_FOR_LOCK[lock],
+            risk=self.config.risk_overrides.get(rule_id, spec["risk"]), lock=lock, blocks=risk_rules.BLOCKS_FOR_LOCK[lock],
             rewrites_table=False, table=table, rows_estimate=facts.rows if facts else None,
             message=spec["message"].format_map(values), safe_alternative=spec["safe_alternative"].format_map(values),
             lock_seconds=0.0, data=rule_id == "python-data-loop", line=line, source=unit.source, lock_on=table)
@@ -833,30 +833,30 @@ class Engine:
         return finding
 
     def _size_class(self, rows: Optional[int], size: Optional[int]) -> str:
-        t = self.config.thresholds
-        if (rows is not None and rows >= t.large_table_rows) or (size is not None and size >= t.large_table_bytes):
+        limits = self.config.thresholds
+        if (rows is not None and rows >= limits.large_table_rows) or (size is not None and size >= limits.large_table_bytes):
             return "large"
-        if (rows is None or rows <= t.small_table_rows) and (size is None or size <= t.small_table_bytes):
+        if (rows is None or rows <= limits.small_table_rows) and (size is None or size <= limits.small_table_bytes):
             return "small" if rows is not None or size is not None else "unknown"
         return "medium"
 
     def _remember(self, kind: str, node: Dict[str, Any], ctx: StatementContext) -> None:
         """Track objects created in this run: later statements on them are not risky."""
         if kind == "CreateStmt":
-            name = R.relation_name(node.get("relation"))
+            name = risk_rules.relation_name(node.get("relation"))
             if name and not (self.facts is not None and self.facts.table(name) is not None
                              and node.get("if_not_exists")):
                 self.run.new_tables.add(name)
         elif kind == "CreateTableAsStmt":
-            name = R.relation_name((node.get("into") or {}).get("rel"))
+            name = risk_rules.relation_name((node.get("into") or {}).get("rel"))
             if name:
                 self.run.new_tables.add(name)
         elif kind == "IndexStmt" and node.get("idxname"):
-            table = R.relation_name(node.get("relation"))
+            table = risk_rules.relation_name(node.get("relation"))
             self.run.new_indexes[node["idxname"]] = table
             self.history.index_tables[node["idxname"]] = table
         elif kind == "DropStmt" and node.get("removeType") == "OBJECT_TABLE":
-            for name in R._drop_objects(node):
+            for name in risk_rules._drop_objects(node):
                 self.run.new_tables.discard(name)
 
     def _remember_cmd(self, table: Optional[str], cmd: Dict[str, Any]) -> None:
@@ -875,7 +875,7 @@ class Engine:
             history.pending_not_null_checks.pop(key, None)
             history.validated_not_null_checks.pop(key, None)
             return
-        con = R.def_node(cmd, "Constraint")
+        con = risk_rules.def_node(cmd, "Constraint")
         if subtype != "AT_AddConstraint" or con.get("contype") != "CONSTR_CHECK":
             return
         column = _is_not_null_check(con.get("raw_expr"))
@@ -899,11 +899,11 @@ def _is_not_null_check(expr: Optional[Dict[str, Any]]) -> Optional[str]:
     if not test or test.get("nulltesttype") != "IS_NOT_NULL":
         return None
     ref = (test.get("arg") or {}).get("ColumnRef")
-    fields = R.names_of(ref.get("fields")) if ref else []
+    fields = risk_rules.names_of(ref.get("fields")) if ref else []
     return fields[-1] if fields else None
 
 
-def _first_match(rules: List[R.Rule], node: Dict[str, Any], ctx: StatementContext):
+def _first_match(rules: List[risk_rules.Rule], node: Dict[str, Any], ctx: StatementContext):
     for rule in rules:
         details = rule.match(node, ctx)
         if details is not None:
@@ -933,18 +933,18 @@ def _set_value(node: Dict[str, Any]) -> str:
 def _is_bookkeeping(kind: str, node: Dict[str, Any], tables: FrozenSet[str] = BOOKKEEPING_TABLES) -> bool:
     """Alembic's own statements on its version table (``tables``: its names) are never findings."""
     if kind in ("CreateStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "AlterTableStmt"):
-        return R.relation_name(node.get("relation")) in tables
+        return risk_rules.relation_name(node.get("relation")) in tables
     if kind == "DropStmt" and node.get("removeType") == "OBJECT_TABLE":
-        return all(name in tables for name in R._drop_objects(node))
+        return all(name in tables for name in risk_rules._drop_objects(node))
     return False
 
 
-def _lock_seconds(rule: R.Rule, rows: Optional[int], size: Optional[int], have_facts: bool) -> Optional[float]:
-    if rule.work == R.INSTANT:
+def _lock_seconds(rule: risk_rules.Rule, rows: Optional[int], size: Optional[int], have_facts: bool) -> Optional[float]:
+    if rule.work == risk_rules.INSTANT:
         return BRIEF_LOCK_SECONDS
     if not have_facts:
         return None
-    if rule.work == R.DATA:
+    if rule.work == risk_rules.DATA:
         if rows is None:
             return None
         return rows / RATE_ROWS_DATA
@@ -1012,15 +1012,15 @@ def load_config(path: str) -> RiskConfig:
             raise RiskInputError("config_file %s: threshold %s must be a non-negative integer" % (path, key))
         setattr(config.thresholds, key, value)
     for rule in data.get("disabled_rules") or []:
-        if rule not in R.ALL_RULE_IDS:
+        if rule not in risk_rules.ALL_RULE_IDS:
             raise RiskInputError("config_file %s: unknown rule id %r in disabled_rules (see docs/migration_risk.md)"
                                  % (path, rule))
         config.disabled_rules.add(rule)
     for rule, level in (data.get("risk_overrides") or {}).items():
-        if rule not in R.ALL_RULE_IDS:
+        if rule not in risk_rules.ALL_RULE_IDS:
             raise RiskInputError("config_file %s: unknown rule id %r in risk_overrides" % (path, rule))
-        if level not in R.LEVELS:
-            raise RiskInputError("config_file %s: risk for %s must be one of %s" % (path, rule, ", ".join(R.LEVELS)))
+        if level not in risk_rules.LEVELS:
+            raise RiskInputError("config_file %s: risk for %s must be one of %s" % (path, rule, ", ".join(risk_rules.LEVELS)))
         config.risk_overrides[rule] = level
     if "require_lock_timeout" in data:
         config.require_lock_timeout = bool(data["require_lock_timeout"])

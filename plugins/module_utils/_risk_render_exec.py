@@ -16,8 +16,8 @@ import inspect
 import json
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as cu1
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose as compose
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as compose_v1
 from ansible_collections.dbops.migrations.plugins.module_utils import _risk_render as render
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import RiskInputError
 
@@ -84,14 +84,14 @@ def compose_command(spec: RenderSpec, args: List[str]) -> Tuple[List[str], Optio
     command = [spec.python or "python", "-"] + args
     if spec.standalone:
         try:
-            project = cu1.project_name(spec.project_name, spec.project_src, spec.env)
-            argv = cu1.argv(spec.docker_bin, spec.project_src, project, list(spec.files), None,
-                            list(spec.profiles), *(tail + ["--", spec.service] + command))
-        except cu.ComposeError as exc:
+            project = compose_v1.project_name(spec.project_name, spec.project_src, spec.env)
+            argv = compose_v1.argv(spec.docker_bin, spec.project_src, project, list(spec.files), None,
+                                   list(spec.profiles), *(tail + ["--", spec.service] + command))
+        except compose.ComposeError as exc:
             raise RiskInputError(str(exc))
     else:
-        argv = cu.compose_argv(spec.docker_bin, spec.project_src, spec.project_name, list(spec.files), [],
-                               list(spec.profiles), *(tail + [spec.service] + command))
+        argv = compose.compose_argv(spec.docker_bin, spec.project_src, spec.project_name, list(spec.files), [],
+                                    list(spec.profiles), *(tail + [spec.service] + command))
     return argv, spec.project_src
 
 

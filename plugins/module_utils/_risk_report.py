@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
+from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as risk_rules
 
 SARIF_LEVEL = {"low": "note", "medium": "warning", "high": "error", "critical": "error"}
 TOOL_NAME = "dbops.migrations.migration_risk"
@@ -44,13 +44,13 @@ def markdown(result: Dict[str, Any]) -> str:
     if findings:
         lines += ["| revision | risk | rule | statement | lock | blocks | table | rows |",
                   "|---|---|---|---|---|---|---|---|"]
-        for f in sorted(findings, key=lambda f: -R.LEVEL_INDEX[f["risk"]]):
+        for f in sorted(findings, key=lambda f: -risk_rules.LEVEL_INDEX[f["risk"]]):
             lines.append("| %s | %s | `%s` | `%s` | %s | %s | %s | %s |" % (
                 f["revision"] or "-", f["risk"], f["rule"], _cell(f["statement"], 90), f["lock"], f["blocks"],
                 f["table"] or "-", "?" if f["rows_estimate"] is None else format(f["rows_estimate"], ",")))
         lines.append("")
         for f in findings:
-            if R.LEVEL_INDEX[f["risk"]] == 0 or not f["safe_alternative"]:
+            if risk_rules.LEVEL_INDEX[f["risk"]] == 0 or not f["safe_alternative"]:
                 continue
             lines += ["### %s `%s` (%s%s)" % (f["risk"], f["rule"], f["table"] or "-",
                                               ", revision %s" % f["revision"] if f["revision"] else ""),
@@ -127,8 +127,8 @@ def sarif(result: Dict[str, Any], uri_for_revision: Dict[str, str] = None) -> Di
     used = sorted({f["rule"] for f in result.get("findings") or []})
     rules = []
     for rule_id in used:
-        rule = R.RULES_BY_ID.get(rule_id)
-        text = rule.operation if rule else R.MIGRATION_RULES.get(rule_id, {}).get("operation", rule_id)
+        rule = risk_rules.RULES_BY_ID.get(rule_id)
+        text = rule.operation if rule else risk_rules.MIGRATION_RULES.get(rule_id, {}).get("operation", rule_id)
         rules.append({"id": rule_id, "name": rule_id, "shortDescription": {"text": text},
                       "helpUri": "docs/migration_risk.md#%s" % rule_id})
     results = []

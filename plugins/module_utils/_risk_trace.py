@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
+from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as risk_rules
 from ansible_collections.dbops.migrations.plugins.module_utils._pg import ConnInfo, connect, mask_secrets, quote_ident
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (
     CREATE_RULES, Analysis, MigrationUnit, RiskInputError, _excerpt, _is_bookkeeping, parse_statements)
@@ -28,10 +28,10 @@ from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine impo
 Runner = Callable[[List[str], Dict[str, str]], Tuple[int, str, str]]
 
 PG_LOCK_NAMES = {
-    "AccessShareLock": R.ACCESS_SHARE, "RowShareLock": R.ROW_SHARE, "RowExclusiveLock": R.ROW_EXCLUSIVE,
-    "ShareUpdateExclusiveLock": R.SHARE_UPDATE_EXCLUSIVE, "ShareLock": R.SHARE,
-    "ShareRowExclusiveLock": R.SHARE_ROW_EXCLUSIVE, "ExclusiveLock": R.EXCLUSIVE,
-    "AccessExclusiveLock": R.ACCESS_EXCLUSIVE,
+    "AccessShareLock": risk_rules.ACCESS_SHARE, "RowShareLock": risk_rules.ROW_SHARE, "RowExclusiveLock": risk_rules.ROW_EXCLUSIVE,
+    "ShareUpdateExclusiveLock": risk_rules.SHARE_UPDATE_EXCLUSIVE, "ShareLock": risk_rules.SHARE,
+    "ShareRowExclusiveLock": risk_rules.SHARE_ROW_EXCLUSIVE, "ExclusiveLock": risk_rules.EXCLUSIVE,
+    "AccessExclusiveLock": risk_rules.ACCESS_EXCLUSIVE,
 }
 TRACE_ONLY_RULES = frozenset(("lock-timeout-missing", "lock-held-in-transaction", "python-data-loop",
                               "revision-not-analysed", "statement-unknown")) | CREATE_RULES
@@ -68,7 +68,7 @@ def find_tool(name: str, bin_dir: Optional[str] = None) -> str:
 def _cannot_run_in_transaction(kind: str, node: Dict[str, Any]) -> bool:
     if kind in ("IndexStmt", "DropStmt", "RefreshMatViewStmt") and node.get("concurrent"):
         return True
-    if kind == "ReindexStmt" and R.has_option(node.get("params"), "concurrently"):
+    if kind == "ReindexStmt" and risk_rules.has_option(node.get("params"), "concurrently"):
         return True
     if kind == "VacuumStmt":
         return bool(node.get("is_vacuumcmd"))  # VACUUM cannot, ANALYZE can
@@ -76,7 +76,7 @@ def _cannot_run_in_transaction(kind: str, node: Dict[str, Any]) -> bool:
         return True
     if kind == "AlterTableStmt":
         for cmd in node.get("cmds") or ():
-            part = R.def_node(cmd.get("AlterTableCmd") or {}, "PartitionCmd")
+            part = risk_rules.def_node(cmd.get("AlterTableCmd") or {}, "PartitionCmd")
             if part.get("concurrent"):
                 return True
     return False
@@ -213,7 +213,7 @@ def _trace_one(cur, revision: Optional[str], text: str) -> Dict[str, Any]:
             if rel in names:
                 locks.append({"table": names[rel], "mode": mode})
         for rel, mode in after_locks:
-            if rel in names and R.LOCK_STRENGTH.get(mode, 0) > R.LOCK_STRENGTH.get(held.get(names[rel], "none"), 0):
+            if rel in names and risk_rules.LOCK_STRENGTH.get(mode, 0) > risk_rules.LOCK_STRENGTH.get(held.get(names[rel], "none"), 0):
                 held[names[rel]] = mode
         for oid, (name, filenode) in before_rel.items():
             if oid in after_rel and after_rel[oid][1] != filenode:
@@ -237,13 +237,13 @@ def _compare(analysis: Analysis, traced: List[Dict[str, Any]]) -> List[str]:
             continue
         where = "%s%s" % (finding.statement[:80], " (revision %s)" % finding.revision if finding.revision else "")
         new_modes = [lock["mode"] for lock in item["locks"] if lock["table"] == finding.table]
-        strongest_new = max(new_modes, key=lambda m: R.LOCK_STRENGTH.get(m, 0)) if new_modes else None
+        strongest_new = max(new_modes, key=lambda m: risk_rules.LOCK_STRENGTH.get(m, 0)) if new_modes else None
         held = item["held"].get(finding.table)
         if strongest_new is not None and strongest_new != finding.lock:
             out.append("%s: static analysis says %s on %s, the trace took %s"
                        % (where, finding.lock, finding.table, strongest_new))
-        elif strongest_new is None and (held is None or R.LOCK_STRENGTH.get(held, 0)
-                                        < R.LOCK_STRENGTH.get(finding.lock, 0)):
+        elif strongest_new is None and (held is None or risk_rules.LOCK_STRENGTH.get(held, 0)
+                                        < risk_rules.LOCK_STRENGTH.get(finding.lock, 0)):
             out.append("%s: static analysis says %s on %s, the trace saw %s" % (
                 where, finding.lock, finding.table, held or "no lock"))
         rewrote = finding.table in item["rewrote"]

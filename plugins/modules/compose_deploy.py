@@ -510,9 +510,9 @@ import traceback  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose as compose  # noqa: E402
 from ansible_collections.dbops.migrations.plugins.module_utils import _compose_engine as engine  # noqa: E402
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as cu1  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as compose_v1  # noqa: E402
 
 try:
     import docker  # noqa: F401  # pylint: disable=unused-import
@@ -537,22 +537,22 @@ def _choose_compose(module, requested):
     """The compose CLI to drive (compose_command) and its binary; fails saying what to install."""
     try:
         return engine.choose_compose_cli(module, requested)
-    except cu.ComposeError as exc:
+    except compose.ComposeError as exc:
         module.fail_json(msg=str(exc))
 
 
 def _prepare(module, job):
     """Env file, engine, the compose CLI and the rendered compose config, in one call."""
     _client(module)
-    choice, binary = _choose_compose(module, job.get("compose_command") or cu1.AUTO)
+    choice, binary = _choose_compose(module, job.get("compose_command") or compose_v1.AUTO)
     src = job["project_src"]
     if not os.path.isdir(src):
         module.fail_json(msg="project_src %s is not a directory on the target; copy the compose project there first."
                          % src)
     dot_env = os.path.join(src, ".env")
-    if choice.kind == cu1.STANDALONE:
+    if choice.kind == compose_v1.STANDALONE:
         _prepare_standalone(module, job, choice, binary, dot_env)  # exits; v1 normalises names itself
-    problem = cu.project_name_problem(job.get("project_name"))
+    problem = compose.project_name_problem(job.get("project_name"))
     if problem:
         module.fail_json(msg=problem)
     env_files = []
@@ -562,20 +562,20 @@ def _prepare(module, job):
     if job.get("env"):
         try:
             tmpdir, path = engine.write_env_file(job["env"])
-        except cu.ComposeError as exc:
+        except compose.ComposeError as exc:
             module.fail_json(msg=str(exc))
         env_files.append(path)
-    argv = cu.compose_argv(binary, src, job.get("project_name"), job.get("files"), env_files, ["*"],
-                           "config", "--format", "json")
+    argv = compose.compose_argv(binary, src, job.get("project_name"), job.get("files"), env_files, ["*"],
+                                "config", "--format", "json")
     rc, out, err = module.run_command(argv, cwd=src)
     if rc != 0:
         _remove_tmpdir(tmpdir)
-        module.fail_json(msg=cu.explain_config_failure(err or out))
+        module.fail_json(msg=compose.explain_config_failure(err or out))
     try:
-        project, specs = cu.parse_compose_config(out)
-    except (ValueError, cu.ComposeError) as exc:
+        project, specs = compose.parse_compose_config(out)
+    except (ValueError, compose.ComposeError) as exc:
         _remove_tmpdir(tmpdir)
-        module.fail_json(msg=cu.explain_config_failure(str(exc)))
+        module.fail_json(msg=compose.explain_config_failure(str(exc)))
     module.exit_json(changed=False, compose_version=choice.version, compose_command=choice.label,
                      compose_cli=choice.kind, tmpdir=tmpdir, env_files=env_files,
                      project=job.get("project_name") or project, docker=binary,
@@ -592,23 +592,23 @@ def _prepare_standalone(module, job, choice, binary, dot_env):
             dotenv = handle.read()
     tmpdir, env_files = None, []
     try:
-        project = cu1.project_name(job.get("project_name"), src, job.get("env"), dotenv)
+        project = compose_v1.project_name(job.get("project_name"), src, job.get("env"), dotenv)
         if job.get("env"):
             tmpdir, path = engine.write_env_file(job["env"], dotenv)
             env_files.append(path)
-        argv = cu1.argv(binary, src, project, job.get("files"), env_files, [], "config")
-    except cu.ComposeError as exc:
+        argv = compose_v1.argv(binary, src, project, job.get("files"), env_files, [], "config")
+    except compose.ComposeError as exc:
         _remove_tmpdir(tmpdir)
         module.fail_json(msg=str(exc))
     rc, out, err = module.run_command(argv, cwd=src)
     if rc != 0:
         _remove_tmpdir(tmpdir)
-        module.fail_json(msg=cu.explain_config_failure(err or out, "docker-compose"))
+        module.fail_json(msg=compose.explain_config_failure(err or out, "docker-compose"))
     try:
-        specs, deps = cu1.parse_config(out)
-    except cu.ComposeError as exc:
+        specs, deps = compose_v1.parse_config(out)
+    except compose.ComposeError as exc:
         _remove_tmpdir(tmpdir)
-        module.fail_json(msg=cu.explain_config_failure(str(exc), "docker-compose"))
+        module.fail_json(msg=compose.explain_config_failure(str(exc), "docker-compose"))
     module.exit_json(changed=False, compose_version=choice.version, compose_command=choice.label,
                      compose_cli=choice.kind, tmpdir=tmpdir, env_files=env_files, project=project,
                      docker=binary, deps=deps, specs={name: spec.__dict__ for name, spec in specs.items()})
@@ -623,7 +623,7 @@ def _facts(module, job):
     client = _client(module)
     current = engine.containers(client, job["project"], with_aliases=True)
     running_ids = [c.image_id for c in current if c.running and not c.oneoff]
-    module.exit_json(changed=False, containers=[cu.container_dict(c) for c in current],
+    module.exit_json(changed=False, containers=[compose.container_dict(c) for c in current],
                      image_ids=engine.image_ids(client, job.get("refs") or []),
                      image_tags=engine.image_tags(client, running_ids))
 
@@ -691,7 +691,7 @@ def _stop(module, job):
 
 def _wait(module, job):
     client = _client(module)
-    specs = {name: cu.spec_from_dict(raw) for name, raw in job["specs"].items()}
+    specs = {name: compose.spec_from_dict(raw) for name, raw in job["specs"].items()}
     verdict = engine.wait_healthy(
         client, job["project"], specs, job["targets"], timeout=job["timeout"], interval=job["interval"],
         settle=job.get("settle", 0), url=job.get("url"), status_codes=job.get("status_code") or [200],
@@ -727,9 +727,9 @@ def _ports(module, job):
     current = engine.containers(client, job["project"])
     busy = {}
     for port, service in (job.get("ports") or {}).items():
-        if cu.ports_owned_by(port, service, current):
+        if compose.ports_owned_by(port, service, current):
             continue
-        host, number = cu.split_host_port(port)
+        host, number = compose.split_host_port(port)
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         # as docker-proxy binds (Go listeners set SO_REUSEADDR): a port whose last connections
         # linger in TIME_WAIT is free for it, one with a listener is not
@@ -749,20 +749,20 @@ def _surge_create(module, job):
     client = _client(module)
     service = job["service"]
     before = {c.id for c in engine.containers(client, job["project"])}
-    if job.get("cli") == cu1.STANDALONE:
+    if job.get("cli") == compose_v1.STANDALONE:
         _v1_pull(module, client, job, [service])
-        argv = _v1_argv(module, job, *cu1.surge_args(service, job["scale"], job["build"]))
+        argv = _v1_argv(module, job, *compose_v1.surge_args(service, job["scale"], job["build"]))
     else:
         tail = ["create", "--no-recreate", "--scale", "%s=%d" % (service, job["scale"]), "--pull", job["pull"]]
         if job["build"] == "never":
             tail.append("--no-build")
         elif job["build"] == "always":
             tail.append("--build")
-        argv = cu.compose_argv(job["docker"], job["project_src"], job["project"], job.get("files"),
-                               job.get("env_files") or [], job.get("profiles") or [], *tail, service)
+        argv = compose.compose_argv(job["docker"], job["project_src"], job["project"], job.get("files"),
+                                    job.get("env_files") or [], job.get("profiles") or [], *tail, service)
     rc, out, err = module.run_command(argv, cwd=job["project_src"])
     if rc != 0:
-        module.fail_json(msg="compose create failed: %s" % cu.explain_compose_failure(err or out))
+        module.fail_json(msg="compose create failed: %s" % compose.explain_compose_failure(err or out))
     new = [c for c in engine.containers(client, job["project"]) if c.id not in before and c.service == service]
     if not new:
         module.fail_json(msg="compose created no new %s container (asked for %d in all); look for stray containers "
@@ -791,9 +791,9 @@ def _surge_create(module, job):
 
 def _v1_argv(module, job, *tail, profiles=None):
     try:
-        return cu1.argv(job["docker"], job["project_src"], job["project"], job.get("files"), job.get("env_files"),
-                        job.get("profiles") if profiles is None else profiles, *tail)
-    except cu.ComposeError as exc:
+        return compose_v1.argv(job["docker"], job["project_src"], job["project"], job.get("files"), job.get("env_files"),
+                               job.get("profiles") if profiles is None else profiles, *tail)
+    except compose.ComposeError as exc:
         module.fail_json(msg=str(exc))
 
 
@@ -802,33 +802,33 @@ def _v1_run(module, job, tail, profiles=None):
 
 
 def _v1_failed(module, what, rc, out, err):
-    module.fail_json(msg="%s%s" % (what, cu.explain_compose_failure(err or out)), rc=rc,
-                     stderr=cu.tail_lines(err, 40))
+    module.fail_json(msg="%s%s" % (what, compose.explain_compose_failure(err or out)), rc=rc,
+                     stderr=compose.tail_lines(err, 40))
 
 
 def _v1_pull(module, client, job, services):
     """v1 ``up`` has no ``--pull``: pull=always pulls first, pull=never checks the images are here."""
     if job.get("pull") == "always":
-        rc, out, err = _v1_run(module, job, cu1.pull_args(services))
+        rc, out, err = _v1_run(module, job, compose_v1.pull_args(services))
         if rc != 0:
             _v1_failed(module, "docker-compose pull failed: ", rc, out, err)
     elif job.get("pull") == "never":
-        specs = {name: cu.spec_from_dict(raw) for name, raw in (job.get("specs") or {}).items()}
-        wanted = cu1.with_dependencies(services, job.get("deps") or {})
+        specs = {name: compose.spec_from_dict(raw) for name, raw in (job.get("specs") or {}).items()}
+        wanted = compose_v1.with_dependencies(services, job.get("deps") or {})
         refs = [specs[s].image for s in wanted if s in specs and specs[s].image]
-        missing = cu1.missing_images(specs, wanted, engine.image_ids(client, refs))
+        missing = compose_v1.missing_images(specs, wanted, engine.image_ids(client, refs))
         if missing:
-            module.fail_json(msg=cu1.missing_images_message(missing))
+            module.fail_json(msg=compose_v1.missing_images_message(missing))
 
 
 def _v1_plan(module, job):
     """What `docker-compose up -d SERVICES` would do (v1 has no --dry-run), as check-mode actions."""
     client = _client(module)
-    rc, out, err = _v1_run(module, job, cu1.hash_args(job["all_services"]), profiles=[])
+    rc, out, err = _v1_run(module, job, compose_v1.hash_args(job["all_services"]), profiles=[])
     if rc != 0:
         _v1_failed(module, "docker-compose config --hash failed: ", rc, out, err)
-    hashes = cu1.parse_hashes(out)
-    actions = cu1.plan_up(job["services"], job.get("deps") or {}, hashes, engine.containers(client, job["project"]))
+    hashes = compose_v1.parse_hashes(out)
+    actions = compose_v1.plan_up(job["services"], job.get("deps") or {}, hashes, engine.containers(client, job["project"]))
     module.exit_json(changed=bool(actions), actions=actions)
 
 
@@ -836,10 +836,10 @@ def _v1_up(module, job):
     client = _client(module)
     services = job.get("services") or []
     _v1_pull(module, client, job, services or job.get("targets") or [])
-    rc, out, err = _v1_run(module, job, cu1.up_args(services, job["build"]))
+    rc, out, err = _v1_run(module, job, compose_v1.up_args(services, job["build"]))
     if rc != 0:
         _v1_failed(module, "", rc, out, err)
-    actions = cu1.parse_events(err + "\n" + out)
+    actions = compose_v1.parse_events(err + "\n" + out)
     module.exit_json(changed=bool(actions), actions=actions)
 
 
@@ -849,10 +849,10 @@ def _v1_down(module, job):
     client = _client(module)
     current = [{"name": c.name, "service": c.service} for c in engine.containers(client, job["project"])]
     volumes = engine.project_volumes(client, job["project"]) if job.get("remove_volumes") else []
-    actions = cu1.down_actions(current, engine.project_networks(client, job["project"]), volumes,
-                               job["all_services"], bool(job.get("remove_volumes")))
+    actions = compose_v1.down_actions(current, engine.project_networks(client, job["project"]), volumes,
+                                      job["all_services"], bool(job.get("remove_volumes")))
     if actions and not job.get("check"):
-        rc, out, err = _v1_run(module, job, cu1.down_args(bool(job.get("remove_volumes"))),
+        rc, out, err = _v1_run(module, job, compose_v1.down_args(bool(job.get("remove_volumes"))),
                                profiles=job.get("all_profiles") or [])
         if rc != 0:
             _v1_failed(module, "docker-compose down failed: ", rc, out, err)
@@ -864,22 +864,22 @@ def _v1_services_command(module, job, args):
     rc, out, err = _v1_run(module, job, args)
     if rc != 0:
         _v1_failed(module, "docker-compose %s failed: " % args[0], rc, out, err)
-    module.exit_json(changed=True, actions=cu1.parse_events(err + "\n" + out))
+    module.exit_json(changed=True, actions=compose_v1.parse_events(err + "\n" + out))
 
 
 def _v1_restart(module, job):
     if job.get("check"):
         module.exit_json(changed=True, actions=[])
-    _v1_services_command(module, job, cu1.restart_args(job.get("services")))
+    _v1_services_command(module, job, compose_v1.restart_args(job.get("services")))
 
 
 def _v1_stop(module, job):
-    _v1_services_command(module, job, cu1.stop_args(job.get("services")))
+    _v1_services_command(module, job, compose_v1.stop_args(job.get("services")))
 
 
 def _v1_oneoff(module, job):
     """`docker-compose run --rm -T SERVICE [COMMAND]`; the container's exit code is data, not a failure."""
-    rc, out, err = _v1_run(module, job, cu1.run_args(job["service"], job.get("command")))
+    rc, out, err = _v1_run(module, job, compose_v1.run_args(job["service"], job.get("command")))
     module.exit_json(changed=True, exit_code=rc, stdout=out, stderr=err)
 
 
@@ -900,11 +900,11 @@ def _cleanup(module, job):
 def main():
     # The action plugin of the same name does the orchestration; it calls this module on the
     # target with ``worker`` for one step at a time (see WORKER_OPS in module_utils/_compose.py).
-    module = AnsibleModule(argument_spec=dict(cu.ARGUMENT_SPEC, worker=dict(type="dict")),
+    module = AnsibleModule(argument_spec=dict(compose.ARGUMENT_SPEC, worker=dict(type="dict")),
                            supports_check_mode=True)
     job = module.params["worker"] or {}
     if job:
-        problem = cu.worker_job_problem(job)
+        problem = compose.worker_job_problem(job)
         if problem:
             module.fail_json(msg="compose_deploy: %s; the module and its action plugin come from different versions "
                                  "of the collection?" % problem)

@@ -396,7 +396,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _backup as bk
+from ansible_collections.dbops.migrations.plugins.module_utils._backup import BackupError, DumpOptions
 from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
     CONNECTION_MUTUALLY_EXCLUSIVE, ConnectionOptionsError, HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR,
     connection_argument_spec, conninfo_from_params, mask_secrets)
@@ -470,16 +470,16 @@ def main() -> None:
                 compress = params["compress"]
                 if compress is None and fmt != "plain" and params["compress_method"] in (None, "gzip"):
                     compress = 1
-                options = bk.DumpOptions(fmt=fmt, jobs=params["jobs"], compress=compress,
-                                         lock_wait_timeout=params["lock_wait_timeout"],
-                                         compress_method=params["compress_method"])
+                options = DumpOptions(fmt=fmt, jobs=params["jobs"], compress=compress,
+                                      lock_wait_timeout=params["lock_wait_timeout"],
+                                      compress_method=params["compress_method"])
                 result = backup.create(params["dest"], options, params["verify"], params["keep"])
             elif state == "restored":
                 result = backup.restore(params["src"], params["target_db"], params["force"], params["jobs"],
                                         params["format"], params["no_owner"])
             else:
                 result = backup.verify_existing(params["src"], params["verify"])
-    except (bk.BackupError, ConnectionOptionsError) as exc:
+    except (BackupError, ConnectionOptionsError) as exc:
         module.fail_json(msg=mask_secrets(str(exc), secret))
     except Exception as exc:  # an unexpected error still must not leak the password
         module.fail_json(msg="pg_backup failed unexpectedly: %s" % mask_secrets(str(exc), secret),
