@@ -48,8 +48,15 @@ def bookkeeping_tables(version_table: Optional[str] = None,
     return frozenset(names)
 
 
-PATH_FOR_RISK = {"low": "auto", "medium": "review", "high": "manual", "critical": "manual"}
-BACKUP_FOR_RISK = {"low": "optional", "medium": "recommended", "high": "required", "critical": "required"}
+# What a migration of each risk level asks of the release, in one table: ``path`` is the deploy path
+# (deploy.yml's -e risk=...; playbooks/vars/release.yml's release_path_for_risk is the same mapping),
+# ``recommended_path`` the older name of that path, ``backup`` how much a backup matters.
+RELEASE_FOR_RISK: Dict[str, Dict[str, str]] = {
+    "low": {"path": "low", "recommended_path": "auto", "backup": "optional"},
+    "medium": {"path": "medium", "recommended_path": "review", "backup": "recommended"},
+    "high": {"path": "high", "recommended_path": "manual", "backup": "required"},
+    "critical": {"path": "high", "recommended_path": "manual", "backup": "required"},
+}
 STATEMENT_EXCERPT = 400
 
 # Statements that fail at run time whatever the table: reported even on tables created in the run.
@@ -223,8 +230,7 @@ class Analysis:
         return {
             "changed": False,
             "risk": risk,
-            "recommended_path": PATH_FOR_RISK[risk],
-            "backup": BACKUP_FOR_RISK[risk],
+            **RELEASE_FOR_RISK[risk],
             "findings": [f.as_dict() for f in self.findings],
             "revisions": [{"revision": r.revision, "risk": r.risk, "has_downgrade": r.has_downgrade,
                            "analysed": r.analysed, "error": r.error, "downgrade_drops": r.downgrade_drops,

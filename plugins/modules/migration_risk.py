@@ -192,7 +192,7 @@ EXAMPLES = r'''
 - name: Stop when the migration needs more than the automatic path
   ansible.builtin.assert:
     that: risk.risk == 'low'
-    fail_msg: "Migration risk is {{ risk.risk }}: use -e risk={{ risk.risk }} ({{ risk.recommended_path }} path)"
+    fail_msg: "Migration risk is {{ risk.risk }}: deploy with -e risk={{ risk.path }}"
 
 - name: Judge the revisions the release image will apply (rendered inside it)
   dbops.migrations.migration_risk:
@@ -232,8 +232,18 @@ risk:
   returned: success
   type: str
   sample: critical
+path:
+  description:
+    - The release path the migration needs, as C(playbooks/deploy.yml) names it (C(-e risk=...)).
+    - V(low) for low, V(medium) for medium, V(high) for high and critical.
+  returned: success
+  type: str
+  choices: [low, medium, high]
+  sample: high
 recommended_path:
-  description: V(auto) for low, V(review) for medium, V(manual) for high and critical.
+  description:
+    - The same path under its older names, kept for compatibility; RV(path) is the one C(playbooks/deploy.yml) takes.
+    - V(auto) for low, V(review) for medium, V(manual) for high and critical.
   returned: success
   type: str
   sample: manual

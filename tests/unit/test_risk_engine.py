@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from ansible_collections.dbops.migrations.plugins.module_utils import _risk_report
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import (
     ColumnFacts, DbFacts, TableFacts, type_modifiers)
 from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (
-    Engine, MigrationUnit, RiskInputError, analyse_sql, load_config, suppressions_in_python)
+    RELEASE_FOR_RISK, Engine, MigrationUnit, RiskInputError, analyse_sql, load_config, suppressions_in_python)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def rules(result):
@@ -151,6 +155,24 @@ def test_checklist_and_paths():
     assert checklist["estimated_lock_seconds"] is None
 
 
+@pytest.mark.parametrize("sql,risk,path,recommended_path,backup", [
+    ("CREATE TABLE trades (id bigint PRIMARY KEY)", "low", "low", "auto", "optional"),
+    ("DROP INDEX ix_o", "medium", "medium", "review", "recommended"),
+    ("CREATE INDEX ix_o ON orders (created_at)", "high", "high", "manual", "required"),
+    ("DROP TABLE legacy", "critical", "high", "manual", "required"),
+])
+def test_release_path_follows_the_risk(sql, risk, path, recommended_path, backup):
+    result = analyse_sql(sql).as_result()
+    assert (result["risk"], result["path"], result["recommended_path"], result["backup"]) == (
+        risk, path, recommended_path, backup)
+
+
+def test_release_path_table_is_the_playbooks_table():
+    release_vars = yaml.safe_load((REPO_ROOT / "playbooks" / "vars" / "release.yml").read_text())
+    assert {risk: verdict["path"] for risk, verdict in RELEASE_FOR_RISK.items()} == release_vars["release_path_for_risk"]
+    assert set(RELEASE_FOR_RISK) == set(release_vars["release_levels"])
+
+
 def test_unloadable_revision_is_high_and_not_analysed():
     unit = MigrationUnit(sql="", revision="r9", error="cannot be imported: ModuleNotFoundError: app")
     result = Engine().analyse([unit]).as_result()
@@ -188,9 +210,8 @@ def test_markdown_json_and_sarif():
 
 
 def test_every_rule_is_documented():
-    from pathlib import Path
     from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "migration_risk.md").read_text()
+    doc = (REPO_ROOT / "docs" / "migration_risk.md").read_text()
     missing = [rule_id for rule_id in R.ALL_RULE_IDS if "`%s`" % rule_id not in doc]
     assert missing == []
 
