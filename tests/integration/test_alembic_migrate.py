@@ -13,7 +13,7 @@ import pytest
 from tests.helpers.ansible import failure_message, run_module
 from tests.helpers.postgres import TEST_PASSWORD
 
-from test_alembic_migrate_support import (  # noqa: E402  (tests/integration is on sys.path)
+from tests.helpers.migrate_project import (
     Holder, Writers, add_revision, alembic_env, columns, make_project, module_args, revision_of, run_in_thread,
     wait_for_migration_lock_wait)
 

@@ -12,11 +12,9 @@ import yaml
 
 from tests.helpers.ansible import failure_message, run_module
 from tests.helpers.postgres import TEST_PASSWORD
-
-from test_alembic_migrate_safety import (  # noqa: E402  (tests/integration is on sys.path)
-    SLEEPY_HISTORY, alembic, assert_stopped_and_rolled_back, kill_session, start_playbook,
-    wait_for_sleeping_migration)
-from test_alembic_migrate_support import make_project, revision_of  # noqa: E402
+from tests.helpers.migrate_project import (
+    SLEEPY_HISTORY, alembic, assert_stopped_and_rolled_back, kill_session, make_project, revision_of,
+    start_playbook, wait_for_sleeping_migration)
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.slow]
 

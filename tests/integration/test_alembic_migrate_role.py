@@ -6,9 +6,8 @@ import yaml
 import pytest
 
 from tests.helpers.ansible import run_playbook
+from tests.helpers.migrate_project import Holder, make_project, revision_of
 from tests.helpers.postgres import TEST_PASSWORD
-
-from test_alembic_migrate_support import Holder, make_project, revision_of  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -10,19 +10,15 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
+from bench.deploy.probe import Prober, summarize
 from tests.helpers.ansible import run_module
 from tests.helpers.stack import APP_DIR, COMPOSE_FILE, ComposeStack
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT))
-from bench.deploy.probe import Prober, summarize  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

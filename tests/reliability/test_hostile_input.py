@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import uuid
 from pathlib import Path
 
@@ -18,11 +17,8 @@ import pytest
 
 from tests.helpers import postgres as pgh
 from tests.helpers.ansible import failure_message, run_module
+from tests.helpers.migrate_project import make_project, module_args, revision_of
 from tests.helpers.postgres import TEST_PASSWORD, free_port
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-
-from test_alembic_migrate_support import make_project, module_args, revision_of  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

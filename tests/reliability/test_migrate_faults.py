@@ -12,16 +12,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-
-from ansible_collections.dbops.migrations.plugins.module_utils._migrate import (  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils._migrate import (
     MigrateError, MigrateRequest, Migrator)
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url  # noqa: E402
-from tests.conftest import DbHandle  # noqa: E402
-from tests.helpers import postgres as pg  # noqa: E402
-from tests.helpers.postgres import TEST_PASSWORD  # noqa: E402
-from test_alembic_migrate_support import (  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url
+from tests.conftest import DbHandle
+from tests.helpers import postgres as pg
+from tests.helpers.migrate_project import (
     Holder, Writers, add_revision, columns, find_processes, make_project, revision_of, run_in_thread)
+from tests.helpers.postgres import TEST_PASSWORD
 
 pytestmark = pytest.mark.integration
 

@@ -1,18 +1,27 @@
-"""A small, real Alembic project for the alembic_migrate tests (no tests in this file).
+"""Small, real Alembic projects that alembic_migrate runs, and the load and faults its tests put on them.
 
-Its env.py reads DATABASE_URL like the example application's does, supports offline mode
-and runs each revision in its own transaction.
+The project's env.py reads DATABASE_URL like the example application's does, supports offline mode
+and runs each revision in its own transaction. (tests/helpers/alembic_project.py writes projects that
+are only read, never run: its env.py raises.)
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import psycopg2
+import yaml
+
+from ansible_collections.dbops.migrations.plugins.module_utils._migrate import migration_lock_status
+from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url
+from tests.helpers.ansible import ansible_env
 
 ENV_PY = '''
 import os
@@ -290,3 +299,84 @@ def find_processes(needle: str) -> Iterable[int]:
             cmdline = Path("/proc", entry, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             if needle in cmdline:
                 yield int(entry)
+
+
+# ------------------------------------------------------------------ the alembic CLI, as an operator runs it
+
+ALEMBIC = str(Path(sys.executable).parent / "alembic")
+
+
+def alembic(db, config: Path, *args: str) -> None:
+    subprocess.run([ALEMBIC, "-c", str(config), *args], cwd=config.parent, env=dict(os.environ, DATABASE_URL=db.url),
+                   check=True, capture_output=True, timeout=120)
+
+
+# ------------------------------------------------------------------ a controller that dies mid-migration
+
+SLEEPER = ('    op.execute("INSERT INTO accounts (name) VALUES (\'from-0002\')")\n'
+           '    op.add_column("orders", sa.Column("never", sa.Text(), nullable=True))\n'
+           '    op.execute("SELECT pg_sleep(120)")')
+SLEEPY_HISTORY = [
+    ("0001", "baseline", '    op.execute("CREATE TABLE accounts (id serial PRIMARY KEY, name text)")\n'
+                         '    op.execute("CREATE TABLE orders (id serial PRIMARY KEY, note text)")', "    pass"),
+    ("0002", "slow", SLEEPER, "    pass"),
+]
+
+
+def start_playbook(tmp_path: Path, args: dict) -> subprocess.Popen:
+    """ansible-playbook running alembic_migrate in its own session (so the test can kill it)."""
+    play = [{"hosts": "localhost", "gather_facts": False,
+             "tasks": [{"name": "migrate", "dbops.migrations.alembic_migrate": args}]}]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(yaml.safe_dump(play))
+    playbook.chmod(0o600)
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
+    return subprocess.Popen([str(Path(sys.executable).parent / "ansible-playbook"), str(playbook), "-i", str(inventory)],
+                            env=ansible_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_for_sleeping_migration(db, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "ansible-playbook ended before the migration slept"
+        if db.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dbops-migrate-%%'"
+                     " AND query LIKE '%%pg_sleep%%' AND state = 'active'"):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the migration never reached pg_sleep")
+
+
+def migration_backends(db) -> int:
+    return db.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'dbops-migrate-%%'"
+                     " AND datname = current_database()")
+
+
+def assert_stopped_and_rolled_back(db, still_running, budget: float = 10.0) -> float:
+    """Within ``budget`` seconds: nothing of the migration runs, its lock is free, nothing was committed."""
+    started = time.monotonic()
+    while time.monotonic() - started < budget:
+        if not still_running() and not migration_backends(db) \
+                and not migration_lock_status(parse_db_url(db.url))["lock_held"]:
+            break
+        time.sleep(0.2)
+    took = time.monotonic() - started
+    assert not still_running(), "alembic still runs %.1f s after its controller died" % took
+    assert migration_backends(db) == 0
+    assert migration_lock_status(parse_db_url(db.url))["lock_held"] is False
+    assert revision_of(db) == "0001"
+    assert "never" not in columns(db, "orders")
+    assert db.scalar("SELECT count(*) FROM accounts WHERE name = 'from-0002'") == 0
+    return took
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """Clean up what is left of the killed run (its orphaned worker): only the group this test started."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
