@@ -12,7 +12,12 @@ import yaml
 from tests.helpers.ansible import REPO_ROOT, ansible_env
 
 BIN = Path(sys.executable).parent
-MODULES = sorted(p.stem for p in (REPO_ROOT / "plugins" / "modules").glob("*.py") if not p.stem.startswith("_"))
+MODULES = ["alembic_migrate", "compose_deploy", "migration_risk", "pg_backup"]
+
+
+def test_the_modules_are_the_four_capabilities():
+    found = sorted(p.stem for p in (REPO_ROOT / "plugins" / "modules").glob("*.py") if not p.stem.startswith("_"))
+    assert found == MODULES
 
 
 def test_galaxy_metadata():
