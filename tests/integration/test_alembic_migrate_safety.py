@@ -173,7 +173,7 @@ def test_url_variable_and_scheme_reach_env_py(pg_db, tmp_path):
     config = make_project(tmp_path / "proj")
     (config.parent / "migrations" / "env.py").write_text(PSYCOPG2_ONLY_ENV)
     wrong = run_module("alembic_migrate", module_args(pg_db, config, target="0001"))
-    assert "APP_DB_URL" in failure_message(wrong) or "KeyError" in failure_message(wrong)
+    assert "KeyError: 'APP_DB_URL'" in failure_message(wrong), failure_message(wrong)
     run = run_module("alembic_migrate", module_args(pg_db, config, target="0001", db_url_var="APP_DB_URL",
                                                     db_url_scheme="postgresql+psycopg2"))
     assert not run.result.get("failed"), run.output

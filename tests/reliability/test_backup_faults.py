@@ -80,11 +80,13 @@ def test_unwritable_destination(data_db, tmp_path):
         blocked = tmp_path / "file-not-folder"
         blocked.write_text("x")
         msg = failure_message(backup(data_db, blocked / "sub"))
+        reason = "Not a directory"
     else:
         blocked = tmp_path / "locked"
         blocked.mkdir(mode=0o500)
         msg = failure_message(backup(data_db, blocked / "sub"))
-    assert "cannot create destination" in msg or "not a directory" in msg
+        reason = "Permission denied"
+    assert "cannot create destination %s: %s; create it or choose another dest" % (blocked / "sub", reason) in msg, msg
 
 
 def _corrupt_middle(path):
@@ -182,7 +184,7 @@ def test_client_older_than_server(data_db, tmp_path):
     msg = failure_message(backup(data_db, tmp_path / "b", bin_dir=str(old_bin)))
     assert "pg_dump 13.4 is older than the server (PostgreSQL 15." in msg
     assert "postgresql-client-15" in msg and "bin_dir" in msg and "container" in msg
-    assert not (tmp_path / "b").exists() or os.listdir(tmp_path / "b") == []
+    assert not (tmp_path / "b").exists()  # the version gate runs before dest is created
 
 
 @pytest.mark.fault("bad option combinations", kind="bad_input",
@@ -234,7 +236,7 @@ def test_zstd_needs_a_newer_client(data_db, tmp_path):
     dest = tmp_path / "b"
     msg = failure_message(backup(data_db, dest, compress_method="zstd", compress=3))
     assert "needs pg_dump 16 or newer" in msg and "compress_method: gzip" in msg
-    assert not dest.exists() or os.listdir(dest) == []
+    assert not dest.exists()  # the client check runs before dest is created
     made = backup(data_db, dest, compress_method="none", verify="list")
     assert not made.result.get("failed"), made.output[-3000:]
     assert made.result["manifest"]["compress_method"] == "none"
