@@ -39,7 +39,6 @@ import psycopg2
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "integration"))
 from tests.helpers.ansible import COLLECTIONS_PATH, ensure_collection_link  # noqa: E402
 
 ensure_collection_link()
@@ -49,7 +48,7 @@ from ansible_collections.dbops.migrations.plugins.module_utils._migrate import (
     MigrateError, MigrateRequest, Migrator)
 from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url  # noqa: E402
 from tests.helpers import postgres as pg  # noqa: E402
-from test_alembic_migrate_support import make_project  # noqa: E402
+from tests.helpers.migrate_project import make_project  # noqa: E402
 
 PG_BIN = pg.find_pg_bin()
 ALEMBIC = str(Path(sys.executable).parent / "alembic")
