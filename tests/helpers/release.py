@@ -106,9 +106,9 @@ class Release:
 
     # ------------------------------------------------------------ runs
     def play(self, name: str, extra: dict[str, Any] | None = None, *, collection_form: bool = False,
-             timeout: float = 900) -> RunResult:
+             timeout: float = 900, check: bool = False) -> RunResult:
         playbook = f"dbops.migrations.{name}" if collection_form else str(REPO_ROOT / "playbooks" / f"{name}.yml")
-        return run_playbook(playbook, extra or {}, inventory=self.inventory, timeout=timeout)
+        return run_playbook(playbook, extra or {}, inventory=self.inventory, timeout=timeout, check=check)
 
     def deploy(self, **extra: Any) -> RunResult:
         return self.play("deploy", extra)

@@ -82,6 +82,23 @@ class TestHighPathGateAndRollback:
         assert release.revision() == "0004"
         release.seed(3)
 
+    def test_check_mode_says_what_the_high_path_would_do_and_changes_nothing(self, release):
+        app_before = release.container_ids("app")
+        reports_before = sorted(release.report_dir.glob("deploy-*.json"))
+        run = release.play("deploy", {"risk": "auto", "approve": True}, check=True)
+        assert run.rc == 0, explain(run, release)
+        shown = " ".join(run.stdout.split())
+        assert "check mode, nothing changed: would apply 0005 (the database stays at 0004)" in shown, explain(run, release)
+        assert "would be on during the migration (check mode)" in shown
+        assert "Check mode: nothing was written. A backup would go to" in shown
+        assert "health: ok (" in shown
+        assert release.revision() == "0004" and release.backups() == []
+        assert release.container_ids("app") == app_before
+        assert release.stack.get("/api/stats")[0] == 200  # no maintenance page
+        assert not (release.report_dir / "maintenance.json").exists()
+        assert sorted(release.report_dir.glob("deploy-*.json")) == reports_before
+        assert not release.lock_held()
+
     def test_risk_low_for_a_critical_migration_changes_nothing(self, release):
         app_before = release.container_ids("app")
         run = release.deploy(risk="low")
