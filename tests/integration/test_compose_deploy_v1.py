@@ -132,6 +132,7 @@ def test_first_deploy_serves_and_second_is_not_changed(stack, docker_client):
     assert again.result["changed"] is False, brief(again.result)
 
 
+@pytest.mark.nightly
 def test_upgrade_is_planned_then_released_with_a_backup_tag(stack, docker_client):
     old_id = image_id(docker_client, stack.image + ":1.0.0")
     check = stack.deploy("2.0.0", check=True, diff=True)
@@ -152,6 +153,7 @@ def test_upgrade_is_planned_then_released_with_a_backup_tag(stack, docker_client
     assert stack.deploy("2.0.0").result["changed"] is False
 
 
+@pytest.mark.nightly
 def test_manual_rollback_redeploys_the_backup(stack, docker_client):
     good_2 = image_id(docker_client, stack.image + ":2.0.0")
     run = stack.deploy("2.0.0", rollback=True)
@@ -163,6 +165,7 @@ def test_manual_rollback_redeploys_the_backup(stack, docker_client):
     assert run.result["images"]["app"] == stack.image + ":1.0.0"
 
 
+@pytest.mark.nightly
 def test_crashing_release_is_rolled_back(stack, docker_client):
     crash_id = image_id(docker_client, stack.image + ":3.0.0-crash")
     running_id = image_id(docker_client, stack.image + ":1.0.0")
@@ -197,6 +200,7 @@ def test_run_migration_profile_returns_exit_code_and_logs(stack):
     assert "exited with" in failing.result["msg"]
 
 
+@pytest.mark.nightly
 def test_restarted_waits_for_health(stack):
     run = stack.deploy(state="restarted", services=["app"])
     assert run.rc == 0 and not run.result.get("failed"), run.output[-3000:] + brief(run.result)

@@ -132,6 +132,7 @@ class TestHighPathGateAndRollback:
         assert "run again with -e maintenance=false" in shown and "Nothing was changed" in shown
         assert release.revision() == "0004" and release.backups() == []
 
+    @pytest.mark.nightly
     def test_maintenance_users_would_not_see_stops_before_the_migration(self, release):
         # /healthz is exempt from the maintenance page: it never answers 503.
         run = release.deploy(risk="high", approve=True, dbops_maintenance_check_url=release.stack.base_url + "/healthz")
