@@ -49,7 +49,7 @@ class TestCustomVersionTable:
         manifest = ledger.backups()[-1]
         run = ledger.play("rollback", {"rollback": "database", "manifest": str(manifest), "app_version": "1.1.0"})
         assert run.rc == 0, ledger.explain(run)
-        assert ledger.revision() == HEADS["1.0.0"]
+        assert ledger.revision() == HEADS["1.0.0"], ledger.explain(run)
         assert ledger.scalar("SELECT to_regclass('alembic_version')") is None
         assert f"Rolled back database: the database is at revision {HEADS['1.0.0']}" in run.output
 
