@@ -370,7 +370,8 @@ class TestTheGateJudgesTheReleaseImage:
         run = release.deploy(risk="auto", approve=True)
         assert run.rc == 0, explain(run, release)
         summary = release.reports()[-1]
-        assert summary["path"] in ("medium", "high") and summary["risk"] != "low", summary
+        # 300,003 rows: a table of medium size, where a plain CREATE INDEX is medium risk (blocks writes for the build)
+        assert summary["path"] == "medium" and summary["risk"] == "medium", summary
         assert summary["revisions_applied"] == ["0006"] and summary["backup_manifest"] != "none"
         assert release.scalar("SELECT to_regclass('ix_orders_symbol')::text") == "ix_orders_symbol"
         health = release.stack.get("/healthz")[1]
