@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap images demo demo-down test test-all test-unit test-integration test-interrupt test-nightly lint build clean bench-lint bench-backup bench-downtime bench-deploy
+.PHONY: help bootstrap images demo demo-down test test-all test-unit test-integration test-interrupt test-nightly lint build clean bench-lint bench-gate bench-backup bench-downtime bench-deploy
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ build: ## the collection tarball
 
 bench-lint: ## migration_risk against squawk (bench/lint/REPORT.md)
 	$(PY) bench/lint/run.py
+
+bench-gate: bootstrap ## deploy.yml's migration check: rendered in the release image against a host checkout (bench/gate/REPORT.md)
+	$(PY) bench/gate/run.py
 
 bench-backup: bootstrap ## pg_backup against pg_dump/psql and pg_dump|gzip on a 1 GB database
 	$(PY) bench/backup/run.py
