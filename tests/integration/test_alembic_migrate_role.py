@@ -80,3 +80,13 @@ def test_role_downgrades_only_when_allowed_and_calls_it_a_downgrade(pg_db, tmp_p
     assert down.rc == 0, down.output
     assert "downgrade: reverted 0004" in down.stdout and "applied 0004" not in down.stdout
     assert revision_of(pg_db) == "0003"
+
+
+def test_role_in_check_mode_says_what_it_would_apply(pg_db, tmp_path):
+    config = make_project(tmp_path / "proj")
+    play, inventory = write_play(tmp_path, migrate_config=str(config), migrate_db_url=pg_db.url)
+    run = run_playbook(play, inventory=inventory, check=True)
+    assert run.rc == 0, run.output
+    shown = " ".join(run.stdout.split())
+    assert "Check mode, nothing changed: the database stays at base; would apply 0001, 0002, 0003, 0004." in shown
+    assert revision_of(pg_db) is None
