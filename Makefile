@@ -8,8 +8,12 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
+# Test modules run side by side, one module per worker at a time (each stack has its own
+# project name, ports and image repository); TEST_WORKERS=1 runs them one after another.
+TEST_WORKERS ?= 2
+PARALLEL := $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-.PHONY: help bootstrap images demo demo-down test test-all test-unit test-integration test-interrupt test-nightly lint build clean bench-lint bench-gate bench-backup bench-downtime bench-deploy
+.PHONY: help bootstrap images demo demo-down test test-all test-unit test-integration test-interrupt test-nightly test-exclusive lint build clean bench-lint bench-gate bench-backup bench-downtime bench-deploy
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -27,10 +31,15 @@ demo-down: ## stop the demo and remove its volumes
 	scripts/demo down
 
 test: bootstrap ## the suite CI runs: unit, integration, Docker, reliability, molecule, lint (long stories sampled)
-	DBOPS_RELIABILITY_REPORT=docs/RELIABILITY.md $(PY) -m pytest $(PYTEST_ARGS)
+	DBOPS_RELIABILITY_REPORT=docs/RELIABILITY.md $(PY) -m pytest $(PARALLEL) $(PYTEST_ARGS)
+	DBOPS_RELIABILITY_REPORT=docs/RELIABILITY.md DBOPS_RELIABILITY_APPEND=1 $(PY) -m pytest -m exclusive $(PYTEST_ARGS)
 
-test-all: bootstrap ## every test, the nightly stories included (about two hours)
-	DBOPS_NIGHTLY=1 DBOPS_RELIABILITY_REPORT=docs/RELIABILITY.md $(PY) -m pytest $(PYTEST_ARGS)
+test-all: bootstrap ## every test, the nightly stories included (about an hour and a half)
+	DBOPS_NIGHTLY=1 DBOPS_RELIABILITY_REPORT=docs/RELIABILITY.md $(PY) -m pytest $(PARALLEL) $(PYTEST_ARGS)
+	DBOPS_NIGHTLY=1 DBOPS_RELIABILITY_REPORT=docs/RELIABILITY.md DBOPS_RELIABILITY_APPEND=1 $(PY) -m pytest -m exclusive $(PYTEST_ARGS)
+
+test-exclusive: bootstrap ## the tests that restart the Docker engine, alone
+	$(PY) -m pytest -m exclusive $(PYTEST_ARGS)
 
 test-unit: ## pure-logic tests only (no services)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
@@ -39,7 +48,7 @@ test-integration: bootstrap ## tests that need PostgreSQL but not Docker
 	$(PY) -m pytest -m "not docker and not molecule" $(PYTEST_ARGS)
 
 test-nightly: bootstrap ## the long end-to-end stories `make test` skips (rollback stories, 3,000-table restore, caching proxy)
-	DBOPS_NIGHTLY=1 $(PY) -m pytest -m nightly $(PYTEST_ARGS)
+	DBOPS_NIGHTLY=1 $(PY) -m pytest $(PARALLEL) -m nightly $(PYTEST_ARGS)
 
 test-interrupt: bootstrap ## every task boundary of deploy.yml and backup.yml, SIGINT and SIGKILL, then the same command again (hours)
 	DBOPS_INTERRUPT_FULL=1 $(PY) -m pytest tests/reliability/test_interrupt.py -k every_task_boundary $(PYTEST_ARGS)

@@ -24,18 +24,43 @@ pytest_plugins = ["tests.helpers.reliability_report", "tests.helpers.module_time
 
 
 NIGHTLY = os.environ.get("DBOPS_NIGHTLY") == "1"
+# Set in each worker of a parallel run (pytest -n).
+PARALLEL = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+
+# The longest modules start first, so that a parallel run (one module per worker at a time,
+# --dist loadfile) does not end with one worker alone on a long story.
+LONGEST_FIRST = (
+    "tests/integration/test_playbooks_deploy.py",
+    "tests/integration/test_ledger.py",
+    "tests/reliability/test_deploy_playbook.py",
+    "tests/integration/test_compose_deploy.py",
+    "tests/molecule/test_scenarios.py",
+    "tests/integration/test_alembic_migrate.py",
+    "tests/reliability/test_interrupt.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
     """Tests under tests/unit need nothing; integration tests need PostgreSQL and maybe Docker.
-    Tests marked ``nightly`` (long end-to-end stories) run only with DBOPS_NIGHTLY=1 (make test-nightly)."""
+    Tests marked ``nightly`` (long end-to-end stories) run only with DBOPS_NIGHTLY=1 (make test-nightly);
+    tests marked ``exclusive`` never run in a parallel run, where they would stop the others' containers."""
     skip_nightly = pytest.mark.skip(reason="long end-to-end story: runs with DBOPS_NIGHTLY=1 (make test-nightly)")
+    skip_exclusive = pytest.mark.skip(reason="stops the Docker engine under the other tests: runs alone "
+                                             "(make test-exclusive)")
     for item in items:
         path = str(item.fspath)
         if "/tests/unit/" in path:
             item.add_marker(pytest.mark.unit)
         if item.get_closest_marker("nightly") and not NIGHTLY:
             item.add_marker(skip_nightly)
+        if item.get_closest_marker("exclusive") and PARALLEL:
+            item.add_marker(skip_exclusive)
+    items.sort(key=_start_order)
+
+
+def _start_order(item) -> int:
+    module = item.nodeid.split("::", 1)[0]
+    return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
 @pytest.fixture(scope="session")

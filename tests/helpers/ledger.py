@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from tests.helpers.ansible import REPO_ROOT, RunResult, run_playbook
+from tests.helpers.containers import project_containers
 from tests.helpers.postgres import TEST_PASSWORD, free_port
 
 APP_DIR = REPO_ROOT / "examples" / "ledger"
@@ -111,8 +112,7 @@ class LedgerStack:
                                "--format", "{{.Names}} {{.Status}} {{.Image}}"], capture_output=True, text=True).stdout
 
     def containers(self, service: str, running: bool = True) -> list:
-        return self.client.containers.list(all=not running, filters={"label": [
-            f"com.docker.compose.project={self.project}", f"com.docker.compose.service={service}"]})
+        return project_containers(self.client, self.project, service, all=not running)
 
     def flag_present(self) -> bool:
         """The maintenance flag, seen from inside the running api container(s)."""

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from tests.helpers.ansible import REPO_ROOT, RunResult, run_playbook
+from tests.helpers.containers import project_containers
 from tests.helpers.postgres import TEST_PASSWORD
 from tests.helpers.stack import APP_DIR, ComposeStack
 
@@ -151,9 +152,7 @@ class Release:
             "SELECT id, 'ABC', 'buy', 10, 1.5 FROM accounts;")
 
     def container_ids(self, service: str) -> list[str]:
-        return sorted(c.id for c in self.client.containers.list(
-            all=True, filters={"label": [f"com.docker.compose.project={self.project}",
-                                         f"com.docker.compose.service={service}"]}))
+        return sorted(c.id for c in project_containers(self.client, self.project, service))
 
     def backups(self) -> list[Path]:
         return sorted(self.backup_dir.glob("*.manifest.json")) if self.backup_dir.exists() else []

@@ -8,6 +8,7 @@ to write (``make test`` sets it to docs/RELIABILITY.md), so a partial run never 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _outcomes: dict[str, dict] = {}
+# Outcomes of the last run that wrote the report (tests/output is not committed).
+OUTCOMES_FILE = REPO_ROOT / "tests" / "output" / "reliability-outcomes.json"
 
 
 def pytest_configure(config):
@@ -59,10 +62,28 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionfinish(session, exitstatus):
     target = os.environ.get("DBOPS_RELIABILITY_REPORT")
-    if not _outcomes or not target:
-        return
-    report = REPO_ROOT / target
-    rows = sorted(_outcomes.values(), key=lambda r: (r["kind"], r["name"]))
+    if not _outcomes or not target or hasattr(session.config, "workerinput"):
+        return  # the controller of a parallel run writes the report, with every worker's outcomes
+    _write(REPO_ROOT / target, _outcomes_of_the_whole_run())
+
+
+def _outcomes_of_the_whole_run() -> dict[str, dict]:
+    """This run's outcomes; with DBOPS_RELIABILITY_APPEND=1, added to those of the run before.
+
+    `make test` runs in two steps (the tests that stop the Docker engine run alone after the
+    parallel step); the second step appends so that the report covers both.
+    """
+    outcomes = {}
+    if os.environ.get("DBOPS_RELIABILITY_APPEND") == "1" and OUTCOMES_FILE.exists():
+        outcomes.update(json.loads(OUTCOMES_FILE.read_text()))
+    outcomes.update(_outcomes)
+    OUTCOMES_FILE.parent.mkdir(parents=True, exist_ok=True)
+    OUTCOMES_FILE.write_text(json.dumps(outcomes, indent=1, sort_keys=True))
+    return outcomes
+
+
+def _write(report: Path, outcomes: dict[str, dict]) -> None:
+    rows = sorted(outcomes.values(), key=lambda r: (r["kind"], r["name"]))
     lines = [
         "# Reliability: faults injected, bad input, secrets",
         "",

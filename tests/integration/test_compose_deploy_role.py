@@ -10,7 +10,8 @@ from tests.helpers.ansible import run_playbook
 from tests.helpers.stack import APP_DIR
 from tests.integration.test_compose_deploy import DeployStack
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+# deploy.yml drives this role in every playbook story; the role on its own runs nightly.
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.nightly]
 
 
 def play(stack: DeployStack, tmp_path, version: str, **extra):

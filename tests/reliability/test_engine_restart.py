@@ -20,7 +20,8 @@ import pytest
 
 from tests.integration.test_compose_deploy import DeployStack, brief
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1200)]
+# Restarting the engine stops every container on the machine: never beside other tests.
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.exclusive, pytest.mark.timeout(1200)]
 
 DOCKERD_LOG = Path("/var/log/dockerd.log")
 
