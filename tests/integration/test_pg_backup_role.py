@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 import yaml
@@ -34,6 +35,29 @@ def test_playbook_backs_up_verifies_and_prunes(pg_db, tmp_path):
     assert (manifest["format"], manifest["jobs"], manifest["compress"]) == ("directory", 2, 1)
     assert "alembic revision 0002" in run.output
     assert pgh.TEST_PASSWORD not in run.output
+
+
+def test_playbook_reads_the_database_from_the_inventory(pg_db, tmp_path):
+    """The form the playbook's header documents: dbops_* in the inventory, nothing on the command line."""
+    pg_db.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 321)")
+    dest = tmp_path / "from-inventory"
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars").mkdir(parents=True)
+    (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
+        "children": {"db": {"hosts": {"localhost": None}}}}}))
+    login = pg_db.login_args()
+    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump({
+        "dbops_db_host": login["login_host"], "dbops_db_port": login["login_port"],
+        "dbops_db_user": login["login_user"], "dbops_db_password": login["login_password"],
+        "dbops_db_name": login["login_db"], "dbops_backup_dest": str(dest), "dbops_backup_verify": "list"}))
+    run = run_playbook(REPO_ROOT / "playbooks" / "backup.yml", inventory=inventory)
+    assert run.rc == 0, run.output[-3000:]
+    [manifest_file] = sorted(dest.glob("*.manifest.json"))
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest["database"] == pg_db.name and manifest["tables"] == {"public.t": 321}
+    assert manifest["verification"]["mode"] == "list" and manifest["verification"]["verified"] is True
+    assert login["login_password"] not in run.output
 
 
 def test_role_publishes_manifest_and_fails_the_play_without_a_good_backup(pg_db, tmp_path):
