@@ -103,8 +103,9 @@ def backup_finished(rel: Release) -> None:
     assert manifest["alembic_revision"] == "0004"
     assert manifest["tables"]["public.orders"] == 3
     for path in manifests:
-        dump = json.loads(path.read_text())["path"]
-        assert os.path.exists(dump), f"a manifest names a missing dump: {dump}"
+        # the manifest names its archive (a file or a directory format folder) beside itself
+        dump = path.parent / json.loads(path.read_text())["file"]
+        assert dump.exists(), f"a manifest names a missing archive: {dump}"
 
 
 SCENARIOS = {
