@@ -50,7 +50,7 @@ test-integration: bootstrap ## tests that need PostgreSQL but not Docker
 test-nightly: bootstrap ## the long end-to-end stories `make test` skips (rollback stories, 3,000-table restore, caching proxy)
 	DBOPS_NIGHTLY=1 $(PY) -m pytest $(PARALLEL) -m nightly $(PYTEST_ARGS)
 
-test-interrupt: bootstrap ## every task boundary of deploy.yml and backup.yml, SIGINT and SIGKILL, then the same command again (hours)
+test-interrupt: bootstrap ## every task boundary of deploy.yml (low, medium, high), rollback.yml (database) and backup.yml, SIGINT and SIGKILL, then the same command again (hours)
 	DBOPS_INTERRUPT_FULL=1 $(PY) -m pytest tests/reliability/test_interrupt.py -k every_task_boundary $(PYTEST_ARGS)
 
 lint: ## ansible-lint, ansible-doc for every module, ansible-test sanity

@@ -41,6 +41,8 @@ class Scenario:
     prepare: Callable[[Release], None]
     interrupted: Callable[[Release], None]   # what holds right after the interruption
     finished: Callable[[Release], None]      # what holds after the second, complete run
+    # From the sampled cases' shared stack at 0004 with orders to this scenario's start.
+    from_0004: Callable[[Release], None] = lambda rel: None
 
 
 # ---------------------------------------------------------------- shared states
@@ -95,6 +97,55 @@ def low_path_finished(rel: Release) -> None:
     assert rel.stack.get("/api/stats")[0] == 200
 
 
+def at_0002_with_orders(rel: Release) -> None:
+    run = rel.deploy(risk="auto", migration_target="0002")
+    assert run.rc == 0, run.output[-4000:]
+    rel.seed(3)
+
+
+def index_of_0003(rel: Release) -> bool:
+    return rel.scalar("SELECT count(*) FROM pg_indexes WHERE tablename = 'orders' "
+                      "AND indexdef LIKE '%(created_at)%'") > 0
+
+
+def medium_path_interrupted(rel: Release) -> None:
+    """0003 builds one index: before it the index is missing, after it the index is valid."""
+    revision = rel.revision()
+    assert revision in ("0002", "0003"), revision
+    assert index_of_0003(rel) == (revision == "0003")
+    assert rel.scalar("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == 0, "an invalid index is left"
+    orders_intact(rel)
+
+
+def medium_path_finished(rel: Release) -> None:
+    assert rel.revision() == "0003" and index_of_0003(rel)
+    orders_intact(rel)
+    assert rel.backups(), "the medium path made no backup"
+    assert rel.stack.get("/healthz")[0] == 200 and rel.stack.get("/api/stats")[0] == 200
+
+
+def at_0005_after_a_high_release(rel: Release) -> None:
+    run = rel.deploy(risk="high", approve=True, verify_queries=VERIFY)
+    assert run.rc == 0, run.output[-4000:]
+    assert rel.revision() == "0005"
+
+
+def at_0005_with_orders(rel: Release) -> None:
+    at_0004_with_orders(rel)
+    at_0005_after_a_high_release(rel)
+
+
+def rollback_finished(rel: Release) -> None:
+    assert rel.revision() == "0004"
+    schema_matches_revision_0004_or_0005(rel)
+    status, body = rel.stack.get("/healthz")
+    assert status == 200 and body["revision"] == "0004", body
+
+
+def back_to_0002(rel: Release) -> None:
+    rel.stack.compose("--profile", "migration", "run", "--rm", "migration", "alembic", "downgrade", "0002")
+
+
 def backup_finished(rel: Release) -> None:
     import json
     manifests = rel.backups()
@@ -121,6 +172,20 @@ SCENARIOS = {
         prepare=lambda rel: None,
         interrupted=low_path_interrupted,
         finished=low_path_finished),
+    "deploy-medium": Scenario(
+        "deploy-medium", "deploy",
+        extra=lambda rel: {"risk": "medium", "approve": True, "migration_target": "0003"},
+        prepare=at_0002_with_orders,
+        interrupted=medium_path_interrupted,
+        finished=medium_path_finished,
+        from_0004=back_to_0002),
+    "rollback-database": Scenario(
+        "rollback-database", "rollback",
+        extra=lambda rel: {"rollback": "database", "migration_target": "0004"},
+        prepare=at_0005_with_orders,
+        interrupted=schema_matches_revision_0004_or_0005,
+        finished=rollback_finished,
+        from_0004=at_0005_after_a_high_release),
     "backup": Scenario(
         "backup", "backup",
         extra=lambda rel: {},
@@ -137,6 +202,8 @@ SAMPLED = [
     ("deploy-high", "SIGKILL", "Migrate the database"),
     ("deploy-high", "SIGINT", "Verify the data"),
     ("backup", "SIGKILL", "Back up the database"),
+    ("deploy-medium", "SIGKILL", "Migrate the database"),
+    ("rollback-database", "SIGINT", "Downgrade the database"),
 ]
 SAMPLED_CASES = [pytest.param(*case, id="-".join(case), marks=[pytest.mark.nightly] if n else [])
                  for n, case in enumerate(SAMPLED)]
@@ -202,9 +269,11 @@ def release_at_0004(docker_client, tmp_path_factory):
 
 
 def back_to_0004(rel: Release) -> None:
-    """Undo the previous case's completed release with alembic itself; forget its reports and backups."""
-    if rel.revision() != "0004":
-        rel.stack.compose("--profile", "migration", "run", "--rm", "migration", "alembic", "downgrade", "0004")
+    """Bring the previous case's revision back to 0004 with alembic itself; forget its reports and backups."""
+    revision = rel.revision()
+    if revision != "0004":
+        direction = "upgrade" if revision in ("0002", "0003") else "downgrade"
+        rel.stack.compose("--profile", "migration", "run", "--rm", "migration", "alembic", direction, "0004")
     for folder in (rel.report_dir, rel.backup_dir):
         if folder.exists():
             shutil.rmtree(folder)
@@ -217,7 +286,9 @@ def back_to_0004(rel: Release) -> None:
                          "off, no lock, no runner, no scratch database, staging folder or password file left")
 def test_interrupt_and_run_again(release_at_0004, scenario_name, sig, at_task):
     back_to_0004(release_at_0004)
-    interrupt_then_rerun(release_at_0004, SCENARIOS[scenario_name], sig, at_task)
+    scenario = SCENARIOS[scenario_name]
+    scenario.from_0004(release_at_0004)
+    interrupt_then_rerun(release_at_0004, scenario, sig, at_task)
 
 
 @pytest.mark.skipif(not FULL_MATRIX, reason="the full matrix takes hours: make test-interrupt")
