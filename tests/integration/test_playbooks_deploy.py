@@ -92,6 +92,7 @@ class TestHighPathGateAndRollback:
         assert "would be on during the migration (check mode)" in shown
         assert "Check mode: nothing was written. A backup would go to" in shown
         assert "health: ok (" in shown
+        assert "passed (check mode: no migration ran between the two counts)" in shown
         assert release.revision() == "0004" and release.backups() == []
         assert release.container_ids("app") == app_before
         assert release.stack.get("/api/stats")[0] == 200  # no maintenance page
