@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import pytest
 
+from tests.helpers.containers import project_containers
 from tests.helpers.interrupt import (Interruption, playbook_argv, processes_matching, run_and_interrupt,
                                      task_names, temp_roots, wait_for_orphans, write_vars)
 from tests.helpers.release import Release, compose_ps, new_release
@@ -77,11 +78,16 @@ def schema_matches_revision_0004_or_0005(rel: Release) -> None:
     orders_intact(rel)
 
 
-def high_path_finished(rel: Release) -> None:
-    assert rel.revision() == "0005"
+def serves_at(rel: Release, revision: str) -> None:
+    """The database is at ``revision`` with the schema it defines, and the application says so."""
+    assert rel.revision() == revision
     schema_matches_revision_0004_or_0005(rel)
     status, body = rel.stack.get("/healthz")
-    assert status == 200 and body["revision"] == "0005", body
+    assert status == 200 and body["revision"] == revision, body
+
+
+def high_path_finished(rel: Release) -> None:
+    serves_at(rel, "0005")
     assert rel.stack.get("/api/stats")[0] == 200, "maintenance is still on after a successful release"
 
 
@@ -136,10 +142,7 @@ def at_0005_with_orders(rel: Release) -> None:
 
 
 def rollback_finished(rel: Release) -> None:
-    assert rel.revision() == "0004"
-    schema_matches_revision_0004_or_0005(rel)
-    status, body = rel.stack.get("/healthz")
-    assert status == 200 and body["revision"] == "0004", body
+    serves_at(rel, "0004")
 
 
 def back_to_0002(rel: Release) -> None:
@@ -222,7 +225,7 @@ def advisory_locks(rel: Release) -> int:
 
 
 def running_one_off_containers(rel: Release) -> list[str]:
-    return [c.name for c in rel.client.containers.list(filters={"label": f"com.docker.compose.project={rel.project}"})
+    return [c.name for c in project_containers(rel.client, rel.project, all=False)
             if c.labels.get("com.docker.compose.oneoff") == "True"]
 
 
