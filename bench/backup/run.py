@@ -35,9 +35,9 @@ from tests.helpers import postgres as pgh  # noqa: E402
 
 ensure_collection_link()
 sys.path.insert(0, str(COLLECTIONS_PATH))
-from ansible_collections.dbops.migrations.plugins.module_utils import _backup as bk  # noqa: E402
-from ansible_collections.dbops.migrations.plugins.module_utils._backup_run import Backup, Executor  # noqa: E402
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import ConnInfo  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.backup import archive as backup_archive  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.backup.operations import Backup, Executor  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import ConnInfo  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MiB = 1024 * 1024
@@ -193,7 +193,7 @@ class Bench:
         dest = self.work / "pgb"
         self.checkpoint()
         t0 = time.monotonic()
-        result = self.engine.create(str(dest), bk.DumpOptions(fmt=fmt, jobs=jobs, compress=compress), verify, None)
+        result = self.engine.create(str(dest), backup_archive.DumpOptions(fmt=fmt, jobs=jobs, compress=compress), verify, None)
         backup_s = time.monotonic() - t0
         cell = dict(backup_s=backup_s, size=result["size_bytes"], verified=verify,
                     verify_s=result["verification"].get("duration_s", 0.0))
@@ -207,8 +207,8 @@ class Bench:
             self.verify_rows(target)
             cell["verified"] = verify + "; restore+counts"
             self.drop(target)
-        bk.remove_path(result["path"])
-        bk.remove_path(result["manifest_path"])
+        backup_archive.remove_path(result["path"])
+        backup_archive.remove_path(result["manifest_path"])
         return cell
 
 

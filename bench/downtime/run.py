@@ -44,9 +44,9 @@ from tests.helpers.ansible import COLLECTIONS_PATH, ensure_collection_link  # no
 ensure_collection_link()
 sys.path.insert(0, str(COLLECTIONS_PATH))
 
-from ansible_collections.dbops.migrations.plugins.module_utils._migrate import (  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import (  # noqa: E402
     MigrateError, MigrateRequest, Migrator)
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import parse_db_url  # noqa: E402
 from tests.helpers import postgres as pg  # noqa: E402
 from tests.helpers.migrate_project import make_project  # noqa: E402
 

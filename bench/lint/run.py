@@ -39,7 +39,7 @@ if not _LINK.exists():
     _LINK.parent.mkdir(parents=True, exist_ok=True)
     _LINK.symlink_to(REPO, target_is_directory=True)
 sys.path.insert(0, str(REPO / ".collections"))
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import (  # noqa: E402
     Engine, MigrationUnit, analyse_sql)
 
 SQUAWK = str(Path(sys.executable).parent / "squawk")
@@ -99,7 +99,7 @@ def run_cases(work: Path) -> list:
 
 def run_alembic_example() -> list:
     """The example app's pending revisions: squawk on `alembic upgrade --sql`, migration_risk per revision."""
-    from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import RiskRequest, run_request
     ini = REPO / "examples" / "auto_trader" / "alembic.ini"
     if not ini.exists():
         return []

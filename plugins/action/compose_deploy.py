@@ -4,18 +4,18 @@
 Compose changes go through community.docker's modules on the target (docker_compose_v2,
 docker_compose_v2_run, docker_image_tag, docker_container). The other steps run in one call
 each through the compose_deploy module on the target (its hidden ``worker`` option, one typed
-operation per call, see WORKER_OPS), with the Docker SDK (module_utils/_compose_engine.py):
+operation per call, see WORKER_OPS), with the Docker SDK (module_utils/compose/engine.py):
 engine facts, the health wait with its URL gate, logs, backup tags, the proxy's configuration,
 and the changes community.docker has no module for (hidden start and exposure of a surge
 container, a proxy reload, a graceful stop). What this adds: a backup tag per project and
 release before the update, a health gate, a zero-downtime surge (with a caching proxy's
 reloads), an automatic rollback and a rollback on request through the compose tag variable.
-Decisions live in module_utils/_compose.py.
+Decisions live in module_utils/compose/plan.py.
 
 community.docker's compose modules drive only the ``docker compose`` v2 plugin. Without it
 (or with compose_command=standalone) the compose steps (plan, up, down, restart, run) run
 ``docker-compose`` v1 through the compose_deploy module instead, which answers in the shape
-of docker_compose_v2's results; its decisions live in module_utils/_compose_v1.py.
+of docker_compose_v2's results; its decisions live in module_utils/compose/v1.py.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as cu1
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import plan as compose_plan
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import v1 as compose_v1
 
 
 class DeployFailed(Exception):
@@ -42,7 +42,7 @@ class EngineLost(DeployFailed):
     """The Docker engine stopped answering: nothing can be checked or rolled back until it is back."""
 
 
-def by_service_running(containers: list[cu.Container]) -> dict[str, str]:
+def by_service_running(containers: list[compose_plan.Container]) -> dict[str, str]:
     """{service: image id} of the running, non one-off containers."""
     return {c.service: c.image_id for c in containers if c.running and not c.oneoff}
 
@@ -62,8 +62,8 @@ class ActionModule(ActionBase):
         result.pop("invocation", None)
         if result.get("failed") and not ignore_errors:
             text = "%s\n%s" % (result.get("stderr", ""), result.get("msg", ""))
-            error = EngineLost if result.get("engine_down") or cu.engine_unreachable(text) else DeployFailed
-            raise error(cu.explain_compose_failure(text), module=name, failed_check="engine" if error is EngineLost
+            error = EngineLost if result.get("engine_down") or compose_plan.engine_unreachable(text) else DeployFailed
+            raise error(compose_plan.explain_compose_failure(text), module=name, failed_check="engine" if error is EngineLost
                         else None, module_result={k: result.get(k) for k in ("msg", "stderr", "rc") if k in result})
         return result
 
@@ -80,11 +80,11 @@ class ActionModule(ActionBase):
             self._task.check_mode = saved
 
     def _compose_args(self) -> dict[str, Any]:
-        args = {"project_src": self.p["project_src"], "project_name": self.project}
-        if self.p["files"]:
-            args["files"] = self.p["files"]
-        if self.p["profiles"]:
-            args["profiles"] = self.p["profiles"]
+        args = {"project_src": self.params["project_src"], "project_name": self.project}
+        if self.params["files"]:
+            args["files"] = self.params["files"]
+        if self.params["profiles"]:
+            args["profiles"] = self.params["profiles"]
         if self.env_files:
             args["env_files"] = self.env_files
         return args
@@ -95,14 +95,14 @@ class ActionModule(ActionBase):
         """One step run by the compose_deploy module on the target (Docker SDK or compose CLI), with a
         job checked against its operation's spec (WORKER_OPS) before it leaves."""
         job.update(op=op)
-        problem = cu.worker_job_problem(job)
+        problem = compose_plan.worker_job_problem(job)
         if problem:  # a defect of this plugin: say so instead of sending a job the module would misread
             raise AnsibleError("compose_deploy: %s" % problem)
-        args = {"project_src": self.p["project_src"], "worker": job}
+        args = {"project_src": self.params["project_src"], "worker": job}
         result = self._module("dbops.migrations.compose_deploy", args, check=False, ignore_errors=True)
         if result.get("failed"):
             msg = result.get("msg") or "compose_deploy %s failed" % op
-            if result.get("engine_down") or cu.engine_unreachable(msg):
+            if result.get("engine_down") or compose_plan.engine_unreachable(msg):
                 raise EngineLost(msg, failed_check="engine")
             raise DeployFailed(msg)
         return result
@@ -110,9 +110,9 @@ class ActionModule(ActionBase):
     def _v1(self, op: str, **job: Any) -> dict[str, Any]:
         """One docker-compose v1 step through the compose_deploy module (what docker_compose_v2
         does for the compose plugin), with the project's global options."""
-        base = {"docker": self.docker, "project": self.project, "files": self.p["files"],
-                "env_files": self.env_files, "profiles": self.p["profiles"], "pull": self.p["pull"],
-                "build": self.p["build"], "deps": self.deps, "targets": self.targets,
+        base = {"docker": self.docker, "project": self.project, "files": self.params["files"],
+                "env_files": self.env_files, "profiles": self.params["profiles"], "pull": self.params["pull"],
+                "build": self.params["build"], "deps": self.deps, "targets": self.targets,
                 "specs": {n: s.__dict__ for n, s in self.specs.items()}}
         base.update(job)
         return self._worker(op, **base)
@@ -123,30 +123,30 @@ class ActionModule(ActionBase):
     def _prepare(self, env: dict[str, Any] | None = None) -> None:
         """Env file, engine, compose and config, before anything changes. ``env`` replaces the
         task's variables (a rollback names the backup image through the tag variable)."""
-        env = self.p["env"] if env is None else env
+        env = self.params["env"] if env is None else env
         self._cleanup()
         res = self._worker("prepare", env={k: ("" if v is None else to_text(v)) for k, v in env.items()},
-                           project_name=self.p["project_name"], files=self.p["files"],
-                           compose_command=self.p["compose_command"])
+                           project_name=self.params["project_name"], files=self.params["files"],
+                           compose_command=self.params["compose_command"])
         self.tmpdir = res.get("tmpdir")
         self.env_files = res.get("env_files") or []
         self.compose_version = res["compose_version"]
         self.compose_command = res.get("compose_command")
-        self.v1 = res.get("compose_cli") == cu1.STANDALONE
+        self.v1 = res.get("compose_cli") == compose_v1.STANDALONE
         self.deps = res.get("deps") or {}
         self.docker = res["docker"]
         self.project = res["project"]
-        self.specs = {name: cu.spec_from_dict(raw) for name, raw in res["specs"].items()}
+        self.specs = {name: compose_plan.spec_from_dict(raw) for name, raw in res["specs"].items()}
         if self.v1:
-            problem = cu1.unsupported_options(self.p["pull"])
+            problem = compose_v1.unsupported_options(self.params["pull"])
             if problem:
                 raise DeployFailed(problem)
-        self.targets = cu.select_services(self.specs, self.p["services"], None, self.p["profiles"])
-        if self.p["run"]:
-            cu.select_services(self.specs, [self.p["run"]])
-        if self.p["backup_tag"] and not cu.valid_tag(self.p["backup_tag"]):
+        self.targets = compose_plan.select_services(self.specs, self.params["services"], None, self.params["profiles"])
+        if self.params["run"]:
+            compose_plan.select_services(self.specs, [self.params["run"]])
+        if self.params["backup_tag"] and not compose_plan.valid_tag(self.params["backup_tag"]):
             raise DeployFailed("backup_tag %r is not a valid image tag prefix; use letters, digits, '.', '_' "
-                               "and '-' (for example %s)" % (self.p["backup_tag"], cu.BACKUP_PREFIX))
+                               "and '-' (for example %s)" % (self.params["backup_tag"], compose_plan.BACKUP_PREFIX))
 
     def _cleanup(self) -> None:
         if getattr(self, "tmpdir", None):
@@ -156,12 +156,12 @@ class ActionModule(ActionBase):
                 pass
             self.tmpdir = None
 
-    def _facts(self, refs: list[str] | None = None) -> tuple[list[cu.Container], dict[str, str | None]]:
+    def _facts(self, refs: list[str] | None = None) -> tuple[list[compose_plan.Container], dict[str, str | None]]:
         res = self._worker("facts", project=self.project, refs=refs or [])
         self.image_tags = res.get("image_tags") or {}
-        return [cu.container_from_dict(c) for c in res["containers"]], res.get("image_ids") or {}
+        return [compose_plan.container_from_dict(c) for c in res["containers"]], res.get("image_ids") or {}
 
-    def _containers(self) -> list[cu.Container]:
+    def _containers(self) -> list[compose_plan.Container]:
         return self._facts()[0]
 
     def _image_ids(self, refs: list[str]) -> dict[str, str | None]:
@@ -170,7 +170,7 @@ class ActionModule(ActionBase):
     def _wait_healthy(self, targets: list[str], *, exclude_ids: tuple[str, ...] = (),
                       watch_ids: tuple[str, ...] = (), settle: float = 0.0,
                       log_service: str | None = None, use_url: bool = True,
-                      url: str | None = None) -> tuple[cu.HealthVerdict, list[str]]:
+                      url: str | None = None) -> tuple[compose_plan.HealthVerdict, list[str]]:
         """Containers running and healthy, ``settle`` seconds stable, then the URL (one call);
         ``url`` replaces the health URL (the deep health URL of a hidden container)."""
         h = self.health
@@ -179,11 +179,11 @@ class ActionModule(ActionBase):
             targets=list(targets), timeout=h["timeout"], interval=h["interval"], settle=settle,
             url=url or (h.get("url") if use_url else None), status_code=h["status_code"], successes=h["successes"],
             containers=h["containers"], exclude_ids=list(exclude_ids), watch_ids=list(watch_ids),
-            log_lines=self.p["log_lines"], log_service=log_service)
+            log_lines=self.params["log_lines"], log_service=log_service)
         v = res["verdict"]
         self.timeline.append(("health %s" % v["state"], round(time.monotonic() - self.t0, 2)))
-        return (cu.HealthVerdict(v["state"], v.get("check"), v.get("service"), v.get("container"),
-                                 v.get("reason") or ""), v.get("logs") or [])
+        return (compose_plan.HealthVerdict(v["state"], v.get("check"), v.get("service"), v.get("container"),
+                                           v.get("reason") or ""), v.get("logs") or [])
 
     # ------------------------------------------------------------------ steps
 
@@ -191,20 +191,20 @@ class ActionModule(ActionBase):
         if self.v1:
             return self._v1("v1_plan", services=list(services or self.targets), all_services=list(self.specs))
         args = self._compose_args()
-        args.update({"state": "present", "pull": self.p["pull"], "build": self.p["build"]})
+        args.update({"state": "present", "pull": self.params["pull"], "build": self.params["build"]})
         if services:
             args["services"] = services
         return self._module("community.docker.docker_compose_v2", args, check=True)
 
-    def _plan(self) -> list[cu.ServiceChange]:
+    def _plan(self) -> list[compose_plan.ServiceChange]:
         refs = [self.specs[s].image for s in self.targets if self.specs[s].image]
         containers, image_ids = self._facts(refs)
-        dry = self._dry_run(self.p["services"])
-        actions = cu.services_from_dry_run(dry.get("actions", []), self.project, containers, self.specs)
-        return cu.plan_changes(self.specs, self.targets, containers, actions, image_ids,
-                               zero_downtime=self.p["zero_downtime"])
+        dry = self._dry_run(self.params["services"])
+        actions = compose_plan.services_from_dry_run(dry.get("actions", []), self.project, containers, self.specs)
+        return compose_plan.plan_changes(self.specs, self.targets, containers, actions, image_ids,
+                                         zero_downtime=self.params["zero_downtime"])
 
-    def _check_ports(self, plan: list[cu.ServiceChange]) -> None:
+    def _check_ports(self, plan: list[compose_plan.ServiceChange]) -> None:
         """A host port the release needs must be free or held by the container it replaces."""
         wanted = {}
         for change in plan:
@@ -215,12 +215,12 @@ class ActionModule(ActionBase):
             return
         res = self._worker("ports", project=self.project, ports=wanted)
         if res.get("busy"):
-            raise DeployFailed(cu.port_conflict_message(res["busy"]), failed_check="ports")
+            raise DeployFailed(compose_plan.port_conflict_message(res["busy"]), failed_check="ports")
 
-    def _backup(self, plan: list[cu.ServiceChange]) -> list[dict[str, str]]:
+    def _backup(self, plan: list[compose_plan.ServiceChange]) -> list[dict[str, str]]:
         """Keep each replaced image under this project's own backup tag (never a release tag)."""
         done = []
-        for item in cu.backup_targets(plan, self.p["backup_tag"], self.project):
+        for item in compose_plan.backup_targets(plan, self.params["backup_tag"], self.project):
             self._module("community.docker.docker_image_tag", {
                 "name": item["image_id"], "repository": [item["backup"]],
                 "existing_images": "overwrite"}, check=False)
@@ -231,24 +231,24 @@ class ActionModule(ActionBase):
         if self.v1:
             return self._v1("v1_up", services=list(services or []))
         args = self._compose_args()
-        args.update({"state": "present", "pull": self.p["pull"], "build": self.p["build"],
+        args.update({"state": "present", "pull": self.params["pull"], "build": self.params["build"],
                      "remove_orphans": False})
         if services:
             args["services"] = services
         args.update(extra)
         return self._module("community.docker.docker_compose_v2", args, check=False)
 
-    def _remove_container(self, container: cu.Container, graceful: bool = True) -> None:
+    def _remove_container(self, container: compose_plan.Container, graceful: bool = True) -> None:
         """Graceful: SIGTERM and up to stop_timeout seconds to finish in-flight requests. A failed
         new container never took traffic, so it is removed at once."""
         if graceful:
             self._module("community.docker.docker_container", {
-                "name": container.id, "state": "stopped", "stop_timeout": self.p["stop_timeout"]},
+                "name": container.id, "state": "stopped", "stop_timeout": self.params["stop_timeout"]},
                 check=False, ignore_errors=True)
         self._module("community.docker.docker_container", {"name": container.id, "state": "absent",
                                                            "force_kill": True}, check=False)
 
-    def _surge(self, change: cu.ServiceChange) -> None:
+    def _surge(self, change: compose_plan.ServiceChange) -> None:
         """Start the new release beside the old one, hidden from the service name until it is
         healthy and has stayed so for ``settle`` seconds; then let it take traffic, check the
         health URL, and retire the old container gracefully."""
@@ -265,10 +265,10 @@ class ActionModule(ActionBase):
         try:
             # compose counts stopped containers towards the scale too
             created = self._worker("surge_create", project=self.project, service=service,
-                                   scale=len(old) + 1, pull=self.p["pull"],
-                                   build=self.p["build"], docker=self.docker, files=self.p["files"],
-                                   env_files=self.env_files, profiles=self.p["profiles"],
-                                   cli=cu1.STANDALONE if self.v1 else cu1.PLUGIN, deps=self.deps,
+                                   scale=len(old) + 1, pull=self.params["pull"],
+                                   build=self.params["build"], docker=self.docker, files=self.params["files"],
+                                   env_files=self.env_files, profiles=self.params["profiles"],
+                                   cli=compose_v1.STANDALONE if self.v1 else compose_v1.PLUGIN, deps=self.deps,
                                    specs={n: s.__dict__ for n, s in self.specs.items()})
         except EngineLost:
             raise
@@ -276,8 +276,8 @@ class ActionModule(ActionBase):
             # nothing new runs (the worker removes what it created); the old release serves on
             raise DeployFailed(exc.msg, failed_check="compose", failed_service=service, logs=[], old_kept=True)
         new_ids = tuple(created.get("new_ids") or [])
-        new = [cu.Container(id=i, name=i[:12], service=service, number=0, image="", image_id="",
-                            state="running", health="none") for i in new_ids]
+        new = [compose_plan.Container(id=i, name=i[:12], service=service, number=0, image="", image_id="",
+                                      state="running", health="none") for i in new_ids]
         verdict, logs = self._wait_healthy([service], exclude_ids=old_ids, watch_ids=new_ids,
                                            settle=self.health["settle"], log_service=service, use_url=False,
                                            url=self._deep_health_url(created, new_ids))
@@ -327,12 +327,12 @@ class ActionModule(ActionBase):
             time.sleep(self.proxy["drain"])  # requests the old proxy workers still carry finish
         return True
 
-    def _retire(self, service: str, old: list[cu.Container]) -> None:
+    def _retire(self, service: str, old: list[compose_plan.Container]) -> None:
         """Stop the old containers gracefully (they stop listening at once and finish what is in
         flight); then a caching proxy drops their addresses with a second reload."""
         for container in old:
             if self._proxy_caches(service):
-                self._worker("stop", id=container.id, timeout=self.p["stop_timeout"], project=self.project,
+                self._worker("stop", id=container.id, timeout=self.params["stop_timeout"], project=self.project,
                              proxy_service=self.proxy["service"], then_exec=list(self.proxy["reload_command"]))
                 self._mark("stopped old %s" % container.name)
                 self._mark("reloaded %s (old %s stopped)" % (self.proxy["service"], service))
@@ -344,7 +344,7 @@ class ActionModule(ActionBase):
     def _mark(self, step: str) -> None:
         self.timeline.append((step, round(time.monotonic() - self.t0, 2)))
 
-    def _deploy(self, plan: list[cu.ServiceChange]) -> None:
+    def _deploy(self, plan: list[compose_plan.ServiceChange]) -> None:
         surged = [c for c in plan if c.strategy == "surge"]
         for change in surged:
             self._surge(change)
@@ -355,7 +355,7 @@ class ActionModule(ActionBase):
         if any(c.changes for c in plan) or not plan:
             self.timeline.append(("compose up", round(time.monotonic() - self.t0, 2)))
             try:
-                self._up(self.p["services"])
+                self._up(self.params["services"])
             except EngineLost:
                 raise
             except DeployFailed as exc:
@@ -370,28 +370,28 @@ class ActionModule(ActionBase):
     def _redeploy_images(self, chosen: dict[str, dict[str, str]]) -> list[str]:
         """Deploy the given backups ({service: {ref, id}}) through the compose file's own tag
         variable (and image variable), then check that each service runs exactly that image."""
-        refs = {cu.parse_image_ref(c["ref"]) for c in chosen.values()}
+        refs = {compose_plan.parse_image_ref(c["ref"]) for c in chosen.values()}
         tags = sorted({r.tag for r in refs})
         if len(tags) != 1:
             raise DeployFailed("the services to roll back need different backup tags (%s) but the compose file has one "
                                "tag variable (%s); roll them back one at a time with services=[...]"
-                               % (", ".join(tags), self.p["tag_variable"]), failed_check="rollback")
-        env = dict(self.p["env"])
-        env[self.p["tag_variable"]] = tags[0]
+                               % (", ".join(tags), self.params["tag_variable"]), failed_check="rollback")
+        env = dict(self.params["env"])
+        env[self.params["tag_variable"]] = tags[0]
         repos = sorted({r.repository for r in refs})
-        if self.p["image_variable"] and len(repos) == 1:
-            env[self.p["image_variable"]] = repos[0]
+        if self.params["image_variable"] and len(repos) == 1:
+            env[self.params["image_variable"]] = repos[0]
         self._prepare(env)
         wrong = {s: self.specs[s].image for s, c in chosen.items() if self.specs[s].image != c["ref"]}
         if wrong:
             raise DeployFailed(
                 "with %s=%s the compose file still names %s, so the backup cannot be deployed through it; set "
                 "tag_variable (and image_variable) to the variables the compose file uses in image:"
-                % (self.p["tag_variable"], tags[0], ", ".join("%s: %s" % kv for kv in sorted(wrong.items()))),
+                % (self.params["tag_variable"], tags[0], ", ".join("%s: %s" % kv for kv in sorted(wrong.items()))),
                 failed_check="rollback")
         self._deploy(self._plan())
         running = by_service_running(self._containers())
-        mismatch = ["%s runs %s, expected %s" % (s, cu.short_id(running.get(s)), cu.short_id(c["id"]))
+        mismatch = ["%s runs %s, expected %s" % (s, compose_plan.short_id(running.get(s)), compose_plan.short_id(c["id"]))
                     for s, c in chosen.items() if running.get(s) != c["id"]]
         if mismatch:
             raise DeployFailed("after the rollback " + "; ".join(mismatch), failed_check="rollback")
@@ -422,7 +422,7 @@ class ActionModule(ActionBase):
             if chosen:
                 out["restored_images"] = self._redeploy_images(chosen)
                 out["msg"] += "; rolled back to the previous release (%s), which is healthy" % ", ".join(
-                    "%s: %s" % (b["service"], b["source"] if not cu.is_image_id(b["source"]) else b["backup"])
+                    "%s: %s" % (b["service"], b["source"] if not compose_plan.is_image_id(b["source"]) else b["backup"])
                     for b in backups)
             else:
                 out["restored_images"] = []
@@ -439,15 +439,15 @@ class ActionModule(ActionBase):
     # ------------------------------------------------------------------ states
 
     def _present(self, result: dict[str, Any]) -> dict[str, Any]:
-        if self.p["rollback"]:
+        if self.params["rollback"]:
             return self._manual_rollback(result)
         plan = self._plan()
         changing = [c for c in plan if c.changes]
         result["changed"] = bool(changing)
-        result["plan"] = cu.dump_plan(plan)
+        result["plan"] = compose_plan.dump_plan(plan)
         result["services"] = self.targets
         if self._task.diff:
-            result["diff"] = cu.render_diff(plan)
+            result["diff"] = compose_plan.render_diff(plan)
         if any(c.action == "recreate" for c in changing):
             # something that runs is replaced: how does traffic reach it, can it be done without downtime?
             self._refuse_in_place(plan, result)
@@ -462,16 +462,16 @@ class ActionModule(ActionBase):
             return result
         self._check_ports(plan)
         fresh = not any(c.before_image_id for c in plan)
-        backups = self._backup(plan) if self.p["backup_tag"] else []
+        backups = self._backup(plan) if self.params["backup_tag"] else []
         result["backups"] = [b["backup"] for b in backups]
-        result["backup_images"] = cu.backup_images_result(backups)
+        result["backup_images"] = compose_plan.backup_images_result(backups)
         started = time.monotonic()
         try:
             self._deploy(plan)
         except EngineLost as lost:
             result.update(self._engine_lost(lost, backups, during_rollback=False))
         except DeployFailed as failure:
-            if not self.p["rollback_on_failure"]:
+            if not self.params["rollback_on_failure"]:
                 result.update(failed=True, rolled_back=False, msg=failure.msg,
                               failed_check=failure.extra.get("failed_check"),
                               failed_service=failure.extra.get("failed_service"),
@@ -490,7 +490,7 @@ class ActionModule(ActionBase):
 
     def _detect_proxy(self) -> None:
         """How traffic reaches the services (proxy option): mode and the services it routes to."""
-        option = self.p.get("proxy")
+        option = self.params.get("proxy")
         self.proxy = None
         if not option:
             return
@@ -511,7 +511,7 @@ class ActionModule(ActionBase):
                 # no proxy container runs: no traffic flows through it, nothing to keep alive
                 proxy["mode"] = "none" if proxy["mode"] == "auto" else proxy["mode"]
             elif answer.get("rc") == 0:
-                found = cu.classify_proxy(answer.get("config") or "", others)
+                found = compose_plan.classify_proxy(answer.get("config") or "", others)
                 proxy["upstreams"] = found["upstreams"]
                 if proxy["mode"] == "auto":
                     proxy["mode"], proxy["detected"] = found["mode"], True
@@ -525,20 +525,20 @@ class ActionModule(ActionBase):
                 proxy["upstreams"] = [s for s in self.targets if s != proxy["service"]]
         self.proxy = proxy
 
-    def _refuse_in_place(self, plan: list[cu.ServiceChange], result: dict[str, Any]) -> None:
+    def _refuse_in_place(self, plan: list[compose_plan.ServiceChange], result: dict[str, Any]) -> None:
         """With a proxy option: say before anything changes when a service that takes traffic
         can only be released in place, and go on only with allow_in_place."""
         self._detect_proxy()
         if self.proxy is None:
             return
         result["proxy"] = {k: self.proxy[k] for k in ("service", "mode", "upstreams", "detected")}
-        if not self.p["zero_downtime"] or self.p["allow_in_place"]:
+        if not self.params["zero_downtime"] or self.params["allow_in_place"]:
             return
         if self.proxy["mode"] == "none":
-            traffic = [s for s in (self.p["services"] or []) if self.specs[s].published_ports]
+            traffic = [s for s in (self.params["services"] or []) if self.specs[s].published_ports]
         else:
             traffic = self.proxy["upstreams"]
-        problem = cu.in_place_problem(plan, self.specs, traffic, self.proxy["mode"])
+        problem = compose_plan.in_place_problem(plan, self.specs, traffic, self.proxy["mode"])
         if problem:
             raise DeployFailed(problem, failed_check="strategy")
 
@@ -547,19 +547,19 @@ class ActionModule(ActionBase):
         last = self.timeline[-2][0] if len(self.timeline) > 1 else None
         return {"failed": True, "rolled_back": False, "engine_lost": True, "failed_check": "engine",
                 "failed_service": None, "logs": [],
-                "msg": cu.engine_lost_message(lost.msg, last, [b["backup"] for b in backups], during_rollback)}
+                "msg": compose_plan.engine_lost_message(lost.msg, last, [b["backup"] for b in backups], during_rollback)}
 
     def _manual_rollback(self, result: dict[str, Any]) -> dict[str, Any]:
         """Redeploy the image each service ran before the last release, from this project's backup
         tag, through the compose file's tag variable; release tags are not touched."""
-        prefix = cu.backup_prefix(self.p["backup_tag"], self.project)
+        prefix = compose_plan.backup_prefix(self.params["backup_tag"], self.project)
         self._detect_proxy()
-        repos = {s: cu.parse_image_ref(self.specs[s].image).repository for s in self.targets if self.specs[s].image}
+        repos = {s: compose_plan.parse_image_ref(self.specs[s].image).repository for s in self.targets if self.specs[s].image}
         found = self._worker("backups", repositories=sorted(set(repos.values())), tag_prefix=prefix)["candidates"]
         running = by_service_running(self._containers())
         chosen = {}
         for service, repo in repos.items():
-            pick = cu.choose_rollback_image(found.get(repo) or [], running.get(service))
+            pick = compose_plan.choose_rollback_image(found.get(repo) or [], running.get(service))
             if pick:
                 chosen[service] = {"ref": pick["ref"], "id": pick["id"]}
         if not chosen:
@@ -579,12 +579,12 @@ class ActionModule(ActionBase):
     def _running_images(self) -> dict[str, str]:
         """repo:tag per running service: what runs, never a bare image id when a tag names it."""
         current = [c for c in self._containers() if c.running and not c.oneoff]
-        return {c.service: cu.display_image(c.image, c.image_id, self.image_tags.get(c.image_id) or [],
-                                            self.p["backup_tag"]) for c in current}
+        return {c.service: compose_plan.display_image(c.image, c.image_id, self.image_tags.get(c.image_id) or [],
+                                                      self.params["backup_tag"]) for c in current}
 
     def _inspected(self, result: dict[str, Any]) -> dict[str, Any]:
         """Read-only: per service, the container, image (repo:tag), image id, running, health."""
-        grouped = cu.by_service(self._containers())
+        grouped = compose_plan.by_service(self._containers())
         services = {}
         for service in self.targets:
             present = grouped.get(service) or []
@@ -595,8 +595,8 @@ class ActionModule(ActionBase):
                 continue
             services[service] = {
                 "container": first.name, "running": first.running, "health": first.health,
-                "image": cu.display_image(first.image, first.image_id, self.image_tags.get(first.image_id) or [],
-                                          self.p["backup_tag"]),
+                "image": compose_plan.display_image(first.image, first.image_id, self.image_tags.get(first.image_id) or [],
+                                                    self.params["backup_tag"]),
                 "image_id": first.image_id}
         result.update(changed=False, services=services)
         return result
@@ -615,18 +615,18 @@ class ActionModule(ActionBase):
         return self._module("community.docker.docker_compose_v2", args, check=check, ignore_errors=ignore_errors)
 
     def _absent(self, result: dict[str, Any]) -> dict[str, Any]:
-        res = self._down(self.p["remove_volumes"])
+        res = self._down(self.params["remove_volumes"])
         result["changed"] = res.get("changed", False)
         result["actions"] = res.get("actions", [])
         return result
 
     def _restarted(self, result: dict[str, Any]) -> dict[str, Any]:
         if self.v1:
-            res = self._v1("v1_restart", services=self.p["services"], check=self._task.check_mode)
+            res = self._v1("v1_restart", services=self.params["services"], check=self._task.check_mode)
         else:
             args = dict(self._compose_args(), state="restarted")
-            if self.p["services"]:
-                args["services"] = self.p["services"]
+            if self.params["services"]:
+                args["services"] = self.params["services"]
             res = self._module("community.docker.docker_compose_v2", args)
         result["changed"] = res.get("changed", True)
         if self._task.check_mode:
@@ -640,18 +640,18 @@ class ActionModule(ActionBase):
     def _stopped(self, result: dict[str, Any]) -> dict[str, Any]:
         """Stop the running containers of ``services`` (all when empty) and keep them, so that
         ``state: present`` or ``restarted`` brings the same release back."""
-        wanted = set(self.p["services"] or self.specs)
+        wanted = set(self.params["services"] or self.specs)
         running = sorted(c.name for c in self._containers()
                          if c.service in wanted and c.running and not c.oneoff)
         result.update(changed=bool(running), stopped=running)
         if not running or self._task.check_mode:
             return result
         if self.v1:
-            self._v1("v1_stop", services=self.p["services"])
+            self._v1("v1_stop", services=self.params["services"])
         else:
             args = dict(self._compose_args(), state="stopped")
-            if self.p["services"]:
-                args["services"] = self.p["services"]
+            if self.params["services"]:
+                args["services"] = self.params["services"]
             self._module("community.docker.docker_compose_v2", args)
         left = sorted(c.name for c in self._containers() if c.name in running and c.running)
         if left:
@@ -660,7 +660,7 @@ class ActionModule(ActionBase):
         return result
 
     def _run_oneoff(self, result: dict[str, Any]) -> dict[str, Any]:
-        service = self.p["run"]
+        service = self.params["run"]
         result["changed"] = True
         if self._task.check_mode:
             result["msg"] = "would run the one-off service %s" % service
@@ -670,26 +670,26 @@ class ActionModule(ActionBase):
         if profiles:
             args["profiles"] = sorted(profiles)
         if self.v1:
-            ran = self._v1("v1_run", service=service, command=self.p["run_command"] or [],
+            ran = self._v1("v1_run", service=service, command=self.params["run_command"] or [],
                            profiles=sorted(profiles))
             res = {"rc": ran.get("exit_code"), "stdout": ran.get("stdout", ""), "stderr": ran.get("stderr", "")}
         else:
             # interactive stays at its default: `--no-interactive` needs compose 2.27
             args.update({"service": service, "cleanup": True, "detach": False, "tty": False,
                          "remove_orphans": False})
-            if self.p["run_command"]:
-                args["argv"] = self.p["run_command"]
+            if self.params["run_command"]:
+                args["argv"] = self.params["run_command"]
             res = self._module("community.docker.docker_compose_v2_run", args, ignore_errors=True)
         rc = res.get("rc")
         output = "%s\n%s" % (res.get("stdout", ""), res.get("stderr", ""))
         result.update(run={"service": service, "rc": rc,
                            "stdout": res.get("stdout", ""), "stderr": res.get("stderr", ""),
-                           "logs": cu.tail_lines(output, self.p["log_lines"])})
+                           "logs": compose_plan.tail_lines(output, self.params["log_lines"])})
         result["rc"] = rc
         if rc != 0:
             result["failed"] = True
             result["msg"] = ("one-off service %s exited with %s; see run.logs" % (service, rc)
-                             if rc is not None else cu.explain_compose_failure(output + res.get("msg", "")))
+                             if rc is not None else compose_plan.explain_compose_failure(output + res.get("msg", "")))
         return result
 
     # ------------------------------------------------------------------ entry point
@@ -699,14 +699,14 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         self._task_vars = task_vars or {}
-        validation, self.p = self.validate_argument_spec(argument_spec=cu.ARGUMENT_SPEC)
-        self.p = dict(self.p)
-        self.health = dict(self.p["health"] or {})
-        for key, default in cu.ARGUMENT_SPEC["health"]["options"].items():
+        validation, self.params = self.validate_argument_spec(argument_spec=compose_plan.ARGUMENT_SPEC)
+        self.params = dict(self.params)
+        self.health = dict(self.params["health"] or {})
+        for key, default in compose_plan.ARGUMENT_SPEC["health"]["options"].items():
             self.health.setdefault(key, default.get("default"))
             if self.health[key] is None and "default" in default:
                 self.health[key] = default["default"]
-        self.project = self.p["project_name"]
+        self.project = self.params["project_name"]
         self.v1 = False
         self.deps = {}
         self.targets = []
@@ -723,15 +723,15 @@ class ActionModule(ActionBase):
             result["project"] = self.project
             result["compose_version"] = self.compose_version
             result["compose_command"] = self.compose_command
-            if self.p["run"]:
+            if self.params["run"]:
                 return self._run_oneoff(result)
-            if self.p["state"] == "absent":
+            if self.params["state"] == "absent":
                 return self._absent(result)
-            if self.p["state"] == "restarted":
+            if self.params["state"] == "restarted":
                 return self._restarted(result)
-            if self.p["state"] == "stopped":
+            if self.params["state"] == "stopped":
                 return self._stopped(result)
-            if self.p["state"] == "inspected":
+            if self.params["state"] == "inspected":
                 return self._inspected(result)
             return self._present(result)
         except DeployFailed as exc:
@@ -740,7 +740,7 @@ class ActionModule(ActionBase):
                 if key in exc.extra:
                     result[key] = exc.extra[key]
             return result
-        except cu.ComposeError as exc:
+        except compose_plan.ComposeError as exc:
             result.update(failed=True, msg=str(exc))
             return result
         except AnsibleError:

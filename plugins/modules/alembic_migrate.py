@@ -434,15 +434,15 @@ import sys
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import (
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.alembic_cli import (
     LAUNCHERS, AlembicPlanError, choose_launcher, duration_ms)
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
     CONNECTION_MUTUALLY_EXCLUSIVE, HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR, ConnectionOptionsError,
     connection_argument_spec, conninfo_from_params, mask_secrets, parse_db_url)
-from ansible_collections.dbops.migrations.plugins.module_utils._compose import ComposeError
-from ansible_collections.dbops.migrations.plugins.module_utils._compose_engine import choose_compose_cli
-from ansible_collections.dbops.migrations.plugins.module_utils._compose_v1 import STANDALONE
-from ansible_collections.dbops.migrations.plugins.module_utils._migrate import (
+from ansible_collections.dbops.migrations.plugins.module_utils.compose.plan import ComposeError
+from ansible_collections.dbops.migrations.plugins.module_utils.compose.engine import choose_compose_cli
+from ansible_collections.dbops.migrations.plugins.module_utils.compose.v1 import STANDALONE
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import (
     ComposeSpec, MigrateError, MigrateRequest, Migrator, migration_lock_status, validate_url_form)
 
 

@@ -510,9 +510,9 @@ import traceback  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose as compose  # noqa: E402
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose_engine as engine  # noqa: E402
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as compose_v1  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import plan as compose  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import engine  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import v1 as compose_v1  # noqa: E402
 
 try:
     import docker  # noqa: F401  # pylint: disable=unused-import
@@ -899,7 +899,7 @@ def _cleanup(module, job):
 
 def main():
     # The action plugin of the same name does the orchestration; it calls this module on the
-    # target with ``worker`` for one step at a time (see WORKER_OPS in module_utils/_compose.py).
+    # target with ``worker`` for one step at a time (see WORKER_OPS in module_utils/compose/plan.py).
     module = AnsibleModule(argument_spec=dict(compose.ARGUMENT_SPEC, worker=dict(type="dict")),
                            supports_check_mode=True)
     job = module.params["worker"] or {}

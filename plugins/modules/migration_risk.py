@@ -447,19 +447,19 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
     CONNECTION_MUTUALLY_EXCLUSIVE, ConnectionOptionsError, connection_argument_spec, has_connection_params,
     mask_secrets)
 
 try:
-    from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import (
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import (
         RiskRequest, run_request)
-    from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import (
         HAS_PGLAST, PGLAST_IMPORT_ERROR, RiskInputError)
-    from ansible_collections.dbops.migrations.plugins.module_utils._risk_render_exec import RenderSpec
-    from ansible_collections.dbops.migrations.plugins.module_utils._compose import ComposeError
-    from ansible_collections.dbops.migrations.plugins.module_utils._compose_engine import choose_compose_cli
-    from ansible_collections.dbops.migrations.plugins.module_utils._compose_v1 import STANDALONE
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.render_elsewhere import RenderSpec
+    from ansible_collections.dbops.migrations.plugins.module_utils.compose.plan import ComposeError
+    from ansible_collections.dbops.migrations.plugins.module_utils.compose.engine import choose_compose_cli
+    from ansible_collections.dbops.migrations.plugins.module_utils.compose.v1 import STANDALONE
     IMPORT_ERROR = None
 except ImportError:  # pragma: no cover
     IMPORT_ERROR = traceback.format_exc()

@@ -396,13 +396,13 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.dbops.migrations.plugins.module_utils._backup import BackupError, DumpOptions
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
+from ansible_collections.dbops.migrations.plugins.module_utils.backup.archive import BackupError, DumpOptions
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
     CONNECTION_MUTUALLY_EXCLUSIVE, ConnectionOptionsError, HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR,
     connection_argument_spec, conninfo_from_params, mask_secrets)
 
 try:
-    from ansible_collections.dbops.migrations.plugins.module_utils._backup_run import Backup, Executor
+    from ansible_collections.dbops.migrations.plugins.module_utils.backup.operations import Backup, Executor
 except ImportError:  # pragma: no cover - psycopg2 missing is reported below
     Backup = Executor = None
 
@@ -519,7 +519,7 @@ def _absent(module: AnsibleModule, info):
 
 
 def _prune(module: AnsibleModule, info):
-    from ansible_collections.dbops.migrations.plugins.module_utils._backup_run import Backup as _Backup
+    from ansible_collections.dbops.migrations.plugins.module_utils.backup.operations import Backup as _Backup
     params = module.params
     if params["keep"] < 1:
         module.fail_json(msg="keep must be at least 1 (got %d): retention never removes every backup; "

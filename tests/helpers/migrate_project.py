@@ -19,8 +19,8 @@ from typing import Iterable, Sequence
 import psycopg2
 import yaml
 
-from ansible_collections.dbops.migrations.plugins.module_utils._migrate import migration_lock_status
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import migration_lock_status
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import parse_db_url
 from tests.helpers.ansible import ansible_env
 
 ENV_PY = '''

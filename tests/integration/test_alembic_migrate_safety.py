@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils._migrate import lock_key, migration_lock_status
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import lock_key, migration_lock_status
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import parse_db_url
 from tests.helpers.ansible import failure_message, run_module
 from tests.helpers.migrate_project import (
     ENV_PY, SLEEPY_HISTORY, alembic, assert_stopped_and_rolled_back, columns, find_processes, kill_session,

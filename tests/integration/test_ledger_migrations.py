@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import RiskRequest, run_request
 from tests.helpers.ansible import run_module
 from tests.helpers.ledger import APP_DIR, MIGRATIONS_INI, VERSION_TABLE, release_heads, revision_chain
 

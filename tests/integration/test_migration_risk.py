@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import RiskRequest, run_request
 from tests.conftest import EXAMPLE_APP, DbHandle
 from tests.helpers import postgres as pg
 from tests.helpers.alembic_project import REVISION_HEADER, write_alembic_project

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import read_facts
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.live_facts import read_facts
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import RiskRequest, run_request
 from tests.helpers.alembic_project import REVISION_HEADER, write_alembic_project
 from tests.helpers.ansible import run_module
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_render_exec import RenderSpec
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.render_elsewhere import RenderSpec
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import RiskRequest, run_request
 from tests.helpers.ansible import run_module
 from tests.helpers.postgres import TEST_PASSWORD
 from tests.helpers.release import base_image

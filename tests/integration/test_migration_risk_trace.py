@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import RiskRequest, run_request
 from tests.conftest import EXAMPLE_APP
 from tests.helpers.ansible import run_module
 from tests.helpers.postgres import TEST_PASSWORD

@@ -296,8 +296,8 @@ def test_run_as_other_os_user(shop_db, tmp_path):
 
 def test_rows_are_counted_in_the_exported_snapshot(shop_db):
     """Rows committed after the snapshot was exported are not counted (and not dumped)."""
-    from ansible_collections.dbops.migrations.plugins.module_utils._backup_run import SnapshotCounter
-    from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url
+    from ansible_collections.dbops.migrations.plugins.module_utils.backup.operations import SnapshotCounter
+    from ansible_collections.dbops.migrations.plugins.module_utils.pg import parse_db_url
     holder = shop_db.connect(autocommit=False)
     try:
         holder.set_session(isolation_level="REPEATABLE READ", readonly=True)

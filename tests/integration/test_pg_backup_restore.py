@@ -16,9 +16,9 @@ from psycopg2 import sql
 from tests.helpers import postgres as pgh
 from tests.helpers.ansible import failure_message, run_module
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _backup as bk
-from ansible_collections.dbops.migrations.plugins.module_utils._backup_run import Backup, Executor
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url
+from ansible_collections.dbops.migrations.plugins.module_utils.backup import archive as backup_archive
+from ansible_collections.dbops.migrations.plugins.module_utils.backup.operations import Backup, Executor
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import parse_db_url
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ def admin(server, statement, params=None, dbname="postgres"):
 def source(pg_db, tmp_path):
     """A database with data and large objects, and a verified backup of it."""
     pg_db.execute(DATA)
-    made = engine(pg_db.url).create(str(tmp_path / "b"), bk.DumpOptions(compress=1), "list", None)
+    made = engine(pg_db.url).create(str(tmp_path / "b"), backup_archive.DumpOptions(compress=1), "list", None)
     return pg_db, made
 
 
@@ -67,7 +67,7 @@ def source(pg_db, tmp_path):
 def target(pg_server):
     name = "live " + uuid.uuid4().hex[:8]
     yield name
-    plain = bk.plain_name(name)
+    plain = backup_archive.plain_name(name)
     for db in databases(pg_server):
         if db == name or db.startswith(plain + "_replaced_") or db.startswith(plain + "_restore_"):
             pgh.drop_database(pg_server, db)
@@ -105,7 +105,7 @@ def test_restoring_twice_restores_again_and_keeps_what_it_replaced(source, targe
     res = again.result
     assert count(server, target) == 200, "the second restore must restore again"
     aside = res["replaced_database"]
-    assert aside.startswith(bk.plain_name(target) + "_replaced_") and aside in databases(server)
+    assert aside.startswith(backup_archive.plain_name(target) + "_replaced_") and aside in databases(server)
     assert count(server, aside) == 100 and count(server, aside, "notes") == 31
     assert res["row_differences"] == {
         "public.accounts": {"replaced": 100, "restored": 200, "difference": 100},
@@ -145,7 +145,7 @@ def test_a_database_without_tables_is_not_empty(source, target, kind, setup):
     except Exception as exc:  # pgcrypto is part of PostgreSQL's contrib, normally installed
         pytest.skip("cannot create %s here: %s" % (kind, exc))
     restorer = engine(db.server.url("postgres"))
-    with pytest.raises(bk.BackupError) as err:
+    with pytest.raises(backup_archive.BackupError) as err:
         restorer.restore(made["manifest_path"], target, False, 1, None, False)
     assert "not empty" in str(err.value) and kind + "(s)" in str(err.value)
     assert admin(db.server, "SELECT to_regclass('accounts')", dbname=target)[0][0] is None
@@ -157,7 +157,7 @@ def test_a_really_empty_database_is_replaced_without_force(source, target):
     admin(db.server, sql.SQL("COMMENT ON DATABASE {} IS 'empty but named'").format(sql.Identifier(target)))
     result = engine(db.server.url("postgres")).restore(made["manifest_path"], target, False, 1, None, False)
     assert result["replaced_database"] is None and count(db.server, target) == 200
-    assert not [d for d in databases(db.server) if "_replaced_" in d and d.startswith(bk.plain_name(target))]
+    assert not [d for d in databases(db.server) if "_replaced_" in d and d.startswith(backup_archive.plain_name(target))]
     assert admin(db.server, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
                  (target,))[0][0] == "empty but named"
 
@@ -218,7 +218,7 @@ def test_force_restore_keeps_owner_grants_settings_and_comment(pg_server, target
     user = owner if as_owner else server.user
     execute_as(server, user, target, "CREATE TABLE accounts (id int PRIMARY KEY, name text);"
                                      "INSERT INTO accounts SELECT g, 'a' || g FROM generate_series(1, 200) g")
-    made = engine(url_as(server, user, target)).create(str(tmp_path), bk.DumpOptions(), "none", None)
+    made = engine(url_as(server, user, target)).create(str(tmp_path), backup_archive.DumpOptions(), "none", None)
     execute_as(server, user, target, "CREATE TABLE live_only (id int); DELETE FROM accounts WHERE id > 150")
     before = database_state(server, target)
     args = dict(server.login_args(), login_user=user, state="restored", src=made["manifest_path"], target_db=target,
@@ -254,12 +254,12 @@ def test_a_role_that_cannot_create_databases_fails_before_any_change(source, tar
 def test_large_objects_are_counted_and_verified(source, tmp_path):
     db, made = source
     assert made["manifest"]["large_objects"] == 2
-    assert bk.toc_large_object_problems(engine(db.url).list_archive(made["path"]), 2) == []
+    assert backup_archive.toc_large_object_problems(engine(db.url).list_archive(made["path"]), 2) == []
     checked = engine(db.url).verify_existing(made["manifest_path"], "restore")
     assert checked["verified"] and checked["verification"]["restored_large_objects"] == 2
     # a manifest that counted a large object more than the archive holds fails verification
     manifest = dict(made["manifest"], large_objects=3)
-    with pytest.raises(bk.BackupError, match="large objects: 3 expected, 2 restored"):
+    with pytest.raises(backup_archive.BackupError, match="large objects: 3 expected, 2 restored"):
         engine(db.url).verify_path(made["path"], manifest, "restore", checksum=False)
 
 
@@ -268,7 +268,7 @@ def test_version_table_option_and_a_missing_version_table(pg_db, tmp_path):
                   "INSERT INTO meta.schema_version VALUES ('ab12cd34');"
                   "CREATE TABLE alembic_version (version_num varchar(32)); INSERT INTO alembic_version VALUES ('zz')")
     found = engine(pg_db.url, version_table="schema_version", version_table_schema="meta").create(
-        str(tmp_path / "a"), bk.DumpOptions(), "none", None)["manifest"]
+        str(tmp_path / "a"), backup_archive.DumpOptions(), "none", None)["manifest"]
     assert found["alembic_revision"] == "ab12cd34" and found["alembic_version_table"] == "meta.schema_version"
     assert found["alembic_version_table_missing"] is False
     missing = run_module("pg_backup", dict(pg_db.login_args(), dest=str(tmp_path / "b"), verify="none",
@@ -277,7 +277,7 @@ def test_version_table_option_and_a_missing_version_table(pg_db, tmp_path):
     manifest = missing.result["manifest"]
     assert manifest["alembic_revision"] is None and manifest["alembic_version_table_missing"] is True
     assert manifest["alembic_version_table"] == "no_such_table"
-    default = engine(pg_db.url).create(str(tmp_path / "c"), bk.DumpOptions(), "none", None)["manifest"]
+    default = engine(pg_db.url).create(str(tmp_path / "c"), backup_archive.DumpOptions(), "none", None)["manifest"]
     assert default["alembic_revision"] == "zz" and default["alembic_version_table"] == "public.alembic_version"
 
 
@@ -292,17 +292,17 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_run(pg_db, tmp_path):
     pg_db.execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
     dest = tmp_path / "b"
     dest.mkdir()
-    dead = dict(bk.this_process(), pid=_dead_pid())
-    stale = bk.make_staging(str(dest), dead)
+    dead = dict(backup_archive.this_process(), pid=_dead_pid())
+    stale = backup_archive.make_staging(str(dest), dead)
     with open(os.path.join(stale, "half.dump"), "wb") as handle:
         handle.write(b"PGDMP half written")
-    live = bk.make_staging(str(dest), bk.this_process())
-    scratch = bk.derived_db_name(pg_db.name, "_verify_deadbeef")
-    busy = bk.derived_db_name(pg_db.name, "_verify_0badf00d")
-    for name, owner in ((scratch, dead), (busy, bk.this_process())):
+    live = backup_archive.make_staging(str(dest), backup_archive.this_process())
+    scratch = backup_archive.derived_db_name(pg_db.name, "_verify_deadbeef")
+    busy = backup_archive.derived_db_name(pg_db.name, "_verify_0badf00d")
+    for name, owner in ((scratch, dead), (busy, backup_archive.this_process())):
         pgh.create_database(server, name)
         admin(server, sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-            sql.Identifier(name), sql.Literal(bk.owner_record("scratch", owner, name=name, purpose="verify"))))
+            sql.Identifier(name), sql.Literal(backup_archive.owner_record("scratch", owner, name=name, purpose="verify"))))
     try:
         check = run_module("pg_backup", dict(pg_db.login_args(), dest=str(dest), verify="none"), check=True)
         assert any(scratch in line and "would remove" in line for line in check.result["cleaned_up"]), check.result
@@ -324,17 +324,17 @@ def test_a_restore_killed_after_setting_the_live_database_aside_is_undone(source
     server = db.server
     pgh.create_database(server, target)
     admin(server, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (7)", dbname=target)
-    aside = bk.replaced_name(target, bk.utc_now())
-    scratch = bk.derived_db_name(target, "_restore_deadbeef")
-    dead = dict(bk.this_process(), pid=_dead_pid())
+    aside = backup_archive.replaced_name(target, backup_archive.utc_now())
+    scratch = backup_archive.derived_db_name(target, "_restore_deadbeef")
+    dead = dict(backup_archive.this_process(), pid=_dead_pid())
     # what a run killed between "rename the live database aside" and "rename the restore in" leaves
-    record = bk.record_text(dict(dead, kind="replaced", database=target, name=aside, scratch=scratch,
+    record = backup_archive.record_text(dict(dead, kind="replaced", database=target, name=aside, scratch=scratch,
                                  state="swapping", comment="the original comment", empty=False))
     admin(server, sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(target), sql.Literal(record)))
     admin(server, sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(target), sql.Identifier(aside)))
     pgh.create_database(server, scratch)
     admin(server, sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(scratch), sql.Literal(
-        bk.owner_record("scratch", dead, name=scratch, purpose="restore"))))
+        backup_archive.owner_record("scratch", dead, name=scratch, purpose="restore"))))
     assert target not in databases(server)
     result = engine(server.url("postgres")).restore(made["manifest_path"], target + " other", False, 1, None, False)
     try:

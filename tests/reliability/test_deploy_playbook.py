@@ -246,7 +246,7 @@ def test_module_files_of_killed_runs_are_removed(idle_release, tmp_path):
                    holds="the lock is not taken over while a migration runner holds the database's migration "
                          "lock; the run stops saying so; once the runner ends, the lock is taken over")
 def test_lock_of_a_killed_run_is_kept_while_its_migration_runs(idle_release, pg_db, tmp_path):
-    from ansible_collections.dbops.migrations.plugins.module_utils._migrate import APP_NAME_PREFIX, lock_key
+    from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import APP_NAME_PREFIX, lock_key
     lock = idle_release.report_dir / "deploy.lock"
     write_owner(lock, pid=dead_pid(), controller=this_controller())
     login = pg_db.login_args()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils._migrate import (
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import (
     MigrateError, MigrateRequest, Migrator)
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import parse_db_url
 from tests.conftest import DbHandle
 from tests.helpers import postgres as pg
 from tests.helpers.migrate_project import (
@@ -237,8 +237,8 @@ time.sleep(600)
 RUNNER_SCRIPT = r'''
 import os, subprocess, sys
 sys.path.insert(0, os.environ["DBOPS_COLLECTIONS"])
-from ansible_collections.dbops.migrations.plugins.module_utils._migrate import MigrateError, MigrateRequest, Migrator
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import MigrateError, MigrateRequest, Migrator
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import parse_db_url
 
 def runner(argv, env, cwd):
     full = dict(os.environ)

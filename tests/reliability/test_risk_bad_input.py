@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import RiskInputError
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import RiskInputError
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import RiskRequest, run_request
 from tests.helpers.alembic_project import REVISION_HEADER, write_alembic_project
 from tests.helpers.ansible import run_module
 

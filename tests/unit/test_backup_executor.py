@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _backup as bk
-from ansible_collections.dbops.migrations.plugins.module_utils._backup_run import Executor
+from ansible_collections.dbops.migrations.plugins.module_utils.backup import archive as backup_archive
+from ansible_collections.dbops.migrations.plugins.module_utils.backup.operations import Executor
 
 SECRET = "s3cr3t-value"
 ENV = {"PGHOST": "db", "PGPASSWORD": SECRET, "PGUSER": "app"}
@@ -35,9 +35,9 @@ def test_host_program_lookup_and_missing_client():
     ex = Executor(runner=recorder([]), which=lambda name: "/usr/bin/" + name)
     assert ex.argv("pg_restore", ["--list", "x"], ENV) == ["/usr/bin/pg_restore", "--list", "x"]
     missing = Executor(runner=recorder([]), which=lambda name: None)
-    with pytest.raises(bk.BackupError, match="not installed on this host.*container"):
+    with pytest.raises(backup_archive.BackupError, match="not installed on this host.*container"):
         missing.argv("pg_dump", [], ENV)
-    with pytest.raises(bk.BackupError, match="not found in bin_dir"):
+    with pytest.raises(backup_archive.BackupError, match="not found in bin_dir"):
         Executor(runner=recorder([]), bin_dir="/nonexistent").argv("pg_dump", [], ENV)
 
 
@@ -46,7 +46,7 @@ def test_run_as_goes_through_runuser():
     if os.geteuid() == 0:
         assert ex.argv("pg_dump", ["-w"], ENV) == ["runuser", "-u", "postgres", "--", "/usr/bin/pg_dump", "-w"]
     else:
-        with pytest.raises(bk.BackupError, match="needs root"):
+        with pytest.raises(backup_archive.BackupError, match="needs root"):
             ex.argv("pg_dump", ["-w"], ENV)
 
 
@@ -55,5 +55,5 @@ def test_version_parsing_and_failure():
                   which=lambda name: "/usr/bin/" + name)
     assert ex.version("pg_dump") == ((15, 18), "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)")
     broken = Executor(runner=recorder([], rc=127, err="exec failed"), which=lambda name: "/usr/bin/" + name)
-    with pytest.raises(bk.BackupError, match="--version failed"):
+    with pytest.raises(backup_archive.BackupError, match="--version failed"):
         broken.version("pg_dump")

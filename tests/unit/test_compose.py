@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose_engine as engine
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import plan as compose_plan
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import engine
 
 # Recorded from `docker compose -f docker-compose.prod.yml --profile '*' config --format json`
 # (compose 2.26), trimmed to the keys compose_deploy reads.
@@ -30,25 +30,25 @@ CONFIG = {
 HOST_INFO = [
     {"Id": "aaa111", "Names": ["/auto_trader-app-1"], "Image": "auto_trader:1.0.0", "ImageID": "sha256:old",
      "State": "running", "Status": "Up 2 minutes (healthy)",
-     "Labels": {cu.PROJECT_LABEL: "auto_trader", cu.SERVICE_LABEL: "app", cu.NUMBER_LABEL: "1",
-                cu.ONEOFF_LABEL: "False"}, "Ports": []},
+     "Labels": {compose_plan.PROJECT_LABEL: "auto_trader", compose_plan.SERVICE_LABEL: "app", compose_plan.NUMBER_LABEL: "1",
+                compose_plan.ONEOFF_LABEL: "False"}, "Ports": []},
     {"Id": "bbb222", "Names": ["/auto_trader-app-2"], "Image": "auto_trader:1.1.0", "ImageID": "sha256:new",
      "State": "running", "Status": "Up 1 second (health: starting)",
-     "Labels": {cu.PROJECT_LABEL: "auto_trader", cu.SERVICE_LABEL: "app", cu.NUMBER_LABEL: "2",
-                cu.ONEOFF_LABEL: "False"}, "Ports": []},
+     "Labels": {compose_plan.PROJECT_LABEL: "auto_trader", compose_plan.SERVICE_LABEL: "app", compose_plan.NUMBER_LABEL: "2",
+                compose_plan.ONEOFF_LABEL: "False"}, "Ports": []},
     {"Id": "ccc333", "Names": ["/auto_trader-db-1"], "Image": "dbops/postgres:15", "ImageID": "sha256:pg",
      "State": "running", "Status": "Up 5 minutes (healthy)",
-     "Labels": {cu.PROJECT_LABEL: "auto_trader", cu.SERVICE_LABEL: "db", cu.NUMBER_LABEL: "1"},
+     "Labels": {compose_plan.PROJECT_LABEL: "auto_trader", compose_plan.SERVICE_LABEL: "db", compose_plan.NUMBER_LABEL: "1"},
      "Ports": [{"IP": "127.0.0.1", "PrivatePort": 5432, "PublicPort": 55432, "Type": "tcp"}]},
     {"Id": "ddd444", "Names": ["/auto_trader-nginx-1"], "Image": "dbops/nginx:1.22", "ImageID": "sha256:ngx",
      "State": "running", "Status": "Up 5 minutes (healthy)",
-     "Labels": {cu.PROJECT_LABEL: "auto_trader", cu.SERVICE_LABEL: "nginx", cu.NUMBER_LABEL: "1"},
+     "Labels": {compose_plan.PROJECT_LABEL: "auto_trader", compose_plan.SERVICE_LABEL: "nginx", compose_plan.NUMBER_LABEL: "1"},
      "Ports": [{"IP": "127.0.0.1", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}]},
     {"Id": "eee555", "Names": ["/auto_trader-migration-run-1"], "Image": "auto_trader:1.0.0",
      "ImageID": "sha256:old", "State": "exited", "Status": "Exited (0) 3 minutes ago",
-     "Labels": {cu.PROJECT_LABEL: "auto_trader", cu.SERVICE_LABEL: "migration", cu.ONEOFF_LABEL: "True"}},
+     "Labels": {compose_plan.PROJECT_LABEL: "auto_trader", compose_plan.SERVICE_LABEL: "migration", compose_plan.ONEOFF_LABEL: "True"}},
     {"Id": "fff666", "Names": ["/other-app-1"], "Image": "x", "State": "running", "Status": "Up",
-     "Labels": {cu.PROJECT_LABEL: "other", cu.SERVICE_LABEL: "app"}},
+     "Labels": {compose_plan.PROJECT_LABEL: "other", compose_plan.SERVICE_LABEL: "app"}},
 ]
 
 
@@ -61,24 +61,24 @@ HOST_INFO = [
     ("app:1@sha256:abc", "app", "1", "sha256:abc"),
 ])
 def test_parse_image_ref(image, repo, tag, digest):
-    ref = cu.parse_image_ref(image)
+    ref = compose_plan.parse_image_ref(image)
     assert (ref.repository, ref.tag, ref.digest) == (repo, tag, digest)
     assert ref.with_tag("backup") == repo + ":backup"
 
 
 def test_parse_image_ref_rejects_empty():
-    with pytest.raises(cu.ComposeError):
-        cu.parse_image_ref(" ")
+    with pytest.raises(compose_plan.ComposeError):
+        compose_plan.parse_image_ref(" ")
 
 
 @pytest.mark.parametrize("tag,ok", [("backup", True), ("pre-1.1.0_2", True), ("-x", False), ("a b", False),
                                     ("", False), ("x" * 129, False)])
 def test_valid_tag(tag, ok):
-    assert cu.valid_tag(tag) is ok
+    assert compose_plan.valid_tag(tag) is ok
 
 
 def test_parse_compose_config_reads_services():
-    name, specs = cu.parse_compose_config(json.dumps(CONFIG))
+    name, specs = compose_plan.parse_compose_config(json.dumps(CONFIG))
     assert name == "auto_trader"
     assert specs["db"].published_ports == ["127.0.0.1:55432"]
     assert specs["db"].has_healthcheck and not specs["app"].has_healthcheck
@@ -89,24 +89,24 @@ def test_parse_compose_config_reads_services():
 
 
 def test_parse_compose_config_rejects_garbage():
-    with pytest.raises(cu.ComposeError):
-        cu.parse_compose_config({"version": "3"})
+    with pytest.raises(compose_plan.ComposeError):
+        compose_plan.parse_compose_config({"version": "3"})
 
 
 def test_select_services_defaults_to_active_profiles():
-    _, specs = cu.parse_compose_config(CONFIG)
-    assert cu.select_services(specs, None) == ["db", "app", "nginx", "worker"]
-    assert "migration" in cu.select_services(specs, None, active_profiles=["migration"])
-    assert cu.select_services(specs, ["app"]) == ["app"]
+    _, specs = compose_plan.parse_compose_config(CONFIG)
+    assert compose_plan.select_services(specs, None) == ["db", "app", "nginx", "worker"]
+    assert "migration" in compose_plan.select_services(specs, None, active_profiles=["migration"])
+    assert compose_plan.select_services(specs, ["app"]) == ["app"]
 
 
 def test_select_services_unknown_names_list_the_real_ones():
-    _, specs = cu.parse_compose_config(CONFIG)
-    with pytest.raises(cu.ComposeError) as err:
-        cu.select_services(specs, ["app", "web"])
+    _, specs = compose_plan.parse_compose_config(CONFIG)
+    with pytest.raises(compose_plan.ComposeError) as err:
+        compose_plan.select_services(specs, ["app", "web"])
     assert "unknown service web" in str(err.value) and "nginx" in str(err.value)
-    with pytest.raises(cu.ComposeError):
-        cu.select_services(specs, None, run="migrate")
+    with pytest.raises(compose_plan.ComposeError):
+        compose_plan.select_services(specs, None, run="migrate")
 
 
 @pytest.mark.parametrize("status,health", [
@@ -114,11 +114,11 @@ def test_select_services_unknown_names_list_the_real_ones():
     ("Up 1 minute (unhealthy)", "unhealthy"), ("Up 5 seconds", "none"), ("Exited (1) 2 seconds ago", "none"),
 ])
 def test_health_from_status(status, health):
-    assert cu.health_from_status(status) == health
+    assert compose_plan.health_from_status(status) == health
 
 
 def test_parse_container_list_keeps_only_the_project():
-    containers = cu.parse_container_list(HOST_INFO, "auto_trader")
+    containers = compose_plan.parse_container_list(HOST_INFO, "auto_trader")
     assert [c.name for c in containers] == ["auto_trader-app-1", "auto_trader-app-2", "auto_trader-db-1",
                                             "auto_trader-migration-run-1", "auto_trader-nginx-1"]
     app2 = containers[1]
@@ -126,17 +126,17 @@ def test_parse_container_list_keeps_only_the_project():
     migration = containers[3]
     assert migration.oneoff and migration.exit_code == 0 and not migration.running
     assert containers[2].ports == ["127.0.0.1:55432"]
-    assert "migration" not in cu.by_service(containers)
+    assert "migration" not in compose_plan.by_service(containers)
 
 
 def test_labels_as_comma_string_from_compose_ps():
     item = {"ID": "x", "Name": "p-app-1", "State": "running", "Status": "Up",
             "Labels": "com.docker.compose.project=p,com.docker.compose.service=app"}
-    assert cu.parse_container_list([item], "p")[0].service == "app"
+    assert compose_plan.parse_container_list([item], "p")[0].service == "app"
 
 
 def _containers(*rows):
-    return [cu.Container(id=i, name="p-%s-%d" % (svc, n), service=svc, number=n, image=img, image_id=iid,
+    return [compose_plan.Container(id=i, name="p-%s-%d" % (svc, n), service=svc, number=n, image=img, image_id=iid,
                          state=state, health=health) for i, svc, n, img, iid, state, health in rows]
 
 
@@ -149,66 +149,66 @@ def test_services_from_dry_run_maps_container_actions():
         {"what": "container", "id": "p-nginx-1", "status": "Creating"},
         {"what": "network", "id": "p_default", "status": "Creating"},
     ]
-    assert cu.services_from_dry_run(actions, "p", running, ["app", "db", "nginx"]) == {
+    assert compose_plan.services_from_dry_run(actions, "p", running, ["app", "db", "nginx"]) == {
         "app": "recreate", "nginx": "create"}
 
 
 def test_plan_changes_picks_surge_only_for_single_running_replica():
-    _, specs = cu.parse_compose_config(CONFIG)
+    _, specs = compose_plan.parse_compose_config(CONFIG)
     running = _containers(("1", "app", 1, "auto_trader:1.0.0", "sha256:old", "running", "healthy"),
                           ("2", "db", 1, "dbops/postgres:15", "sha256:pg", "running", "healthy"))
-    plan = cu.plan_changes(specs, ["db", "app", "nginx"], running, {"app": "recreate", "db": "recreate"},
+    plan = compose_plan.plan_changes(specs, ["db", "app", "nginx"], running, {"app": "recreate", "db": "recreate"},
                            {"auto_trader:1.1.0": "sha256:new"})
     by = {c.service: c for c in plan}
     assert by["app"].strategy == "surge" and by["app"].image_changes
     assert by["db"].strategy == "compose"           # publishes a host port
     assert by["nginx"].action == "create"            # not running at all
-    no_surge = cu.plan_changes(specs, ["app"], running, {"app": "recreate"}, {}, zero_downtime=False)
+    no_surge = compose_plan.plan_changes(specs, ["app"], running, {"app": "recreate"}, {}, zero_downtime=False)
     assert no_surge[0].strategy == "compose"
 
 
 def test_plan_unchanged_when_dry_run_is_quiet():
-    _, specs = cu.parse_compose_config(CONFIG)
+    _, specs = compose_plan.parse_compose_config(CONFIG)
     running = _containers(("1", "app", 1, "auto_trader:1.1.0", "sha256:new", "running", "healthy"))
-    plan = cu.plan_changes(specs, ["app"], running, {}, {"auto_trader:1.1.0": "sha256:new"})
+    plan = compose_plan.plan_changes(specs, ["app"], running, {}, {"auto_trader:1.1.0": "sha256:new"})
     assert not plan[0].changes and not plan[0].image_changes
 
 
 def test_render_diff_shows_image_change_per_service():
-    change = cu.ServiceChange("app", "recreate", "auto_trader:1.0.0", "sha256:aaaaaaaaaaaaaaaa",
+    change = compose_plan.ServiceChange("app", "recreate", "auto_trader:1.0.0", "sha256:aaaaaaaaaaaaaaaa",
                               "auto_trader:1.1.0", "sha256:bbbbbbbbbbbbbbbb", "surge")
-    same = cu.ServiceChange("db", "unchanged", "dbops/postgres:15", "sha256:cccccccccccccc",
+    same = compose_plan.ServiceChange("db", "unchanged", "dbops/postgres:15", "sha256:cccccccccccccc",
                             "dbops/postgres:15", "sha256:cccccccccccccc")
-    diff = cu.render_diff([change, same])
+    diff = compose_plan.render_diff([change, same])
     assert "app: auto_trader:1.0.0 (aaaaaaaaaaaa)" in diff["before"]
     assert "app: auto_trader:1.1.0 (bbbbbbbbbbbb)" in diff["after"]
     assert "db: dbops/postgres:15" in diff["after"]
 
 
 def test_backup_targets_name_the_project_and_the_release_they_replaced():
-    plan = [cu.ServiceChange("app", "recreate", "auto_trader:1.0.0", "sha256:old", "auto_trader:1.1.0", None),
-            cu.ServiceChange("worker", "recreate", "auto_trader:1.0.0", "sha256:old", "auto_trader:1.1.0", None),
-            cu.ServiceChange("nginx", "create", None, None, "dbops/nginx:1.22", "sha256:n"),
-            cu.ServiceChange("db", "unchanged", "pg:15", "sha256:pg", "pg:15", "sha256:pg"),
-            cu.ServiceChange("proxy", "recreate", "ngx:1", "sha256:n1", "ngx:1", "sha256:n1")]
-    targets = cu.backup_targets(plan, "dbops-rollback", "shop")
+    plan = [compose_plan.ServiceChange("app", "recreate", "auto_trader:1.0.0", "sha256:old", "auto_trader:1.1.0", None),
+            compose_plan.ServiceChange("worker", "recreate", "auto_trader:1.0.0", "sha256:old", "auto_trader:1.1.0", None),
+            compose_plan.ServiceChange("nginx", "create", None, None, "dbops/nginx:1.22", "sha256:n"),
+            compose_plan.ServiceChange("db", "unchanged", "pg:15", "sha256:pg", "pg:15", "sha256:pg"),
+            compose_plan.ServiceChange("proxy", "recreate", "ngx:1", "sha256:n1", "ngx:1", "sha256:n1")]
+    targets = compose_plan.backup_targets(plan, "dbops-rollback", "shop")
     assert targets == [{"service": "app", "image_id": "sha256:old", "source": "auto_trader:1.0.0",
                         "backup": "auto_trader:dbops-rollback-shop.1.0.0", "replaced": "auto_trader:1.0.0"}]
-    assert cu.backup_images_result(targets) == {"app": {"image": "auto_trader:dbops-rollback-shop.1.0.0",
+    assert compose_plan.backup_images_result(targets) == {"app": {"image": "auto_trader:dbops-rollback-shop.1.0.0",
                                                         "id": "sha256:old", "replaced": "auto_trader:1.0.0"}}
 
 
 def test_backup_targets_never_name_a_release_tag():
-    latest = cu.backup_targets([cu.ServiceChange("app", "recreate", "a:latest", "sha256:1", "a", "sha256:2")],
+    latest = compose_plan.backup_targets([compose_plan.ServiceChange("app", "recreate", "a:latest", "sha256:1", "a", "sha256:2")],
                                "dbops-rollback", "p")
     assert latest[0]["backup"] == "a:dbops-rollback-p.latest"
     # the running container shows a bare id once its tag moved: the backup names the short id
-    moved = cu.backup_targets([cu.ServiceChange("app", "recreate", "sha256:0123456789abcdef", "sha256:0123456789abcdef",
+    moved = compose_plan.backup_targets([compose_plan.ServiceChange("app", "recreate", "sha256:0123456789abcdef", "sha256:0123456789abcdef",
                                                 "reg:5000/a:2", None)], "dbops-rollback", "p")
     assert moved[0]["backup"] == "reg:5000/a:dbops-rollback-p.0123456789ab"
     assert moved[0]["replaced"] == "0123456789ab"
     # after a rollback the running image is a backup already: it keeps its name
-    again = cu.backup_targets([cu.ServiceChange("app", "recreate", "a:dbops-rollback-p.1", "sha256:1", "a:2", None)],
+    again = compose_plan.backup_targets([compose_plan.ServiceChange("app", "recreate", "a:dbops-rollback-p.1", "sha256:1", "a:2", None)],
                               "dbops-rollback", "p")
     assert again[0]["backup"] == "a:dbops-rollback-p.1"
 
@@ -220,28 +220,28 @@ def test_backup_targets_never_name_a_release_tag():
     ("p", None, "dbops-rollback-p.feedbeef0000"),
 ])
 def test_backup_tag_name_is_always_a_valid_tag(project, replaced, expected):
-    tag = cu.backup_tag_name("dbops-rollback", project, replaced, "sha256:feedbeef0000aaaa")
-    assert tag == expected and cu.valid_tag(tag)
-    assert cu.valid_tag(cu.backup_tag_name("x", "p" * 200, "r:1", None))
+    tag = compose_plan.backup_tag_name("dbops-rollback", project, replaced, "sha256:feedbeef0000aaaa")
+    assert tag == expected and compose_plan.valid_tag(tag)
+    assert compose_plan.valid_tag(compose_plan.backup_tag_name("x", "p" * 200, "r:1", None))
 
 
 def test_a_project_never_claims_the_backups_of_a_project_whose_name_starts_like_it():
     # compose project names hold letters, digits, '-' and '_', never '.', so the dot ends the name
-    shop_eu = cu.backup_tag_name("dbops-rollback", "shop-eu", "repo:1.0.0", None)
-    shop = cu.backup_tag_name("dbops-rollback", "shop", "repo:1.0.0", None)
-    assert shop.startswith(cu.backup_prefix("dbops-rollback", "shop"))
-    assert not shop_eu.startswith(cu.backup_prefix("dbops-rollback", "shop"))
-    assert not shop.startswith(cu.backup_prefix("dbops-rollback", "shop-eu"))
+    shop_eu = compose_plan.backup_tag_name("dbops-rollback", "shop-eu", "repo:1.0.0", None)
+    shop = compose_plan.backup_tag_name("dbops-rollback", "shop", "repo:1.0.0", None)
+    assert shop.startswith(compose_plan.backup_prefix("dbops-rollback", "shop"))
+    assert not shop_eu.startswith(compose_plan.backup_prefix("dbops-rollback", "shop"))
+    assert not shop.startswith(compose_plan.backup_prefix("dbops-rollback", "shop-eu"))
 
 
 def test_choose_rollback_image_takes_the_newest_backup_that_does_not_run():
     candidates = [{"tag": "b-p-1", "ref": "r:b-p-1", "id": "sha256:1", "tagged_at": "2026-01-01T10:00:00Z"},
                   {"tag": "b-p-2", "ref": "r:b-p-2", "id": "sha256:2", "tagged_at": "2026-01-02T10:00:00Z"}]
-    assert cu.choose_rollback_image(candidates, "sha256:3")["tag"] == "b-p-2"
-    assert cu.choose_rollback_image(candidates, "sha256:2")["tag"] == "b-p-1"
-    assert cu.choose_rollback_image(candidates, "sha256:2", wanted_tag="b-p-2")["id"] == "sha256:2"
-    assert cu.choose_rollback_image(candidates[:1], "sha256:1") is None
-    assert cu.choose_rollback_image([], None) is None
+    assert compose_plan.choose_rollback_image(candidates, "sha256:3")["tag"] == "b-p-2"
+    assert compose_plan.choose_rollback_image(candidates, "sha256:2")["tag"] == "b-p-1"
+    assert compose_plan.choose_rollback_image(candidates, "sha256:2", wanted_tag="b-p-2")["id"] == "sha256:2"
+    assert compose_plan.choose_rollback_image(candidates[:1], "sha256:1") is None
+    assert compose_plan.choose_rollback_image([], None) is None
 
 
 @pytest.mark.parametrize("image,tags,shown", [
@@ -253,7 +253,7 @@ def test_choose_rollback_image_takes_the_newest_backup_that_does_not_run():
     ("sha256:aaaaaaaaaaaaaaaa", [], "aaaaaaaaaaaa"),
 ])
 def test_display_image_names_what_runs_with_a_tag(image, tags, shown):
-    assert cu.display_image(image, "sha256:aaaaaaaaaaaaaaaa", tags) == shown
+    assert compose_plan.display_image(image, "sha256:aaaaaaaaaaaaaaaa", tags) == shown
 
 
 NGINX_RESOLVING = """
@@ -286,44 +286,44 @@ server { location / { proxy_pass http://backend/; } }
     ("server { location / { root /srv; } }", "none", []),
 ])
 def test_classify_proxy(config, mode, upstreams):
-    found = cu.classify_proxy(config, ["app", "api", "db"])
+    found = compose_plan.classify_proxy(config, ["app", "api", "db"])
     assert (found["mode"], found["upstreams"]) == (mode, upstreams)
 
 
 def test_in_place_problem_is_said_before_the_release():
-    specs = cu.parse_compose_config(CONFIG)[1]
+    specs = compose_plan.parse_compose_config(CONFIG)[1]
     specs["app"].published_ports = ["127.0.0.1:5000"]
-    plan = [cu.ServiceChange("app", "recreate", "a:1", "sha256:1", "a:2", "sha256:2", strategy="compose"),
-            cu.ServiceChange("db", "recreate", "pg:15", "sha256:p", "pg:16", None, strategy="compose")]
-    msg = cu.in_place_problem(plan, specs, ["app"], "none")
+    plan = [compose_plan.ServiceChange("app", "recreate", "a:1", "sha256:1", "a:2", "sha256:2", strategy="compose"),
+            compose_plan.ServiceChange("db", "recreate", "pg:15", "sha256:p", "pg:16", None, strategy="compose")]
+    msg = compose_plan.in_place_problem(plan, specs, ["app"], "none")
     assert "app publishes host port 127.0.0.1:5000" in msg and "allow_in_place=true" in msg
     assert "Nothing was changed" in msg and "db" not in msg.split(":", 1)[1].split(".")[0]
-    surge = [cu.ServiceChange("app", "recreate", "a:1", "sha256:1", "a:2", "sha256:2", strategy="surge")]
-    assert cu.in_place_problem(surge, specs, ["app"], "caching") is None
-    assert cu.in_place_problem(plan, specs, [], "none") is None
+    surge = [compose_plan.ServiceChange("app", "recreate", "a:1", "sha256:1", "a:2", "sha256:2", strategy="surge")]
+    assert compose_plan.in_place_problem(surge, specs, ["app"], "caching") is None
+    assert compose_plan.in_place_problem(plan, specs, [], "none") is None
 
 
 def test_evaluate_containers_ok_pending_failed():
-    _, specs = cu.parse_compose_config(CONFIG)
+    _, specs = compose_plan.parse_compose_config(CONFIG)
     good = _containers(("1", "app", 1, "", "", "running", "healthy"), ("2", "db", 1, "", "", "running", "none"))
-    assert cu.evaluate_containers(good, ["app", "db"], specs).state == "ok"
+    assert compose_plan.evaluate_containers(good, ["app", "db"], specs).state == "ok"
     starting = _containers(("1", "app", 1, "", "", "running", "starting"))
-    verdict = cu.evaluate_containers(starting, ["app"], specs)
+    verdict = compose_plan.evaluate_containers(starting, ["app"], specs)
     assert verdict.state == "pending" and verdict.check == "container"
     sick = _containers(("1", "app", 1, "", "", "running", "unhealthy"))
-    assert cu.evaluate_containers(sick, ["app"], specs).check == "container"
-    dead = [cu.Container("1", "p-app-1", "app", 1, "", "", "exited", "none", exit_code=3)]
-    verdict = cu.evaluate_containers(dead, ["app"], specs)
+    assert compose_plan.evaluate_containers(sick, ["app"], specs).check == "container"
+    dead = [compose_plan.Container("1", "p-app-1", "app", 1, "", "", "exited", "none", exit_code=3)]
+    verdict = compose_plan.evaluate_containers(dead, ["app"], specs)
     assert verdict.state == "failed" and verdict.check == "exited" and "exit code 3" in verdict.reason
-    assert cu.evaluate_containers([], ["app"], specs).state == "failed"
+    assert compose_plan.evaluate_containers([], ["app"], specs).state == "failed"
     # the old container is excluded while the new one is judged
     mixed = _containers(("old", "app", 1, "", "", "running", "healthy"), ("new", "app", 2, "", "", "exited", "none"))
-    assert cu.evaluate_containers(mixed, ["app"], specs, exclude_ids=["new"]).state == "ok"
-    assert cu.evaluate_containers(mixed, ["app"], specs, exclude_ids=["old"]).state == "failed"
+    assert compose_plan.evaluate_containers(mixed, ["app"], specs, exclude_ids=["new"]).state == "ok"
+    assert compose_plan.evaluate_containers(mixed, ["app"], specs, exclude_ids=["old"]).state == "failed"
 
 
 def test_url_gate_needs_consecutive_successes():
-    gate = cu.UrlGate(3)
+    gate = compose_plan.UrlGate(3)
     assert not gate.record(200, True)
     assert not gate.record(200, True)
     assert not gate.record(500, False)
@@ -347,24 +347,24 @@ def test_url_gate_needs_consecutive_successes():
      "neither present locally nor pullable"),
 ])
 def test_explain_compose_failure(text, expected):
-    assert expected in cu.explain_compose_failure(text)
+    assert expected in compose_plan.explain_compose_failure(text)
 
 
 def test_explain_config_failure_says_what_to_do():
-    msg = cu.explain_config_failure("yaml: line 3: mapping values are not allowed in this context")
+    msg = compose_plan.explain_config_failure("yaml: line 3: mapping values are not allowed in this context")
     assert "line 3" in msg and "docker compose config" in msg
 
 
 def test_ports_owned_by_the_replaced_service_are_not_conflicts():
-    containers = cu.parse_container_list(HOST_INFO, "auto_trader")
-    assert cu.ports_owned_by("127.0.0.1:8080", "nginx", containers)
-    assert not cu.ports_owned_by("127.0.0.1:8080", "app", containers)
-    msg = cu.port_conflict_message({"127.0.0.1:8080": "nginx"})
+    containers = compose_plan.parse_container_list(HOST_INFO, "auto_trader")
+    assert compose_plan.ports_owned_by("127.0.0.1:8080", "nginx", containers)
+    assert not compose_plan.ports_owned_by("127.0.0.1:8080", "app", containers)
+    msg = compose_plan.port_conflict_message({"127.0.0.1:8080": "nginx"})
     assert "127.0.0.1:8080 (service nginx)" in msg and "nothing was changed" in msg
 
 
 def test_compose_argv_resolves_relative_files():
-    argv = cu.compose_argv("docker", "/srv/app/", "p", ["docker-compose.prod.yml", "/etc/extra.yml"],
+    argv = compose_plan.compose_argv("docker", "/srv/app/", "p", ["docker-compose.prod.yml", "/etc/extra.yml"],
                            ["/tmp/x/deploy.env"], ["migration"], "config")
     assert argv == ["docker", "compose", "--project-directory", "/srv/app", "-p", "p",
                     "-f", "/srv/app/docker-compose.prod.yml", "-f", "/etc/extra.yml",
@@ -372,8 +372,8 @@ def test_compose_argv_resolves_relative_files():
 
 
 def test_tail_lines():
-    assert cu.tail_lines("a\n\nb\nc\n", 2) == ["b", "c"]
-    assert cu.tail_lines("a", 0) == []
+    assert compose_plan.tail_lines("a\n\nb\nc\n", 2) == ["b", "c"]
+    assert compose_plan.tail_lines("a", 0) == []
 
 
 def test_env_file_is_private_and_keeps_dollars(tmp_path, monkeypatch):
@@ -386,7 +386,7 @@ def test_env_file_is_private_and_keeps_dollars(tmp_path, monkeypatch):
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
     text = open(path).read()
     assert "POSTGRES_PASSWORD='pa$$word'\n" in text and "QUOTE=it's\n" in text
-    with pytest.raises(cu.ComposeError):
+    with pytest.raises(compose_plan.ComposeError):
         engine.write_env_file({"BAD": "a\nb"})
 
 
@@ -418,11 +418,11 @@ class Clock:
 
 def _item(cid, status, state="running", service="app"):
     return {"Id": cid, "Names": ["/p-%s-1" % service], "Image": "a", "ImageID": "sha256:a", "State": state,
-            "Status": status, "Labels": {cu.PROJECT_LABEL: "p", cu.SERVICE_LABEL: service}}
+            "Status": status, "Labels": {compose_plan.PROJECT_LABEL: "p", compose_plan.SERVICE_LABEL: service}}
 
 
 def _specs():
-    return {"app": cu.ServiceSpec("app", "a", True, [], None, [], 1, False)}
+    return {"app": compose_plan.ServiceSpec("app", "a", True, [], None, [], 1, False)}
 
 
 def test_wait_healthy_waits_through_starting_then_settles():
@@ -476,17 +476,17 @@ def test_wait_healthy_notices_a_vanished_container():
     "the Docker engine is not reachable (boom); start it",
 ])
 def test_engine_unreachable_is_recognised(text):
-    assert cu.engine_unreachable(text)
+    assert compose_plan.engine_unreachable(text)
 
 
 @pytest.mark.parametrize("text", ["no such service: web", "container app exited with code 3", "",
                                   "pull registry.example:5000/app: connection refused"])
 def test_other_failures_are_not_an_engine_loss(text):
-    assert not cu.engine_unreachable(text)
+    assert not compose_plan.engine_unreachable(text)
 
 
 def test_engine_lost_message_says_what_to_run_next():
-    msg = cu.engine_lost_message("the Docker engine is not reachable (refused).", "surge app",
+    msg = compose_plan.engine_lost_message("the Docker engine is not reachable (refused).", "surge app",
                                  ["repo/app:backup"], during_rollback=False)
     assert "during the release (last step: surge app)" in msg
     assert "nothing was rolled back" in msg
@@ -495,7 +495,7 @@ def test_engine_lost_message_says_what_to_run_next():
 
 
 def test_engine_lost_during_rollback_does_not_claim_nothing_was_rolled_back():
-    msg = cu.engine_lost_message("gone", None, [], during_rollback=True)
+    msg = compose_plan.engine_lost_message("gone", None, [], during_rollback=True)
     assert "while rolling back (last step: start)" in msg and "nothing was rolled back" not in msg
     assert "rollback=true" not in msg
 
@@ -508,7 +508,7 @@ def test_engine_lost_during_rollback_does_not_claim_nothing_was_rolled_back():
     ({}, False),  # host networking or no network: nothing to tell
 ])
 def test_hidden_means_attached_without_the_service_name(aliases, hidden):
-    assert cu.hidden_from_service("app", aliases) is hidden
+    assert compose_plan.hidden_from_service("app", aliases) is hidden
 
 
 @pytest.mark.parametrize("name,suggested", [
@@ -520,23 +520,23 @@ def test_hidden_means_attached_without_the_service_name(aliases, hidden):
     ("!!!", "app"),
 ])
 def test_project_name_problem_says_what_compose_accepts(name, suggested):
-    problem = cu.project_name_problem(name)
+    problem = compose_plan.project_name_problem(name)
     if suggested is None:
         assert problem is None
     else:
         assert "not a compose project name" in problem and repr(suggested) in problem
-        assert cu.project_name_problem(suggested) is None
+        assert compose_plan.project_name_problem(suggested) is None
 
 
 def test_worker_jobs_are_checked_against_their_operation():
     job = {"op": "stop", "id": "abc", "timeout": 20, "project": None, "proxy_service": None, "then_exec": None}
-    assert cu.worker_job_problem(job) is None
-    assert "unknown worker operation 'nope'" in cu.worker_job_problem({"op": "nope"})
+    assert compose_plan.worker_job_problem(job) is None
+    assert "unknown worker operation 'nope'" in compose_plan.worker_job_problem({"op": "nope"})
     partial = {k: v for k, v in job.items() if k != "timeout"}
-    assert cu.worker_job_problem(partial) == "worker operation stop: missing key timeout"
-    assert "unexpected key ids" in cu.worker_job_problem(dict(job, ids=["abc"]))
-    assert "timeout must be int, not str" in cu.worker_job_problem(dict(job, timeout="20"))
-    assert "timeout must be int, not bool" in cu.worker_job_problem(dict(job, timeout=True))
-    assert "id is None" in cu.worker_job_problem(dict(job, id=None))
-    assert cu.worker_job_problem({"op": "prepare", "env": {}, "project_name": None, "files": None,
+    assert compose_plan.worker_job_problem(partial) == "worker operation stop: missing key timeout"
+    assert "unexpected key ids" in compose_plan.worker_job_problem(dict(job, ids=["abc"]))
+    assert "timeout must be int, not str" in compose_plan.worker_job_problem(dict(job, timeout="20"))
+    assert "timeout must be int, not bool" in compose_plan.worker_job_problem(dict(job, timeout=True))
+    assert "id is None" in compose_plan.worker_job_problem(dict(job, id=None))
+    assert compose_plan.worker_job_problem({"op": "prepare", "env": {}, "project_name": None, "files": None,
                                   "compose_command": "auto"}) is None

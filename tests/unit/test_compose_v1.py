@@ -6,9 +6,9 @@ import stat
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose as cu
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose_engine as engine
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as cu1
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import plan as compose_plan
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import engine
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import v1 as compose_v1
 
 # Recorded from `docker-compose -p p -f docker-compose.prod.yml config` (1.29.2), secrets replaced.
 CONFIG_YAML = """services:
@@ -119,7 +119,7 @@ Removing network p_default
 
 
 def container(service, state="running", config_hash=None, oneoff=False, name=None):
-    return cu.Container(id=(name or service) + "-id", name=name or "p_%s_1" % service, service=service, number=1,
+    return compose_plan.Container(id=(name or service) + "-id", name=name or "p_%s_1" % service, service=service, number=1,
                         image="x", image_id="sha256:x", state=state, health="none", oneoff=oneoff,
                         config_hash=config_hash if config_hash is not None else HASHES.get(service))
 
@@ -137,7 +137,7 @@ def container(service, state="running", config_hash=None, oneoff=False, name=Non
     ("standalone", None, "1.28.0", "standalone", "docker-compose 1.28.0"),
 ])
 def test_choose_compose(requested, plugin, standalone, kind, label):
-    choice = cu1.choose_compose(requested, plugin, "docker: 'compose' is not a docker command.", standalone)
+    choice = compose_v1.choose_compose(requested, plugin, "docker: 'compose' is not a docker command.", standalone)
     assert (choice.kind, choice.label) == (kind, label)
 
 
@@ -156,33 +156,33 @@ def test_choose_compose(requested, plugin, standalone, kind, label):
     ("standalone", None, "1.25.0", ["docker-compose 1.25.0 is too old", "1.28"]),
 ])
 def test_choose_compose_says_what_to_install(requested, plugin, standalone, says):
-    with pytest.raises(cu.ComposeError) as err:
-        cu1.choose_compose(requested, plugin, "docker: 'compose' is not a docker command.", standalone)
+    with pytest.raises(compose_plan.ComposeError) as err:
+        compose_v1.choose_compose(requested, plugin, "docker: 'compose' is not a docker command.", standalone)
     for part in says:
         assert part in str(err.value)
 
 
 def test_choose_compose_reports_a_broken_docker_compose():
-    with pytest.raises(cu.ComposeError) as err:
-        cu1.choose_compose("auto", None, "no plugin", None, "ImportError: No module named compose")
+    with pytest.raises(compose_plan.ComposeError) as err:
+        compose_v1.choose_compose("auto", None, "no plugin", None, "ImportError: No module named compose")
     assert "`docker-compose version` failed: ImportError" in str(err.value)
 
 
 def test_choose_compose_rejects_unknown_request():
-    with pytest.raises(cu.ComposeError):
-        cu1.choose_compose("v1", "2.26.1", "", None)
+    with pytest.raises(compose_plan.ComposeError):
+        compose_v1.choose_compose("v1", "2.26.1", "", None)
 
 
 @pytest.mark.parametrize("text,version", [("1.29.2", (1, 29, 2)), ("v2.26.1-4", (2, 26, 1)),
                                           ("docker-compose version 1.25.0, build unknown", (1, 25, 0)),
                                           ("2.18", (2, 18, 0)), ("", None), (None, None)])
 def test_parse_version(text, version):
-    assert cu1.parse_version(text) == version
+    assert compose_v1.parse_version(text) == version
 
 
 def test_pull_policy_is_refused_on_v1():
-    assert "pull_policy" in cu1.unsupported_options("policy")
-    assert cu1.unsupported_options("missing") is None and cu1.unsupported_options("never") is None
+    assert "pull_policy" in compose_v1.unsupported_options("policy")
+    assert compose_v1.unsupported_options("missing") is None and compose_v1.unsupported_options("never") is None
 
 
 # --------------------------------------------------------------------------- project, env, argv
@@ -196,20 +196,20 @@ def test_pull_policy_is_refused_on_v1():
     (None, {}, "# c\nexport COMPOSE_PROJECT_NAME='Dot_Env'\n", "dot_env"),
 ])
 def test_project_name(requested, env, dotenv, expected):
-    assert cu1.project_name(requested, "/srv/auto_trader/", env, dotenv) == expected
+    assert compose_v1.project_name(requested, "/srv/auto_trader/", env, dotenv) == expected
 
 
 def test_project_name_without_letters_is_an_error():
-    with pytest.raises(cu.ComposeError):
-        cu1.project_name("...", "/srv/x")
+    with pytest.raises(compose_plan.ComposeError):
+        compose_v1.project_name("...", "/srv/x")
 
 
 def test_merged_env_text_puts_the_task_env_last_and_quotes_values():
-    text = cu1.merged_env_text("APP_VERSION=0.9\nDB_PORT=5432", {"APP_VERSION": "1.1.0", "PW": "pa$$", "Q": "it's"})
+    text = compose_v1.merged_env_text("APP_VERSION=0.9\nDB_PORT=5432", {"APP_VERSION": "1.1.0", "PW": "pa$$", "Q": "it's"})
     assert text == "APP_VERSION=0.9\nDB_PORT=5432\nAPP_VERSION='1.1.0'\nPW='pa$$'\nQ=it's\n"
-    assert cu1.dotenv_value(text, "APP_VERSION") == "1.1.0"
-    with pytest.raises(cu.ComposeError):
-        cu1.merged_env_text("", {"BAD": "a\nb"})
+    assert compose_v1.dotenv_value(text, "APP_VERSION") == "1.1.0"
+    with pytest.raises(compose_plan.ComposeError):
+        compose_v1.merged_env_text("", {"BAD": "a\nb"})
 
 
 def test_env_file_for_v1_is_private_and_merged(tmp_path):
@@ -224,8 +224,8 @@ def test_env_file_for_v1_is_private_and_merged(tmp_path):
 
 
 def test_argv_has_global_options_and_no_shell():
-    argv = cu1.argv("/usr/bin/docker-compose", "/srv/app/", "p", ["docker-compose.prod.yml", "/tmp/o.yml"],
-                    ["/tmp/dbops-compose-x/deploy.env"], ["migration"], *cu1.up_args(["app"], "never"))
+    argv = compose_v1.argv("/usr/bin/docker-compose", "/srv/app/", "p", ["docker-compose.prod.yml", "/tmp/o.yml"],
+                    ["/tmp/dbops-compose-x/deploy.env"], ["migration"], *compose_v1.up_args(["app"], "never"))
     assert argv == ["/usr/bin/docker-compose", "--project-directory", "/srv/app", "-p", "p",
                     "-f", "/srv/app/docker-compose.prod.yml", "-f", "/tmp/o.yml",
                     "--env-file", "/tmp/dbops-compose-x/deploy.env", "--profile", "migration",
@@ -233,26 +233,26 @@ def test_argv_has_global_options_and_no_shell():
 
 
 def test_argv_refuses_what_v1_cannot_take():
-    with pytest.raises(cu.ComposeError):
-        cu1.argv("dc", "/srv", "p", None, ["/a.env", "/b.env"], [])
-    with pytest.raises(cu.ComposeError):
-        cu1.argv("dc", "/srv", "p", None, [], ["*"])
+    with pytest.raises(compose_plan.ComposeError):
+        compose_v1.argv("dc", "/srv", "p", None, ["/a.env", "/b.env"], [])
+    with pytest.raises(compose_plan.ComposeError):
+        compose_v1.argv("dc", "/srv", "p", None, [], ["*"])
 
 
 @pytest.mark.parametrize("args,expected", [
-    (cu1.up_args(None, "policy"), ["up", "-d", "--no-color"]),
-    (cu1.up_args(["app", "nginx"], "always"), ["up", "-d", "--no-color", "--build", "--", "app", "nginx"]),
-    (cu1.surge_args("app", 2, "never"), ["up", "--no-start", "--no-recreate", "--no-deps", "--scale", "app=2",
+    (compose_v1.up_args(None, "policy"), ["up", "-d", "--no-color"]),
+    (compose_v1.up_args(["app", "nginx"], "always"), ["up", "-d", "--no-color", "--build", "--", "app", "nginx"]),
+    (compose_v1.surge_args("app", 2, "never"), ["up", "--no-start", "--no-recreate", "--no-deps", "--scale", "app=2",
                                          "--no-build", "--", "app"]),
-    (cu1.run_args("migration", ["alembic", "downgrade", "-1"]),
+    (compose_v1.run_args("migration", ["alembic", "downgrade", "-1"]),
      ["run", "--rm", "-T", "--", "migration", "alembic", "downgrade", "-1"]),
-    (cu1.run_args("migration", None), ["run", "--rm", "-T", "--", "migration"]),
-    (cu1.down_args(True), ["down", "--volumes"]),
-    (cu1.down_args(False), ["down"]),
-    (cu1.restart_args(["app"]), ["restart", "--", "app"]),
-    (cu1.restart_args(None), ["restart"]),
-    (cu1.pull_args(["app"]), ["pull", "--", "app"]),
-    (cu1.hash_args(["db", "app"]), ["config", "--hash=db,app"]),
+    (compose_v1.run_args("migration", None), ["run", "--rm", "-T", "--", "migration"]),
+    (compose_v1.down_args(True), ["down", "--volumes"]),
+    (compose_v1.down_args(False), ["down"]),
+    (compose_v1.restart_args(["app"]), ["restart", "--", "app"]),
+    (compose_v1.restart_args(None), ["restart"]),
+    (compose_v1.pull_args(["app"]), ["pull", "--", "app"]),
+    (compose_v1.hash_args(["db", "app"]), ["config", "--hash=db,app"]),
 ])
 def test_subcommand_args(args, expected):
     assert args == expected
@@ -262,7 +262,7 @@ def test_subcommand_args(args, expected):
 
 
 def test_parse_config_reads_services_and_dependencies():
-    specs, deps = cu1.parse_config(CONFIG_YAML)
+    specs, deps = compose_v1.parse_config(CONFIG_YAML)
     assert sorted(specs) == ["app", "db", "migration", "nginx"]
     assert specs["db"].published_ports == ["127.0.0.1:55432"] and specs["db"].has_healthcheck
     assert specs["migration"].profiles == ["migration"]
@@ -272,25 +272,25 @@ def test_parse_config_reads_services_and_dependencies():
 
 @pytest.mark.parametrize("text", ["services: [", "just text", "version: '3'\n"])
 def test_parse_config_rejects_garbage(text):
-    with pytest.raises(cu.ComposeError):
-        cu1.parse_config(text)
+    with pytest.raises(compose_plan.ComposeError):
+        compose_v1.parse_config(text)
 
 
 def test_dependencies_cover_links_volumes_from_and_network_mode():
     raw = {"depends_on": ["db"], "links": ["cache:redis", "ghost"], "volumes_from": ["data:ro", "container:x"],
            "network_mode": "service:vpn"}
-    assert cu1.dependencies(raw, {"db", "cache", "data", "vpn"}) == ["db", "cache", "data", "vpn"]
+    assert compose_v1.dependencies(raw, {"db", "cache", "data", "vpn"}) == ["db", "cache", "data", "vpn"]
 
 
 def test_parse_hashes_ignores_other_lines():
-    assert cu1.parse_hashes("WARNING: something\n" + HASH_OUTPUT + "nginx short\n") == HASHES
+    assert compose_v1.parse_hashes("WARNING: something\n" + HASH_OUTPUT + "nginx short\n") == HASHES
 
 
 def test_with_dependencies_orders_dependencies_first():
     deps = {"nginx": ["app"], "app": ["db"], "db": [], "a": ["b"], "b": ["a"]}
-    assert cu1.with_dependencies(["nginx"], deps) == ["db", "app", "nginx"]
-    assert cu1.with_dependencies(["app", "db"], deps) == ["db", "app"]
-    assert cu1.with_dependencies(["a"], deps) == ["b", "a"]   # a cycle does not loop
+    assert compose_v1.with_dependencies(["nginx"], deps) == ["db", "app", "nginx"]
+    assert compose_v1.with_dependencies(["app", "db"], deps) == ["db", "app"]
+    assert compose_v1.with_dependencies(["a"], deps) == ["b", "a"]   # a cycle does not loop
 
 
 # --------------------------------------------------------------------------- plan
@@ -301,7 +301,7 @@ ALL = ["db", "app", "nginx"]
 
 
 def plan(services, containers, hashes=None):
-    return {a["id"]: a["status"] for a in cu1.plan_up(services, DEPS, hashes or HASHES, containers)}
+    return {a["id"]: a["status"] for a in compose_v1.plan_up(services, DEPS, hashes or HASHES, containers)}
 
 
 def test_plan_fresh_project_creates_everything():
@@ -333,10 +333,10 @@ def test_plan_for_named_services_includes_their_dependencies():
 
 def test_plan_feeds_the_shared_planner():
     running = [container("db"), container("app", config_hash="0" * 64), container("nginx")]
-    specs, _deps = cu1.parse_config(CONFIG_YAML)
-    actions = cu.services_from_dry_run(cu1.plan_up(ALL, DEPS, HASHES, running), "p", running, specs)
+    specs, _deps = compose_v1.parse_config(CONFIG_YAML)
+    actions = compose_plan.services_from_dry_run(compose_v1.plan_up(ALL, DEPS, HASHES, running), "p", running, specs)
     assert actions == {"app": "recreate"}
-    changes = cu.plan_changes(specs, ALL, running, actions, {}, zero_downtime=True)
+    changes = compose_plan.plan_changes(specs, ALL, running, actions, {}, zero_downtime=True)
     assert [(c.service, c.action, c.strategy) for c in changes] == [
         ("db", "unchanged", "compose"), ("app", "recreate", "surge"), ("nginx", "unchanged", "compose")]
 
@@ -344,19 +344,19 @@ def test_plan_feeds_the_shared_planner():
 def test_down_actions_count_project_objects_only():
     containers = [{"name": "p_app_1", "service": "app"}, {"name": "p_migration_run_1", "service": "migration"},
                   {"name": "p_old_1", "service": "old"}]
-    actions = cu1.down_actions(containers, ["p_default"], ["p_db_data"], ["app", "migration"], False)
+    actions = compose_v1.down_actions(containers, ["p_default"], ["p_db_data"], ["app", "migration"], False)
     assert [(a["what"], a["id"]) for a in actions] == [("container", "p_app_1"), ("container", "p_migration_run_1"),
                                                       ("network", "p_default")]
     assert ("volume", "p_db_data") in [(a["what"], a["id"]) for a in
-                                       cu1.down_actions([], [], ["p_db_data"], [], True)]
-    assert cu1.down_actions([{"name": "p_old_1", "service": "old"}], [], ["v"], ["app"], False) == []
+                                       compose_v1.down_actions([], [], ["p_db_data"], [], True)]
+    assert compose_v1.down_actions([{"name": "p_old_1", "service": "old"}], [], ["v"], ["app"], False) == []
 
 
 # --------------------------------------------------------------------------- output
 
 
 def test_parse_events_of_a_fresh_up():
-    events = cu1.parse_events(UP_FRESH)
+    events = compose_v1.parse_events(UP_FRESH)
     assert {"what": "network", "id": "p_default", "status": "Created"} in events
     assert {"what": "volume", "id": "p_db_data", "status": "Created"} in events
     assert [e["id"] for e in events if e["what"] == "container"] == ["p_db_1", "p_app_1", "p_nginx_1"]
@@ -372,28 +372,28 @@ def test_parse_events_of_a_fresh_up():
     ("Restarting p_app_1 ... done\n", [{"what": "container", "id": "p_app_1", "status": "Restarted"}]),
 ])
 def test_parse_events(text, expected):
-    assert cu1.parse_events(text) == expected
+    assert compose_v1.parse_events(text) == expected
 
 
 def test_v1_errors_are_explained():
-    events = cu1.parse_events(UP_PORT_TAKEN)
+    events = compose_v1.parse_events(UP_PORT_TAKEN)
     assert events == [{"what": "container", "id": "p_nginx_1", "status": "Error"}]
-    assert "host port 127.0.0.1:8080 is already in use" in cu.explain_compose_failure(UP_PORT_TAKEN)
-    assert "unknown service web" in cu.explain_compose_failure("ERROR: No such service: web")
-    assert "`docker-compose config`" in cu.explain_config_failure("ERROR: bad", "docker-compose")
+    assert "host port 127.0.0.1:8080 is already in use" in compose_plan.explain_compose_failure(UP_PORT_TAKEN)
+    assert "unknown service web" in compose_plan.explain_compose_failure("ERROR: No such service: web")
+    assert "`docker-compose config`" in compose_plan.explain_config_failure("ERROR: bad", "docker-compose")
 
 
 def test_missing_images_for_pull_never():
-    specs, _ = cu1.parse_config(CONFIG_YAML)
+    specs, _ = compose_v1.parse_config(CONFIG_YAML)
     ids = {"dbops/postgres:15": "sha256:pg", "auto_trader:latest": None, "dbops/nginx:1.22": "sha256:n"}
-    assert cu1.missing_images(specs, ["db", "app", "migration", "nginx"], ids) == ["auto_trader:latest"]
-    assert "pull=never" in cu1.missing_images_message(["auto_trader:latest"])
+    assert compose_v1.missing_images(specs, ["db", "app", "migration", "nginx"], ids) == ["auto_trader:latest"]
+    assert "pull=never" in compose_v1.missing_images_message(["auto_trader:latest"])
 
 
 def test_container_list_carries_the_config_hash():
     items = [{"Id": "a", "Names": ["/p_app_1"], "Image": "x", "ImageID": "sha256:x", "State": "running",
-              "Status": "Up", "Labels": {cu.PROJECT_LABEL: "p", cu.SERVICE_LABEL: "app", cu.NUMBER_LABEL: "1",
-                                         cu.ONEOFF_LABEL: "False", cu.CONFIG_HASH_LABEL: HASHES["app"]}}]
-    [parsed] = cu.parse_container_list(items, "p")
+              "Status": "Up", "Labels": {compose_plan.PROJECT_LABEL: "p", compose_plan.SERVICE_LABEL: "app", compose_plan.NUMBER_LABEL: "1",
+                                         compose_plan.ONEOFF_LABEL: "False", compose_plan.CONFIG_HASH_LABEL: HASHES["app"]}}]
+    [parsed] = compose_plan.parse_container_list(items, "p")
     assert parsed.config_hash == HASHES["app"]
-    assert cu.container_from_dict(cu.container_dict(parsed)) == parsed
+    assert compose_plan.container_from_dict(compose_plan.container_dict(parsed)) == parsed

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import (
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.alembic_cli import (
     AlembicPlanError, CONNECTION_LOST, ERROR, KILLED, LOCK_TIMEOUT, STATEMENT_TIMEOUT, RevisionGraph,
     classify_failure, duration_ms, error_name, error_tail, executor_problem, failing_statement, offline_range,
     parse_history, pgoptions, root_cause, split_offline_sql)
@@ -377,11 +377,11 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import (  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.alembic_cli import (  # noqa: E402
     LAUNCHER_SCRIPT, choose_launcher, ini_names_script_location, launcher_argv, strip_compose_progress)
-from ansible_collections.dbops.migrations.plugins.module_utils._migrate import (  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import (  # noqa: E402
     AlembicCommand, ComposeSpec, MigrateRequest)
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import ConnInfo  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import ConnInfo  # noqa: E402
 
 SECRET_DB = ConnInfo(host="db", user="app", password="s3cret-pw", dbname="app")
 

@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import AlembicPlanError
-from ansible_collections.dbops.migrations.plugins.module_utils._migrate import (
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.alembic_cli import AlembicPlanError
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import (
     AlembicCommand, ComposeSpec, MigrateRequest, lock_key, retry_delays, runner_lock_holder, url_with_scheme,
     validate_url_form)
-from ansible_collections.dbops.migrations.plugins.module_utils._migrate_monitor import (
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.monitor import (
     BlockedTracker, ControllerWatch, Row, controller_chain, describe_lock, descendants, gone_process,
     write_timeline)
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import parse_db_url
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import parse_db_url
 
 PASSWORD = "Sup3r-S3cret-pw-7731"
 DB = parse_db_url("postgresql://app:%s@127.0.0.1:5432/shop" % PASSWORD)

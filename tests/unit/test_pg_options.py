@@ -1,6 +1,6 @@
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _pg
+from ansible_collections.dbops.migrations.plugins.module_utils import pg as _pg
 
 
 def test_parse_url_with_quoted_password():

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_alembic import (
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.alembic_units import (
     existing_type_hints, judge_downgrade, loop_data_changes, pending_units)
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import Engine, RiskInputError
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import Engine, RiskInputError
 
 HEADER = "from alembic import op\nimport sqlalchemy as sa\n"
 
@@ -143,7 +143,7 @@ def test_bookkeeping_never_reported_from_alembic_sql_output():
         UPDATE alembic_version SET version_num='b' WHERE alembic_version.version_num = 'a';
         COMMIT;
         ''')
-    from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import analyse_sql
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import analyse_sql
     assert analyse_sql(sql).as_result()["findings"] == []
 
 
@@ -158,7 +158,7 @@ def test_downgrade_that_drops_data_is_noted(tmp_path):
 
 
 def test_sarif_points_at_the_revision_file(tmp_path):
-    from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import RiskRequest, run_request
     ini = project(tmp_path, {"a.py": rev("a", None, "op.drop_column('users', 'n')")})
     result = run_request(RiskRequest(alembic_config=ini))
     location = result["sarif"]["runs"][0]["results"][0]["locations"][0]["physicalLocation"]
@@ -167,7 +167,7 @@ def test_sarif_points_at_the_revision_file(tmp_path):
 
 
 def test_compose_render_command_for_both_compose_clis():
-    from ansible_collections.dbops.migrations.plugins.module_utils._risk_render_exec import (
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.render_elsewhere import (
         RenderSpec, compose_command, script_args)
     spec = RenderSpec(executor="compose", project_src="/srv/app", files=["docker-compose.prod.yml"],
                       project_name="shop", profiles=["migration"], service="migration", docker_bin="/usr/bin/docker")
@@ -190,8 +190,8 @@ def test_compose_render_command_for_both_compose_clis():
 
 
 def test_only_secret_looking_env_values_are_masked_in_render_errors(monkeypatch):
-    from ansible_collections.dbops.migrations.plugins.module_utils._risk_render_exec import RenderSpec
-    from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.render_elsewhere import RenderSpec
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import RiskRequest, run_request
 
     def runner(argv, env, stdin, cwd):
         return 1, "", "image shop-app:1.2.0 failed; password hunter22 rejected"
@@ -203,8 +203,8 @@ def test_only_secret_looking_env_values_are_masked_in_render_errors(monkeypatch)
 
 
 def test_render_payload_errors_name_the_cause():
-    from ansible_collections.dbops.migrations.plugins.module_utils._risk_render import JSON_MARKER
-    from ansible_collections.dbops.migrations.plugins.module_utils._risk_render_exec import parse_payload
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.render import JSON_MARKER
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.render_elsewhere import parse_payload
     with pytest.raises(RiskInputError, match=r"exit code 125\) before it could answer: no such service: migration"):
         parse_payload(125, "", "no such service: migration\n", "the compose service migration")
     out = "banner printed by the app\n%s\n{\"failure\": \"no [alembic] section\"}\n" % JSON_MARKER

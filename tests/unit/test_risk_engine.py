@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _risk_report
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import (
+from ansible_collections.dbops.migrations.plugins.module_utils.risk import reports as _risk_report
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.live_facts import (
     ColumnFacts, DbFacts, TableFacts, type_modifiers)
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import (
     RELEASE_FOR_RISK, Engine, MigrationUnit, RiskInputError, analyse_sql, load_config, suppressions_in_python)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -210,9 +210,9 @@ def test_markdown_json_and_sarif():
 
 
 def test_every_rule_is_documented():
-    from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk import rules as risk_rules
     doc = (REPO_ROOT / "docs" / "migration_risk.md").read_text()
-    missing = [rule_id for rule_id in R.ALL_RULE_IDS if "`%s`" % rule_id not in doc]
+    missing = [rule_id for rule_id in risk_rules.ALL_RULE_IDS if "`%s`" % rule_id not in doc]
     assert missing == []
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_service import RiskRequest, run_request
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import RiskRequest, run_request
 
 HISTORIES = Path(__file__).resolve().parents[1] / "fixtures" / "alembic_histories"
 CASES = sorted(p.name for p in HISTORIES.iterdir() if (p / "expect.json").is_file())

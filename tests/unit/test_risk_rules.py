@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as R
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import analyse_sql
+from ansible_collections.dbops.migrations.plugins.module_utils.risk import rules as risk_rules
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import analyse_sql
 
 # (case id, SQL, expected migration risk, a rule that must be among the findings or None, server version)
 CASES = [
@@ -224,20 +224,20 @@ def test_lock_timeout_zero_does_not_count():
 
 
 def test_rules_are_well_formed():
-    ids = [rule.id for rule in R.RULES]
+    ids = [rule.id for rule in risk_rules.RULES]
     assert len(ids) == len(set(ids))
-    for rule in R.RULES:
-        assert rule.risk in R.LEVELS
-        assert rule.lock in R.LOCK_STRENGTH
-        assert rule.small_risk in (None,) + R.LEVELS and rule.large_risk in (None,) + R.LEVELS
+    for rule in risk_rules.RULES:
+        assert rule.risk in risk_rules.LEVELS
+        assert rule.lock in risk_rules.LOCK_STRENGTH
+        assert rule.small_risk in (None,) + risk_rules.LEVELS and rule.large_risk in (None,) + risk_rules.LEVELS
         assert rule.message
-        if R.LEVEL_INDEX[rule.risk] >= R.LEVEL_INDEX["high"]:
+        if risk_rules.LEVEL_INDEX[rule.risk] >= risk_rules.LEVEL_INDEX["high"]:
             assert rule.safe_alternative, rule.id
 
 
 def test_quiet_statements_have_no_rules():
     # The engine consults RULES_BY_NODE first: a quiet kind with a rule would never be quiet.
-    assert R.QUIET_STATEMENTS.isdisjoint(R.RULES_BY_NODE)
+    assert risk_rules.QUIET_STATEMENTS.isdisjoint(risk_rules.RULES_BY_NODE)
 
 
 @pytest.mark.parametrize("old,new,expected", [
@@ -251,7 +251,7 @@ def test_quiet_statements_have_no_rules():
     (("cidr", ()), ("inet", ()), True),
 ])
 def test_binary_coercible(old, new, expected):
-    assert R.binary_coercible(old, new) is expected
+    assert risk_rules.binary_coercible(old, new) is expected
 
 
 @pytest.mark.parametrize("case_id,sql,expected,rule,version", CASES, ids=[c[0] for c in CASES])

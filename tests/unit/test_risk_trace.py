@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import RiskInputError, analyse_sql
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_trace import (
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import RiskInputError, analyse_sql
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.trace import (
     _cannot_run_in_transaction, _compare, find_tool)
 from pglast import parser
 

@@ -9,9 +9,9 @@ import textwrap
 import pytest
 from pglast import parser as pg_parser
 
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import (
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.live_facts import (
     ColumnFacts, DbFacts, TableFacts)
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import (
     Engine, MigrationUnit, analyse_sql, suppressions_in_python)
 
 
@@ -442,7 +442,7 @@ def downgrade():
 
 
 def test_hostile_comments_in_a_rendered_revision_suppress_nothing(tmp_path):
-    from ansible_collections.dbops.migrations.plugins.module_utils._risk_alembic import pending_units
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.alembic_units import pending_units
     versions = tmp_path / "migrations" / "versions"
     versions.mkdir(parents=True)
     (tmp_path / "migrations" / "env.py").write_text("raise RuntimeError('env.py must never run')\n")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import analyse_sql
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import analyse_sql
 
 # Every statement gives findings (so each needs its line number), with a suppression comment now and then.
 BLOCK = ("ALTER TABLE t%d ADD COLUMN c int;\n"

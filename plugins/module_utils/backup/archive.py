@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Pure parts of pg_backup: names, manifests, retention, version gates, hashing, atomic files.
 
-Nothing here talks to PostgreSQL or runs a program; ``_backup_run`` does that.
+Nothing here talks to PostgreSQL or runs a program; ``backup.operations`` does that.
 """
 from __future__ import annotations
 

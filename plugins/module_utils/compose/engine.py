@@ -19,8 +19,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose as compose
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as compose_v1
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import plan as compose
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import v1 as compose_v1
 
 
 def _probe_version(module, argv: list[str]) -> tuple[str | None, str]:

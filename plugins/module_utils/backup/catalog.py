@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _backup as backups
+from ansible_collections.dbops.migrations.plugins.module_utils.backup import archive as backups
 
 try:
     from psycopg2 import sql as pgsql

@@ -10,10 +10,10 @@ import re
 import subprocess
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _risk_report
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
+from ansible_collections.dbops.migrations.plugins.module_utils.risk import reports as risk_reports
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
     conninfo_from_params, connect, mask_secrets)
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import (
     Engine, MigrationUnit, RiskConfig, RiskInputError, load_config)
 
 Runner = Callable[[List[str], Dict[str, str]], Tuple[int, str, str]]
@@ -85,14 +85,14 @@ def run_request(request: RiskRequest) -> Dict[str, Any]:
     info = None
     if request.connection_params:
         info = conninfo_from_params(request.connection_params)
-        from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import read_facts
+        from ansible_collections.dbops.migrations.plugins.module_utils.risk.live_facts import read_facts
         try:
             conn = connect(info, application_name="dbops.migration_risk")
         except Exception as exc:
             raise RiskInputError(mask_secrets(
                 "cannot connect to %s: %s -- check db_url/login_* and that the server accepts connections"
                 % (info.masked_url(), str(exc).strip()), info.password))
-        from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import VersionTableError
+        from ansible_collections.dbops.migrations.plugins.module_utils.risk.live_facts import VersionTableError
         try:
             facts = read_facts(conn, request.version_table or "alembic_version", request.version_table_schema or None,
                                read_version=request.alembic)
@@ -104,7 +104,7 @@ def run_request(request: RiskRequest) -> Dict[str, Any]:
     uri_for_revision: Dict[str, str] = {}
     payload: Optional[Dict[str, Any]] = None
     if request.alembic:
-        from ansible_collections.dbops.migrations.plugins.module_utils._risk_alembic import units_from_payload
+        from ansible_collections.dbops.migrations.plugins.module_utils.risk.alembic_units import units_from_payload
         current = facts.alembic_revisions if (facts is not None and request.from_revision is None) else None
         payload = render_payload(request, current, info)
         units = list(units_from_payload(payload))
@@ -124,11 +124,11 @@ def run_request(request: RiskRequest) -> Dict[str, Any]:
     if request.trace:
         if info is None:
             raise RiskInputError("trace=true needs a database: set db_url or the login_* options")
-        from ansible_collections.dbops.migrations.plugins.module_utils._risk_trace import trace_units
+        from ansible_collections.dbops.migrations.plugins.module_utils.risk.trace import trace_units
         result["trace"] = trace_units(info, units, analysis, request.runner, request.trace_bin_dir)
-    result["report"] = _risk_report.markdown(result)
+    result["report"] = risk_reports.markdown(result)
     # Lines are lines of the SQL text; for revisions they would point into the rendered SQL, not the file.
-    result["sarif"] = _risk_report.sarif(dict(result, findings=[
+    result["sarif"] = risk_reports.sarif(dict(result, findings=[
         dict(f.as_dict(), line=None if f.revision else f.line) for f in analysis.findings]), uri_for_revision)
     return result
 
@@ -136,10 +136,10 @@ def run_request(request: RiskRequest) -> Dict[str, Any]:
 def render_payload(request: RiskRequest, current: Optional[List[str]], info=None) -> Dict[str, Any]:
     """The rendered revisions, from this interpreter or from where the application's code lives."""
     if request.executor == "controller":
-        from ansible_collections.dbops.migrations.plugins.module_utils._risk_alembic import render_here
+        from ansible_collections.dbops.migrations.plugins.module_utils.risk.alembic_units import render_here
         return render_here(request.alembic_config or "", request.from_revision, request.to_revision, current,
                            request.ini_section or "alembic", request.script_location, request.server_version)
-    from ansible_collections.dbops.migrations.plugins.module_utils._risk_render_exec import render_elsewhere
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.render_elsewhere import render_elsewhere
     # Mask what looks like a secret; masking every value (an image name, a tag) would garble the answer.
     secrets = [str(v) for k, v in (request.render.env or {}).items()
                if v and len(str(v)) >= 4 and re.search(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL", str(k), re.I)]

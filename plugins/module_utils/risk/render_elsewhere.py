@@ -1,9 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: dbops developers
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Render where the code lives: run :mod:`_risk_render` in another interpreter or in the release image.
+"""Render where the code lives: run :mod:`risk.render` in another interpreter or in the release image.
 
-The source of ``_risk_render.py`` goes to ``python -`` on stdin, with the alembic.ini and the
+The source of ``risk/render.py`` goes to ``python -`` on stdin, with the alembic.ini and the
 revision range as arguments; the interpreter is the application's own (``executor=python``)
 or a one-off container of the compose migration service (``executor=compose``, the same
 compose files, project, profiles and CLI as alembic_migrate, with ``--no-deps``: rendering
@@ -16,10 +16,10 @@ import inspect
 import json
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose as compose
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose_v1 as compose_v1
-from ansible_collections.dbops.migrations.plugins.module_utils import _risk_render as render
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import RiskInputError
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import plan as compose
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import v1 as compose_v1
+from ansible_collections.dbops.migrations.plugins.module_utils.risk import render
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import RiskInputError
 
 # (argv, environment additions, stdin, cwd) -> (rc, stdout, stderr)
 RenderRunner = Callable[[List[str], Dict[str, str], str, Optional[str]], Tuple[int, str, str]]

@@ -21,8 +21,8 @@ import re
 import tokenize
 from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as risk_rules
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_dbfacts import DbFacts, TableFacts
+from ansible_collections.dbops.migrations.plugins.module_utils.risk import rules as risk_rules
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.live_facts import DbFacts, TableFacts
 
 try:
     from pglast import parser as _pglast_parser
@@ -977,7 +977,7 @@ def _masked(text: str) -> str:
     """The statement with password literals and URL credentials masked."""
     if "assword" in text or "ASSWORD" in text or "://" in text:
         # Imported here: _pg loads psycopg2, which plain SQL analysis does not need.
-        from ansible_collections.dbops.migrations.plugins.module_utils._pg import mask_secrets
+        from ansible_collections.dbops.migrations.plugins.module_utils.pg import mask_secrets
         text = mask_secrets(_PASSWORD_LITERAL.sub(r"\1'********'", text))
     return text
 

@@ -17,7 +17,7 @@ The runner:
   and when retries run out fails with the lock it waited for and who held it;
 * terminates backends left behind by a killed alembic process, drops INVALID indexes
   left by a failed ``CREATE INDEX CONCURRENTLY`` of the run before retrying;
-* samples who waited on the migration (see ``_migrate_monitor``).
+* samples who waited on the migration (see ``migrate.monitor``).
 """
 from __future__ import annotations
 
@@ -38,14 +38,14 @@ try:
 except ImportError:  # pragma: no cover - the module reports missing psycopg2 before getting here
     psycopg2 = None
 
-from ansible_collections.dbops.migrations.plugins.module_utils._alembic_cli import (
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.alembic_cli import (
     AlembicPlanError, CONNECTION_LOST, ERROR, KILLED, LOCK_TIMEOUT, RETRYABLE, STATEMENT_TIMEOUT,
     RevisionGraph, Step, classify_failure, duration_ms, error_name, error_tail, executor_problem,
     failing_statement, heads_label, launcher_argv, offline_range, pgoptions, root_cause, split_offline_sql,
     strip_compose_progress)
-from ansible_collections.dbops.migrations.plugins.module_utils._migrate_monitor import (
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.monitor import (
     BlockedTracker, ControllerWatch, Monitor, descendants, write_timeline)
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
     ConnInfo, connect, mask_secrets, quote_ident)
 
 # (argv, environment additions, cwd) -> (rc, stdout, stderr)

@@ -19,9 +19,9 @@ import time
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _backup as backups
-from ansible_collections.dbops.migrations.plugins.module_utils import _backup_catalog as catalog
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import (
+from ansible_collections.dbops.migrations.plugins.module_utils.backup import archive as backups
+from ansible_collections.dbops.migrations.plugins.module_utils.backup import catalog
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
     ConnInfo, connect, conninfo_quote, mask_secrets, quote_ident, server_version_num)
 
 try:

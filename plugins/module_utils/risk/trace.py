@@ -20,9 +20,9 @@ import time
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as risk_rules
-from ansible_collections.dbops.migrations.plugins.module_utils._pg import ConnInfo, connect, mask_secrets, quote_ident
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (
+from ansible_collections.dbops.migrations.plugins.module_utils.risk import rules as risk_rules
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import ConnInfo, connect, mask_secrets, quote_ident
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import (
     CREATE_RULES, Analysis, MigrationUnit, RiskInputError, _excerpt, _is_bookkeeping, parse_statements)
 
 Runner = Callable[[List[str], Dict[str, str]], Tuple[int, str, str]]

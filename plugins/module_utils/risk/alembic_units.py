@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Pending Alembic revisions as MigrationUnits: rendered SQL plus what the revision's Python shows.
 
-The SQL comes from :mod:`_risk_render` (offline, env.py never runs, stand-ins for modules that
+The SQL comes from :mod:`risk.render` (offline, env.py never runs, stand-ins for modules that
 cannot be imported, a bind that answers like PostgreSQL), run here or in the application's own
 interpreter or image.  Its JSON payload is turned into units here, on the side that analyses:
 the revision's Python is read for what rendering cannot show (statements executed in loops,
@@ -16,12 +16,12 @@ import ast
 import dataclasses
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as risk_rules
-from ansible_collections.dbops.migrations.plugins.module_utils._risk_engine import (
+from ansible_collections.dbops.migrations.plugins.module_utils.risk import rules as risk_rules
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import (
     MigrationUnit, RiskInputError, parse_statements, suppressions_in_python)
 
 try:
-    from ansible_collections.dbops.migrations.plugins.module_utils import _risk_render as render
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk import render
     HAS_ALEMBIC = render.HAS_RENDER_LIBS
     ALEMBIC_IMPORT_ERROR = render.RENDER_IMPORT_ERROR
 except ImportError as exc:  # pragma: no cover - reported through missing_required_lib

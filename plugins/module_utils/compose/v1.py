@@ -15,7 +15,7 @@ import os
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _compose as compose
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import plan as compose
 
 PLUGIN = "plugin"
 STANDALONE = "standalone"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List
 
-from ansible_collections.dbops.migrations.plugins.module_utils import _risk_rules as risk_rules
+from ansible_collections.dbops.migrations.plugins.module_utils.risk import rules as risk_rules
 
 SARIF_LEVEL = {"low": "note", "medium": "warning", "high": "error", "critical": "error"}
 TOOL_NAME = "dbops.migrations.migration_risk"
