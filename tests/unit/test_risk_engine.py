@@ -167,10 +167,13 @@ def test_release_path_follows_the_risk(sql, risk, path, recommended_path, backup
         risk, path, recommended_path, backup)
 
 
-def test_release_path_table_is_the_playbooks_table():
+def test_playbooks_take_the_path_from_the_result_and_rank_every_path():
     release_vars = yaml.safe_load((REPO_ROOT / "playbooks" / "vars" / "release.yml").read_text())
-    assert {risk: verdict["path"] for risk, verdict in RELEASE_FOR_RISK.items()} == release_vars["release_path_for_risk"]
     assert set(RELEASE_FOR_RISK) == set(release_vars["release_levels"])
+    assert {verdict["path"] for verdict in RELEASE_FOR_RISK.values()} | {"skip"} == set(release_vars["release_path_rank"])
+    # One table: no playbook keeps its own risk -> path mapping.
+    playbooks = [p.read_text() for p in (REPO_ROOT / "playbooks").rglob("*.yml")]
+    assert not [text for text in playbooks if "path_for_risk" in text]
 
 
 def test_unloadable_revision_is_high_and_not_analysed():
