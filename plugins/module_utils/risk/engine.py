@@ -15,17 +15,73 @@ import bisect
 import contextlib
 import dataclasses
 import gc
-import io
 import json
+import os
 import re
-import tokenize
-from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
+import sys
+import types
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
 
 from ansible_collections.dbops.migrations.plugins.module_utils.risk import rules as risk_rules
-from ansible_collections.dbops.migrations.plugins.module_utils.risk.live_facts import DbFacts, TableFacts
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only; live facts are read by service.py
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.live_facts import DbFacts, TableFacts
+
+
+class _PglastPackage(types.ModuleType):
+    """The ``pglast`` package while only its parser is loaded: the rest of the package (the deparser's
+    AST classes and enums, three quarters of its import time) runs on the first attribute it lacks."""
+
+    def __getattr__(self, name):
+        if name.startswith("__") or self.__dict__.get("_loading_rest"):
+            raise AttributeError(name)
+        self._loading_rest = True
+        try:
+            self.__spec__.loader.exec_module(self)
+        finally:
+            del self._loading_rest
+        self.__class__ = types.ModuleType
+        return getattr(self, name)
+
+
+def _import_pglast_parser():
+    """pglast's C parser, without loading the AST and enum modules before something uses them.
+
+    The analysis only needs ``parse_sql_json``, ``scan`` and ``split``; the compiled parser imports
+    ``pglast.ast`` and ``pglast.enums`` at load time but uses them only to build AST objects, so they
+    are registered as lazy modules. ``import pglast`` elsewhere (the deparser of fk_not_valid_sql)
+    then completes the package as usual."""
+    if "pglast" in sys.modules:
+        from pglast import parser
+        return parser
+    import importlib.util
+    spec = importlib.util.find_spec("pglast")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        raise ImportError("No module named 'pglast'")
+    package = importlib.util.module_from_spec(spec)
+    package.__class__ = _PglastPackage
+    sys.modules["pglast"] = package
+    try:
+        from pglast.error import Error
+        package.Error = Error
+        for name in ("ast", "enums"):
+            sub = importlib.util.find_spec("pglast." + name)
+            sub.loader = importlib.util.LazyLoader(sub.loader)
+            module = importlib.util.module_from_spec(sub)
+            sys.modules[sub.name] = module
+            sub.loader.exec_module(module)
+            setattr(package, name, module)
+        from pglast import parser
+        return parser
+    except Exception:
+        for name in [name for name in sys.modules if name == "pglast" or name.startswith("pglast.")]:
+            del sys.modules[name]
+        from pglast import parser
+        return parser
+
 
 try:
-    from pglast import parser as _pglast_parser
+    _pglast_parser = _import_pglast_parser()
     HAS_PGLAST = True
     PGLAST_IMPORT_ERROR = None
 except ImportError as exc:  # pragma: no cover - reported by the module through missing_required_lib
@@ -156,6 +212,13 @@ class Finding:
     def as_dict(self) -> Dict[str, Any]:
         return {key: getattr(self, key) for key in self.PINNED}
 
+    def __getstate__(self) -> Dict[str, Any]:
+        """Pickled with its texts computed (a finding sent back by a worker process)."""
+        state = dict(self.__dict__)
+        for name in LAZY_FINDING_FIELDS:
+            state["_lazy_" + name] = getattr(self, name)
+        return state
+
 
 @dataclasses.dataclass
 class RevisionVerdict:
@@ -285,7 +348,8 @@ def _lazy_field(name: str) -> property:
     return property(read, write)
 
 
-for _name in ("statement", "message", "safe_alternative", "line"):
+LAZY_FINDING_FIELDS = ("statement", "message", "safe_alternative", "line")
+for _name in LAZY_FINDING_FIELDS:
     setattr(Finding, _name, _lazy_field(_name))
 
 
@@ -555,6 +619,8 @@ def suppressions_in_python(source: str) -> Dict[str, str]:
     """
     if not _has_mark(source):
         return {}
+    import io
+    import tokenize
     comments: List[str] = []
     try:
         for token in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -578,12 +644,136 @@ def _parse_error_message(sql: str, where: str, exc: Exception) -> str:
     return "%s: SQL does not parse (%s) -- fix the statement and run the check again" % (where, detail)
 
 
+def _unit_where(unit: MigrationUnit) -> str:
+    return ("revision %s (%s)" % (unit.revision, unit.source)) if unit.revision else unit.source
+
+
+def _parse_unit(unit: MigrationUnit) -> Any:
+    """The statements of a unit, or the RiskInputError that reports SQL that does not parse (raised in
+    unit order by the analysis, so a parallel parse fails exactly as a serial one)."""
+    if unit.error or not unit.sql.strip():
+        return []
+    try:
+        return parse_statements(unit.sql, _unit_where(unit))
+    except RiskInputError as exc:
+        return exc
+
+
+# --------------------------------------------------------------------------- worker processes
+
+PARALLEL_MIN_UNITS = 200  # below this, starting workers costs more than it saves
+
+
+def effective_jobs(jobs: Optional[int], items: int) -> int:
+    """Processes to use for ``items`` independent pieces of work: ``jobs`` as given (1: in this process), or
+    for 0/None one per CPU when there are at least PARALLEL_MIN_UNITS pieces."""
+    if not jobs:
+        if items < PARALLEL_MIN_UNITS:
+            return 1
+        jobs = _cpu_count()
+    if not hasattr(os, "fork"):
+        return 1
+    return max(1, min(int(jobs), items))
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def parallel_map(function, items: List[Any], jobs: int) -> List[Any]:
+    """``[function(item) for item in items]`` computed by ``jobs`` processes, in the same order.
+
+    Workers are forked (they share the loaded code and the inputs) and send their results back
+    pickled; this process computes one share itself. Items are dealt round-robin so that shares of a
+    sorted list of files are alike. A worker that dies without an answer has its share computed here,
+    so the result is always the serial one."""
+    jobs = min(jobs, len(items))
+    if jobs <= 1 or not hasattr(os, "fork"):
+        return [function(item) for item in items]
+    import pickle
+    shares = [items[start::jobs] for start in range(jobs)]
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    workers = []
+    for share in shares[1:]:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the worker (coverage does not follow forks)
+            os.close(read_fd)
+            code = 0
+            try:
+                payload = pickle.dumps([function(item) for item in share], pickle.HIGHEST_PROTOCOL)
+                with os.fdopen(write_fd, "wb") as out:
+                    out.write(payload)
+            except BaseException:  # the parent computes this share itself
+                code = 1
+            os._exit(code)
+        os.close(write_fd)
+        workers.append((pid, read_fd))
+    results = [[function(item) for item in shares[0]]]
+    for (pid, read_fd), share in zip(workers, shares[1:]):
+        with os.fdopen(read_fd, "rb") as handle:
+            payload = handle.read()
+        _pid, status = os.waitpid(pid, 0)
+        answer = None
+        if status == 0 and payload:
+            try:
+                answer = pickle.loads(payload)
+            except Exception:
+                answer = None
+        if answer is None or len(answer) != len(share):
+            answer = [function(item) for item in share]
+        results.append(answer)
+    merged: List[Any] = [None] * len(items)
+    for start, answer in enumerate(results):
+        merged[start::jobs] = answer
+    return merged
+
+
+def analyse_files(paths: List[str], server_version: Optional[int] = None, facts: Optional[DbFacts] = None,
+                  config: Optional[RiskConfig] = None, jobs: Optional[int] = 1,
+                  summary=None) -> List[Any]:
+    """Each SQL file analysed by itself (as ``sql_file`` is), in the order given.
+
+    ``summary(path, analysis)`` picks what is kept of each analysis (default: the Analysis itself); with
+    ``jobs`` other than 1 the files are shared among worker processes (0/None: one per CPU from
+    PARALLEL_MIN_UNITS files on), and what ``summary`` returns must pickle. The answer is the same as
+    with jobs=1; the first file (in order) that cannot be read or parsed raises RiskInputError."""
+    paths = [str(path) for path in paths]
+
+    def one(path: str) -> Any:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                sql = handle.read()
+            analysis = Engine(server_version, facts, config).analyse([MigrationUnit(sql=sql, source=path)])
+        except RiskInputError as exc:
+            return exc
+        except UnicodeDecodeError:
+            return RiskInputError("%s is not UTF-8 text" % path)
+        except OSError as exc:
+            return RiskInputError("%s cannot be read: %s" % (path, exc.strerror))
+        return analysis if summary is None else summary(path, analysis)
+
+    with _gc_paused():
+        answers = parallel_map(one, paths, effective_jobs(jobs, len(paths)))
+    for answer in answers:
+        if isinstance(answer, RiskInputError):
+            raise answer
+    return answers
+
+
 # --------------------------------------------------------------------------- the analysis
 
 class Engine:
     def __init__(self, server_version: Optional[int] = None, facts: Optional[DbFacts] = None,
                  config: Optional[RiskConfig] = None, version_table: Optional[str] = None,
-                 version_table_schema: Optional[str] = None):
+                 version_table_schema: Optional[str] = None, jobs: int = 1):
         self.facts = facts
         self.bookkeeping_tables = bookkeeping_tables(version_table, version_table_schema)
         if facts is not None:
@@ -598,6 +788,9 @@ class Engine:
         # With a database the pending revisions run together from its current revision, so a table
         # created by one of them is still new (and empty) for the next ones.
         self.carry_run_state = facts is not None
+        # Worker processes that parse the units ahead of the (ordered) analysis; 0: one per CPU when
+        # there are at least PARALLEL_MIN_UNITS units.
+        self.jobs = jobs
 
     # -- public
     def analyse(self, units: Iterable[MigrationUnit], alembic: bool = False) -> Analysis:
@@ -605,15 +798,19 @@ class Engine:
             return self._analyse(units, alembic)
 
     def _analyse(self, units: Iterable[MigrationUnit], alembic: bool) -> Analysis:
+        units = list(units)
+        jobs = effective_jobs(self.jobs, len(units))
+        # Parsing is the part of a unit's analysis that depends on nothing before it.
+        parsed = parallel_map(_parse_unit, units, jobs) if jobs > 1 else [None] * len(units)
         findings: List[Finding] = []
         suppressed: List[Finding] = []
         revisions: List[RevisionVerdict] = []
-        for unit in units:
+        for unit, statements in zip(units, parsed):
             if not self.carry_run_state:
                 # Without a database the revisions are not known to run together: a table created by an
                 # older revision may have been in production for months (and large) by now.
                 self.run = RunState()
-            unit_findings, statements, changes = self._analyse_unit(unit)
+            unit_findings, statements, changes = self._analyse_unit(unit, statements)
             kept = []
             for finding in unit_findings:
                 if finding.rule in self.config.disabled_rules:
@@ -640,9 +837,8 @@ class Engine:
     def analyse_unit(self, unit: MigrationUnit) -> List[Finding]:
         return self._analyse_unit(unit)[0]
 
-    def _analyse_unit(self, unit: MigrationUnit) -> Tuple[List[Finding], List[Statement], int]:
+    def _analyse_unit(self, unit: MigrationUnit, parsed: Any = None) -> Tuple[List[Finding], List[Statement], int]:
         """The findings of one migration, its statements, and how many of them change the schema or data."""
-        where = ("revision %s (%s)" % (unit.revision, unit.source)) if unit.revision else unit.source
         out: List[Finding] = []
         if unit.error:
             out.append(self._migration_finding("revision-not-analysed", unit, None, "", reason=unit.error))
@@ -651,7 +847,11 @@ class Engine:
             finding = self._migration_finding(extra["rule"], unit, extra.get("table"), extra.get("statement", ""),
                                               **extra.get("details", {}))
             out.append(finding)
-        statements = parse_statements(unit.sql, where) if unit.sql.strip() else []
+        if parsed is None:
+            parsed = _parse_unit(unit)
+        if isinstance(parsed, RiskInputError):
+            raise parsed
+        statements = parsed
         for key, hint in unit.column_hints.items():
             # A declared existing_type is a hint; live facts, when present, win.
             if self.facts is None or self.facts.table(key[0]) is None:
