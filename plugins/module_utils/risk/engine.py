@@ -353,6 +353,9 @@ for _name in LAZY_FINDING_FIELDS:
     setattr(Finding, _name, _lazy_field(_name))
 
 
+_new_finding = object.__new__
+
+
 def _values(details: Dict[str, Any], table: Optional[str]) -> "_SafeDict":
     values = _SafeDict(details)
     if table is None:
@@ -746,12 +749,13 @@ def analyse_files(paths: List[str], server_version: Optional[int] = None, facts:
     PARALLEL_MIN_UNITS files on), and what ``summary`` returns must pickle. The answer is the same as
     with jobs=1; the first file (in order) that cannot be read or parsed raises RiskInputError."""
     paths = [str(path) for path in paths]
+    config = config or RiskConfig()  # read-only during an analysis: one for every file
 
     def one(path: str) -> Any:
         try:
-            with open(path, encoding="utf-8") as handle:
-                sql = handle.read()
-            analysis = Engine(server_version, facts, config).analyse([MigrationUnit(sql=sql, source=path)])
+            with open(path, "rb") as handle:
+                sql = handle.read().decode("utf-8")
+            analysis = Engine(server_version, facts, config)._analyse([MigrationUnit(sql=sql, source=path)], False)
         except RiskInputError as exc:
             return exc
         except UnicodeDecodeError:
@@ -1003,17 +1007,23 @@ class Engine:
         # The texts are built only when read: most callers need only the levels.
         sized = facts is not None and rule.work != risk_rules.INSTANT
         alternative = rule.safe_alternative
-        finding = Finding(
-            unit.revision, _Deferred(_excerpt, stmt.text), rule.operation, rule.id, risk,
-            details.get("_lock", rule.lock), details.get("_blocks", rule.blocks), rule.rewrites_table, table, rows,
-            _Deferred(_rule_message, rule, details, table, rows, size, sized),
-            _Deferred(_fill, alternative, details, table) if "{" in alternative else alternative,
-            _target(details, table), _lock_seconds(rule, rows, size, facts is not None), rule.drop, rule.data,
-            rule.work, _Deferred(_line_of, stmt), unit.source)
-        finding.size_class = size_class
-        finding.lock_on = details.get("_lock_on", table)
-        if stmt.suppress or unit.suppressions:
-            finding.suppressed_reason = _suppression_for(rule.id, stmt.suppress, unit.suppressions)
+        lock = details.get("_lock", rule.lock)
+        # Finding's fields set at once (its __init__ goes through a property per lazy text).
+        finding = _new_finding(Finding)
+        finding.__dict__ = {
+            "revision": unit.revision, "_lazy_statement": _Deferred(_excerpt, stmt.text),
+            "operation": rule.operation, "rule": rule.id, "risk": risk, "lock": lock,
+            "blocks": details["_blocks"] if "_blocks" in details else risk_rules.BLOCKS_FOR_LOCK[rule.lock],
+            "rewrites_table": rule.rewrites_table, "table": table, "rows_estimate": rows,
+            "_lazy_message": _Deferred(_rule_message, rule, details, table, rows, size, sized),
+            "_lazy_safe_alternative": _Deferred(_fill, alternative, details, table) if "{" in alternative
+            else alternative,
+            "target": _target(details, table), "lock_seconds": _lock_seconds(rule, rows, size, facts is not None),
+            "drop": rule.drop, "data": rule.data, "work": rule.work, "_lazy_line": _Deferred(_line_of, stmt),
+            "source": unit.source,
+            "suppressed_reason": _suppression_for(rule.id, stmt.suppress, unit.suppressions)
+            if stmt.suppress or unit.suppressions else None,
+            "size_class": size_class, "lock_on": details.get("_lock_on", table), "in_transaction": False}
         return finding
 
     def _migration_finding(self, rule_id: str, unit: MigrationUnit, table: Optional[str], statement: str,
