@@ -1,0 +1,518 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: dbops developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: migration_rehearsal
+short_description: Rehearse pending migrations on a restored copy of the data and measure them
+version_added: 0.2.0
+author: dbops developers (@dbops)
+description:
+  - Restores the newest verified M(dbops.migrations.pg_backup) archive of O(login_db) (no older than
+    O(max_archive_age_hours)), or O(archive), into a scratch database C(dbops_rehearsal_<db>_<random>) on the
+    same server, runs C(VACUUM (ANALYZE)) there, and migrates it to O(target) with the runner of
+    M(dbops.migrations.alembic_migrate) (same O(lock_timeout), O(retries), one revision per Alembic invocation),
+    its E(DATABASE_URL) pointing at the scratch database.
+  - Per revision it records the wall time, the strong locks (C(SHARE) and stronger, which block writes) the
+    migration held and for how long (C(pg_locks) sampled every O(sample_interval_ms)), the statements that ran,
+    the tables rewritten (C(relfilenode) before and after) and indexes rebuilt, the WAL written
+    (C(pg_current_wal_lsn) before and after; on a shared server it includes the other databases' WAL), and the
+    size change of every table and its indexes.
+  - It runs M(dbops.migrations.migration_risk) on the same revisions against the restored copy, before migrating,
+    and puts the measured lock time beside C(estimated_lock_seconds) per revision and per table
+    (RV(calibration)); rows where one is more than O(factor) times the other are RV(calibration.disagreements).
+  - The scratch database is always dropped, also on failure, SIGINT, SIGTERM and when C(ansible-playbook) dies.
+    A run killed with C(kill -9) leaves it behind; every run first drops the scratch databases of runs on this
+    host that are gone (RV(cleaned_up)) and reports those of other hosts (RV(leftovers)).
+  - Restoring on the production server costs disk (the database's size again), CPU, I/O and WAL, so it runs
+    only with O(allow_production_server=true).
+  - With O(record_dir) it writes a rehearsal record (C(<id>.json) and C(last.json)), which the release gate of
+    C(playbooks/deploy.yml) reads with O(state=checked).
+  - O(state=checked) is read-only; it looks in O(record_dir) for a passing rehearsal of exactly O(revisions) no
+    older than O(max_age_days).
+extends_documentation_fragment:
+  - dbops.migrations.postgres
+  - dbops.migrations.attributes
+options:
+  state:
+    description:
+      - V(rehearsed) runs a rehearsal.
+      - V(checked) only reads the records in O(record_dir) and reports RV(passed) and RV(reason).
+    type: str
+    choices: [rehearsed, checked]
+    default: rehearsed
+  archive:
+    description: A pg_backup dump or its C(.manifest.json) to restore; its manifest must say it was verified.
+    type: path
+  backup_dir:
+    description: The folder of pg_backup's O(dbops.migrations.pg_backup#module:dest); the newest fit archive is used.
+    type: path
+  max_archive_age_hours:
+    description: The oldest archive of O(backup_dir) the rehearsal accepts.
+    type: float
+    default: 24
+  allow_production_server:
+    description:
+      - Restore and migrate the copy on the server of the connection options. Required; without it the module
+        fails before anything changes.
+    type: bool
+    default: false
+  config:
+    description:
+      - The project's C(alembic.ini) (O(executor=local): on this host; O(executor=compose): inside the image).
+    type: path
+  target:
+    description: The Alembic target to rehearse.
+    type: str
+    default: head
+  executor:
+    description: Where Alembic runs, as in M(dbops.migrations.alembic_migrate).
+    type: str
+    choices: [local, compose]
+    default: local
+  alembic_bin:
+    description: The C(alembic) executable for O(executor=local); default C(alembic) on E(PATH) or beside this Python.
+    type: path
+  python:
+    description: The Python of the python launcher (see M(dbops.migrations.alembic_migrate)).
+    type: str
+  lock_timeout:
+    description: As in M(dbops.migrations.alembic_migrate); rehearse with the release's value.
+    type: raw
+    default: 500ms
+  statement_timeout:
+    description: As in M(dbops.migrations.alembic_migrate).
+    type: raw
+  retries:
+    description: As in M(dbops.migrations.alembic_migrate).
+    type: int
+    default: 5
+  retry_delay:
+    description: As in M(dbops.migrations.alembic_migrate).
+    type: float
+    default: 2
+  version_table:
+    description: Alembic's version table.
+    type: str
+    default: alembic_version
+  version_table_schema:
+    description: The schema of O(version_table).
+    type: str
+  db_url_var:
+    description: The environment variable the project's C(env.py) reads the database URL from.
+    type: str
+    default: DATABASE_URL
+  db_url_scheme:
+    description: The scheme of that URL (V(postgresql+psycopg2) for psycopg2 with SQLAlchemy 2).
+    type: str
+    default: postgresql
+  env:
+    description: More environment variables for Alembic (and compose interpolation).
+    type: dict
+    default: {}
+  project_src:
+    description: The compose project directory (O(executor=compose)).
+    type: path
+  compose_files:
+    description: Compose files (O(executor=compose)).
+    type: list
+    elements: path
+    default: []
+  compose_service:
+    description: The one-off service that runs Alembic in the release image.
+    type: str
+    default: migration
+  compose_profiles:
+    description: Profiles that enable O(compose_service).
+    type: list
+    elements: str
+    default: [migration]
+  compose_project_name:
+    description: The compose project name.
+    type: str
+  compose_command:
+    description: V(auto), V(plugin) (C(docker compose)) or V(standalone) (C(docker-compose) v1).
+    type: str
+    choices: [auto, plugin, standalone]
+    default: auto
+  executor_login_host:
+    description: How Alembic in the container reaches the server (O(executor=compose)), e.g. V(db).
+    type: str
+  executor_login_port:
+    description: The server's port as the container sees it.
+    type: int
+  sample_interval_ms:
+    description: How often the migration's locks and statements are sampled; lock times are accurate to about this.
+    type: int
+    default: 50
+  factor:
+    description: A measured and an estimated lock time disagree when one is more than this many times the other.
+    type: float
+    default: 3
+  min_seconds:
+    description: Lock times below this (both measured and estimated) always agree.
+    type: float
+    default: 1
+  estimate:
+    description: Run migration_risk on the same revisions for the calibration.
+    type: bool
+    default: true
+  vacuum_analyze:
+    description: C(VACUUM (ANALYZE)) the restored copy first (hint bits and statistics, as a live database has).
+    type: bool
+    default: true
+  jobs:
+    description: Parallel jobs of C(pg_restore).
+    type: int
+    default: 1
+  bin_dir:
+    description: Folder of the PostgreSQL client programs (C(pg_restore)) when they are not on E(PATH).
+    type: path
+  record_dir:
+    description: Folder of the rehearsal records (written by O(state=rehearsed), read by O(state=checked)).
+    type: path
+  label:
+    description: A name for the rehearsal in its record, e.g. the release.
+    type: str
+  revisions:
+    description: O(state=checked) - the revisions the release will apply.
+    type: list
+    elements: str
+    default: []
+  max_age_days:
+    description: O(state=checked) - the oldest record that counts.
+    type: float
+    default: 7
+attributes:
+  check_mode:
+    support: full
+    details: Says which archive it would restore into which scratch database; drops and restores nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details: Every run rehearses again (the data may have changed); the only lasting change is the record.
+notes:
+  - A container of the release's PostgreSQL image as the scratch server is not available yet; the rehearsal
+    runs on the server of the connection options.
+seealso:
+  - module: dbops.migrations.migration_risk
+  - module: dbops.migrations.alembic_migrate
+  - module: dbops.migrations.pg_backup
+'''
+
+EXAMPLES = r'''
+- name: Rehearse the pending migrations on last night's backup
+  dbops.migrations.migration_rehearsal:
+    login_host: db.example.com
+    login_user: app
+    login_password: "{{ vault_db_password }}"
+    login_db: auto_trader_prod
+    backup_dir: /var/backups/postgres
+    allow_production_server: true
+    config: /srv/auto_trader/alembic.ini
+    lock_timeout: 500ms
+    record_dir: /var/lib/dbops/reports/rehearsals
+  register: rehearsal
+
+- name: Is there a passing rehearsal of what the release applies?
+  dbops.migrations.migration_rehearsal:
+    state: checked
+    record_dir: /var/lib/dbops/reports/rehearsals
+    revisions: [a1b2c3d4e5f6]
+    max_age_days: 7
+  register: rehearsed
+'''
+
+RETURN = r'''
+passed:
+  description: The migration applied every pending revision on the copy (O(state=checked) - a fitting record exists).
+  returned: always
+  type: bool
+reason:
+  description: O(state=checked) - why no record fits.
+  returned: when state is checked
+  type: str
+record:
+  description: The rehearsal record (written to O(record_dir) when given; with O(state=checked) the record found).
+  returned: success
+  type: dict
+record_path:
+  description: Where the record was written.
+  returned: when record_dir is given
+  type: str
+summary:
+  description: The rehearsal's numbers in one line (for approval messages).
+  returned: success
+  type: str
+archive:
+  description: The manifest of the archive restored.
+  returned: when state is rehearsed
+  type: str
+archive_finished_at:
+  description: When that archive was taken.
+  returned: when state is rehearsed
+  type: str
+archives_passed_over:
+  description: Newer archives of O(backup_dir) that were not used, with the reason (unverified, too old).
+  returned: when state is rehearsed
+  type: list
+  elements: dict
+scratch_db:
+  description: The scratch database (dropped at the end; in check mode the name it would have).
+  returned: when state is rehearsed
+  type: str
+scratch_dropped:
+  description: Whether the scratch database was dropped (false only when the server refused; see warnings).
+  returned: when a scratch database was made
+  type: bool
+revisions:
+  description: The revisions the rehearsal applied (or planned to).
+  returned: when state is rehearsed
+  type: list
+  elements: str
+measurements:
+  description:
+    - Per revision - C(revision), C(applied), C(duration_s) (wall), C(lock_s) (time any strong lock was held),
+      C(table_lock_s) ({table - seconds}), C(locks) (C(table), C(lock), C(blocks), C(held_s), C(taken_by)),
+      C(statements) (C(statement), C(duration_s) for statements seen running), C(rewritten_tables),
+      C(rebuilt_indexes), C(created), C(dropped), C(size_changes) (per table bytes before, after and the change,
+      for the table and its indexes), C(wal_bytes), C(samples), C(estimate) (migration_risk's C(risk),
+      C(estimated_lock_s), C(table_estimates), C(findings)).
+  returned: when state is rehearsed
+  type: list
+  elements: dict
+calibration:
+  description:
+    - C(rows) (per revision, C(table) null, and per table - C(measured_lock_s), C(estimated_lock_s), C(ratio),
+      C(verdict) ok | underestimated | overestimated | unknown), C(disagreements) (the rows beyond O(factor)),
+      C(agrees), C(factor), C(min_seconds).
+  returned: when state is rehearsed and something ran
+  type: dict
+migration:
+  description: The runner's result on the copy (C(applied), C(attempts), C(duration_s), C(failure)).
+  returned: when the migration ran
+  type: dict
+failure:
+  description: Why the migration failed on the copy.
+  returned: when passed is false
+  type: str
+restore:
+  description: C(duration_s) and C(rows) of the restore.
+  returned: when the restore ran
+  type: dict
+cleaned_up:
+  description: Scratch databases of dead runs that were dropped (in check mode - would be).
+  returned: when state is rehearsed
+  type: list
+  elements: str
+leftovers:
+  description: Scratch databases of runs on other hosts, left alone (C(database), C(reason)).
+  returned: when state is rehearsed
+  type: list
+  elements: dict
+duration_s:
+  description: Seconds for the whole rehearsal.
+  returned: when state is rehearsed and not check mode
+  type: float
+'''
+
+import os
+import sys
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
+    CONNECTION_MUTUALLY_EXCLUSIVE, HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR, ConnectionOptionsError,
+    connection_argument_spec, conninfo_from_params, mask_secrets)
+
+try:
+    from ansible_collections.dbops.migrations.plugins.module_utils.backup.archive import BackupError
+    from ansible_collections.dbops.migrations.plugins.module_utils.compose.engine import choose_compose_cli
+    from ansible_collections.dbops.migrations.plugins.module_utils.compose.plan import ComposeError
+    from ansible_collections.dbops.migrations.plugins.module_utils.compose.v1 import STANDALONE
+    from ansible_collections.dbops.migrations.plugins.module_utils.migrate.alembic_cli import (
+        AlembicPlanError, choose_launcher, duration_ms)
+    from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import (
+        ComposeSpec, MigrateRequest, validate_url_form)
+    from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.records import (
+        RehearsalError, find_record, summary_line)
+    from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.rehearsal import (
+        Rehearsal, RehearsalRequest)
+    IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - psycopg2 missing is reported first
+    IMPORT_ERROR = exc
+
+
+def argument_spec():
+    spec = connection_argument_spec()
+    spec.update(
+        state=dict(type="str", choices=["rehearsed", "checked"], default="rehearsed"),
+        archive=dict(type="path"),
+        backup_dir=dict(type="path"),
+        max_archive_age_hours=dict(type="float", default=24),
+        allow_production_server=dict(type="bool", default=False),
+        config=dict(type="path"),
+        target=dict(type="str", default="head"),
+        executor=dict(type="str", choices=["local", "compose"], default="local"),
+        alembic_bin=dict(type="path"),
+        python=dict(type="str"),
+        lock_timeout=dict(type="raw", default="500ms"),
+        statement_timeout=dict(type="raw"),
+        retries=dict(type="int", default=5),
+        retry_delay=dict(type="float", default=2),
+        version_table=dict(type="str", default="alembic_version"),
+        version_table_schema=dict(type="str"),
+        db_url_var=dict(type="str", default="DATABASE_URL"),
+        db_url_scheme=dict(type="str", default="postgresql"),
+        env=dict(type="dict", default={}, no_log=True),
+        project_src=dict(type="path"),
+        compose_files=dict(type="list", elements="path", default=[]),
+        compose_service=dict(type="str", default="migration"),
+        compose_profiles=dict(type="list", elements="str", default=["migration"]),
+        compose_project_name=dict(type="str"),
+        compose_command=dict(type="str", choices=["auto", "plugin", "standalone"], default="auto"),
+        executor_login_host=dict(type="str"),
+        executor_login_port=dict(type="int"),
+        sample_interval_ms=dict(type="int", default=50),
+        factor=dict(type="float", default=3),
+        min_seconds=dict(type="float", default=1),
+        estimate=dict(type="bool", default=True),
+        vacuum_analyze=dict(type="bool", default=True),
+        jobs=dict(type="int", default=1),
+        bin_dir=dict(type="path"),
+        record_dir=dict(type="path"),
+        label=dict(type="str"),
+        revisions=dict(type="list", elements="str", default=[]),
+        max_age_days=dict(type="float", default=7),
+    )
+    return spec
+
+
+def migrate_request(module, params):
+    """The runner's request, as alembic_migrate builds it."""
+    for name in ("lock_timeout", "statement_timeout"):
+        if params[name] not in (None, ""):
+            duration_ms(params[name], name)
+    if params["retries"] < 0 or params["retry_delay"] < 0:
+        raise AlembicPlanError("retries and retry_delay must not be negative")
+    validate_url_form(params["db_url_var"], params["db_url_scheme"])
+    compose = None
+    alembic_bin = "alembic"
+    if params["executor"] == "compose":
+        if not params["project_src"] and not params["compose_files"]:
+            raise AlembicPlanError("executor=compose needs project_src (the compose project directory) or compose_files")
+        try:
+            choice, compose_bin = choose_compose_cli(module, params["compose_command"])
+        except ComposeError as exc:
+            raise AlembicPlanError(str(exc))
+        compose = ComposeSpec(project_src=params["project_src"], files=params["compose_files"],
+                              service=params["compose_service"], profiles=params["compose_profiles"],
+                              project_name=params["compose_project_name"], docker_bin=compose_bin,
+                              standalone=choice.kind == STANDALONE, docker_cli=module.get_bin_path("docker"))
+    else:
+        if not params["config"]:
+            raise AlembicPlanError("config is required with executor=local: the path of the project's alembic.ini")
+        if not os.path.isfile(params["config"]):
+            raise AlembicPlanError("config %s not found; set config to the project's alembic.ini" % params["config"])
+        alembic_bin = params["alembic_bin"] or module.get_bin_path(
+            "alembic", opt_dirs=[os.path.dirname(sys.executable)])
+        if not alembic_bin:
+            raise AlembicPlanError("alembic executable not found on PATH or beside %s; install alembic or set "
+                                   "alembic_bin" % sys.executable)
+    launcher = choose_launcher("auto", params["executor"], params["config"])
+    python_bin = params["python"] or ("python3" if params["executor"] == "compose" else sys.executable)
+    return MigrateRequest(
+        config=params["config"], target=str(params["target"]), executor=params["executor"],
+        alembic_bin=alembic_bin, launcher=launcher, python_bin=python_bin, lock_timeout=params["lock_timeout"],
+        statement_timeout=params["statement_timeout"], retries=params["retries"],
+        retry_delay=params["retry_delay"], version_table=params["version_table"],
+        version_table_schema=params["version_table_schema"],
+        extra_env={str(k): str(v) for k, v in (params["env"] or {}).items()}, compose=compose,
+        db_url_var=params["db_url_var"], db_url_scheme=params["db_url_scheme"])
+
+
+def render_spec(params, request):
+    """Where migration_risk renders the revisions for the compose executor (the release image)."""
+    if params["executor"] != "compose":
+        return None
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.render_elsewhere import RenderSpec
+    spec = request.compose
+    return RenderSpec(executor="compose", project_src=spec.project_src, files=spec.files,
+                      project_name=spec.project_name, profiles=spec.profiles, service=spec.service,
+                      env=dict(request.extra_env), docker_bin=spec.docker_bin, standalone=spec.standalone,
+                      config_in_image=params["config"] or "alembic.ini")
+
+
+def checked(module):
+    params = module.params
+    if not params["record_dir"]:
+        module.fail_json(msg="state=checked needs record_dir (the folder of the rehearsal records)")
+    found = find_record(params["record_dir"], params["revisions"], params["max_age_days"],
+                        database=params.get("login_db") or None)
+    result = dict(changed=False, passed=found["passed"], reason=found["reason"], record=found["record"])
+    if found["record"]:
+        result["summary"] = summary_line(found["record"])
+    module.exit_json(**result)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           mutually_exclusive=CONNECTION_MUTUALLY_EXCLUSIVE + [["archive", "backup_dir"]])
+    params = module.params
+    if IMPORT_ERROR is not None or not HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=str(PSYCOPG2_IMPORT_ERROR or IMPORT_ERROR))
+    if params["state"] == "checked":
+        checked(module)
+    secrets = [params.get("login_password")]
+    try:
+        server = conninfo_from_params(params)
+        secrets.append(server.password)
+        migrate = migrate_request(module, params)
+        if params["sample_interval_ms"] < 10:
+            raise AlembicPlanError("sample_interval_ms must be at least 10")
+        request = RehearsalRequest(
+            migrate=migrate, archive=params["archive"], backup_dir=params["backup_dir"],
+            max_archive_age_hours=params["max_archive_age_hours"],
+            allow_production_server=params["allow_production_server"],
+            executor_host=params["executor_login_host"], executor_port=params["executor_login_port"],
+            sample_interval=params["sample_interval_ms"] / 1000.0, factor=params["factor"],
+            min_seconds=params["min_seconds"], estimate=params["estimate"], render=render_spec(params, migrate),
+            vacuum_analyze=params["vacuum_analyze"], jobs=params["jobs"], bin_dir=params["bin_dir"],
+            record_dir=params["record_dir"],
+            label=params["label"], check=module.check_mode)
+    except (ConnectionOptionsError, AlembicPlanError, ValueError) as exc:
+        module.fail_json(msg=mask_secrets(exc, *secrets), changed=False)
+
+    def runner(argv, env, cwd):
+        return module.run_command(argv, environ_update=env, cwd=cwd, check_rc=False)
+
+    rehearsal = Rehearsal(request, server, runner)
+    try:
+        result = rehearsal.run()
+    except (RehearsalError, BackupError) as exc:
+        module.fail_json(msg=mask_secrets(exc, *secrets), **_partial(rehearsal))
+    except BaseException as exc:  # interrupted, or unexpected: the scratch database is already dropped
+        module.fail_json(msg="the rehearsal stopped (%s): %s; its scratch database was dropped"
+                         % (type(exc).__name__, mask_secrets(exc, *secrets)),
+                         exception=mask_secrets(traceback.format_exc(), *secrets), **_partial(rehearsal))
+    warnings = result.pop("warnings", [])
+    for warning in warnings:
+        module.warn(mask_secrets(warning, *secrets))
+    if result.get("passed") is False and not module.check_mode:
+        module.fail_json(msg="the rehearsal failed on the restored copy: %s" % mask_secrets(result.get("failure"), *secrets),
+                         **{k: v for k, v in result.items() if k not in ("failure",)})
+    module.exit_json(**result)
+
+
+def _partial(rehearsal):
+    keep = ("scratch_db", "scratch_dropped", "archive", "cleaned_up", "leftovers", "changed")
+    return {k: v for k, v in rehearsal.result.items() if k in keep}
+
+
+if __name__ == "__main__":
+    main()
