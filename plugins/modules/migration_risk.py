@@ -163,6 +163,14 @@ options:
     description: Folder holding C(pg_dump) and C(pg_restore) for O(trace). Default is to search C(PATH) and
       C(/usr/lib/postgresql/*/bin).
     type: path
+  jobs:
+    description:
+      - Processes that parse the migrations' SQL ahead of the analysis, for long histories of revisions.
+      - V(1) parses in the module's own process; V(0) uses one process per CPU when there are at least 200
+        revisions, and one otherwise.
+      - The verdict, findings and their order are the same for every value.
+    type: int
+    default: 1
 attributes:
   check_mode:
     support: full
@@ -531,6 +539,7 @@ def main() -> None:
         env=dict(type="dict", default={}, no_log=True),
         version_table=dict(type="str", default="alembic_version"),
         version_table_schema=dict(type="str"),
+        jobs=dict(type="int", default=1),
     )
     module = AnsibleModule(
         argument_spec=spec,
@@ -545,6 +554,9 @@ def main() -> None:
     secrets = (params.get("login_password"), params.get("db_url"))
     if params["trace"] and not has_connection_params(params):
         module.fail_json(msg="trace=true needs a database: set db_url or the login_* options", changed=False)
+    if params["jobs"] < 0:
+        module.fail_json(msg="jobs must be 0 (one process per CPU) or a positive number of processes "
+                             "(got %s)" % params["jobs"], changed=False)
     if params["server_version"] is not None and not 10 <= params["server_version"] <= 18:
         module.fail_json(msg="server_version must be a PostgreSQL major version between 10 and 18 "
                              "(got %s)" % params["server_version"], changed=False)
@@ -570,7 +582,8 @@ def main() -> None:
         render_runner=lambda argv, env, stdin, cwd: module.run_command(argv, environ_update=env, data=stdin,
                                                                        cwd=cwd),
         ini_section=params["ini_section"], script_location=params["script_location"],
-        version_table=params["version_table"], version_table_schema=params["version_table_schema"])
+        version_table=params["version_table"], version_table_schema=params["version_table_schema"],
+        jobs=params["jobs"])
     try:
         result = run_request(request)
     except (RiskInputError, ConnectionOptionsError) as exc:

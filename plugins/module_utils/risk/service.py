@@ -10,9 +10,6 @@ import re
 import subprocess
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ansible_collections.dbops.migrations.plugins.module_utils.risk import reports as risk_reports
-from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
-    conninfo_from_params, connect, mask_secrets)
 from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import (
     Engine, MigrationUnit, RiskConfig, RiskInputError, load_config)
 
@@ -57,6 +54,8 @@ class RiskRequest:
     script_location: Optional[str] = None
     version_table: str = "alembic_version"
     version_table_schema: Optional[str] = None
+    # Processes that parse the migrations ahead of the analysis (1: none; 0: one per CPU from 200 on).
+    jobs: int = 1
 
     @property
     def executor(self) -> str:
@@ -84,6 +83,9 @@ def run_request(request: RiskRequest) -> Dict[str, Any]:
     facts = None
     info = None
     if request.connection_params:
+        # Imported here: the connection helpers load psycopg2, which SQL without a database does not need.
+        from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
+            conninfo_from_params, connect, mask_secrets)
         info = conninfo_from_params(request.connection_params)
         from ansible_collections.dbops.migrations.plugins.module_utils.risk.live_facts import read_facts
         try:
@@ -116,7 +118,7 @@ def run_request(request: RiskRequest) -> Dict[str, Any]:
     else:
         units = [MigrationUnit(sql=request.sql or "", source="sql")]
     engine = Engine(request.server_version, facts, config, version_table=request.version_table,
-                    version_table_schema=request.version_table_schema)
+                    version_table_schema=request.version_table_schema, jobs=request.jobs)
     analysis = engine.analyse(units, alembic=request.alembic)
     result = analysis.as_result()
     if payload is not None:
@@ -126,6 +128,7 @@ def run_request(request: RiskRequest) -> Dict[str, Any]:
             raise RiskInputError("trace=true needs a database: set db_url or the login_* options")
         from ansible_collections.dbops.migrations.plugins.module_utils.risk.trace import trace_units
         result["trace"] = trace_units(info, units, analysis, request.runner, request.trace_bin_dir)
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk import reports as risk_reports
     result["report"] = risk_reports.markdown(result)
     # Lines are lines of the SQL text; for revisions they would point into the rendered SQL, not the file.
     result["sarif"] = risk_reports.sarif(dict(result, findings=[
