@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Lint benchmark: migration_risk against squawk (PyPI squawk-cli) on the same SQL.
 
-    .venv/bin/python bench/lint/run.py [--files 2000] [--repeat 7] [--work /var/tmp/dbops-bench-lint] [--allow-busy]
+    .venv/bin/python bench/lint/run.py [--files 2000] [--repeat 7] [--jobs N] [--work /var/tmp/dbops-bench-lint] [--allow-busy]
 
 1. Cases: every SQL case of tests/unit/test_risk_rules.py (each with the risk it must get) is written
    to its own file and given to both tools (squawk with the case's --pg-version). A case is
@@ -10,10 +10,11 @@
    reports anything other than its style/robustness/timeout rules (its "lock rules").
 2. Speed: a deterministic corpus of ``--files`` migration files (bench/lint/corpus.py) is analysed
    ``--repeat`` times by each tool, interleaved: migration_risk in one Python process (timed inside
-   the process, and as a whole process including interpreter start-up and imports) and squawk as
-   one process over all files.  Medians are reported, with the load average sampled before every
-   round and the commit measured; on a machine busier than its CPU count the benchmark refuses to
-   run unless --allow-busy, and then marks the report as busy.
+   the process), as a whole process including interpreter start-up and imports (bench/lint/analyse.py)
+   with one process and with ``--jobs`` processes (default: every CPU), and squawk as one process over
+   all files.  Medians are reported, with the load average sampled before every round and the commit
+   measured; on a machine busier than its CPU count (before or during the rounds) the benchmark
+   refuses to write the report unless --allow-busy, and then marks the report as busy.
 
 Writes bench/lint/REPORT.md and bench/lint/results.json.
 """
@@ -39,8 +40,10 @@ if not _LINK.exists():
     _LINK.parent.mkdir(parents=True, exist_ok=True)
     _LINK.symlink_to(REPO, target_is_directory=True)
 sys.path.insert(0, str(REPO / ".collections"))
-from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import (  # noqa: E402
-    Engine, MigrationUnit, analyse_sql)
+from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import analyse_sql  # noqa: E402
+from analyse import analyse_directory  # noqa: E402,F401  (bench/lint/analyse.py: the whole-process entry)
+
+ANALYSE = str(HERE / "analyse.py")
 
 SQUAWK = str(Path(sys.executable).parent / "squawk")
 # squawk rules about style, re-runnability and timeouts rather than locks, rewrites or data.
@@ -48,15 +51,6 @@ SQUAWK_STYLE_RULES = frozenset((
     "prefer-robust-stmts", "prefer-bigint-over-int", "prefer-bigint-over-smallint", "prefer-identity",
     "prefer-text-field", "prefer-timestamptz", "ban-char-field", "require-lock-timeout", "require-statement-timeout",
     "require-timeout-settings", "prefer-timestamp-tz", "require-table-schema"))
-
-
-def analyse_directory(directory: Path) -> dict:
-    """migration_risk over every .sql file of a directory, in this process."""
-    counts: dict = {}
-    for path in sorted(directory.glob("*.sql")):
-        analysis = Engine(15).analyse([MigrationUnit(sql=path.read_text(), source=str(path))])
-        counts[analysis.risk] = counts.get(analysis.risk, 0) + 1
-    return counts
 
 
 def squawk_json(files, version: int) -> dict:
@@ -143,21 +137,32 @@ def timed(argv) -> float:
     return time.perf_counter() - started
 
 
-def run_speed(work: Path, files: int, repeat: int) -> dict:
+def _counts_of_process(corpus_dir: Path, jobs: int) -> dict:
+    proc = subprocess.run([sys.executable, ANALYSE, str(corpus_dir), "--jobs", str(jobs)], capture_output=True,
+                          text=True, check=True)
+    return json.loads(proc.stdout)
+
+
+def run_speed(work: Path, files: int, repeat: int, jobs: int) -> dict:
     import corpus
     corpus_dir = work / "corpus"
     shutil.rmtree(corpus_dir, ignore_errors=True)
     info = corpus.generate(corpus_dir, files=files)
     paths = sorted(str(p) for p in corpus_dir.glob("*.sql"))
-    ours_in, ours_proc, squawk = [], [], []
-    counts = {}
+    counts = analyse_directory(corpus_dir)
+    # The whole-process runs must give the in-process verdicts, with one process as with several.
+    for n in (1, jobs):
+        if _counts_of_process(corpus_dir, n) != counts:
+            sys.exit("bench/lint: analyse.py --jobs %d gives other verdicts than the in-process analysis" % n)
+    ours_in, ours_proc, ours_proc_jobs, squawk = [], [], [], []
     load = []
     for _ in range(repeat):
         load.append(os.getloadavg()[0])
         started = time.perf_counter()
         counts = analyse_directory(corpus_dir)
         ours_in.append(time.perf_counter() - started)
-        ours_proc.append(timed([sys.executable, str(Path(__file__).resolve()), "--analyse", str(corpus_dir)]))
+        ours_proc.append(timed([sys.executable, ANALYSE, str(corpus_dir), "--jobs", "1"]))
+        ours_proc_jobs.append(timed([sys.executable, ANALYSE, str(corpus_dir), "--jobs", str(jobs)]))
         squawk.append(timed([SQUAWK, "--reporter", "gcc"] + paths))
     proc = subprocess.run([SQUAWK, "--reporter", "json"] + paths, capture_output=True, text=True)
     flagged = {item["file"] for item in json.loads(proc.stdout or "[]")}
@@ -165,7 +170,8 @@ def run_speed(work: Path, files: int, repeat: int) -> dict:
                     if item.get("rule_name") not in SQUAWK_STYLE_RULES}
     load.append(os.getloadavg()[0])
     return {"files": info["files"], "statements": info["statements"], "repeat": repeat, "load_1min": load,
-            "ours_in_process_s": ours_in, "ours_process_s": ours_proc, "squawk_process_s": squawk,
+            "commit": _commit(), "jobs": jobs, "ours_in_process_s": ours_in, "ours_process_s": ours_proc,
+            "ours_process_jobs_s": ours_proc_jobs, "squawk_process_s": squawk,
             "ours_risk_counts": counts, "squawk_files_flagged": len(flagged),
             "squawk_files_flagged_lock_rules": len(flagged_lock)}
 
@@ -204,7 +210,8 @@ def write_report(rows: list, speed: dict, alembic_rows: list = ()) -> str:
     squawk_only = [r for r in sq_lock_catch if r["ours"] == "low"]
     ours_only = [r for r in ours_catch if not r["squawk_lock_rules"]]
     exact = [r for r in rows if r["ours"] == r["expected"]]
-    med = {k: statistics.median(speed[k]) for k in ("ours_in_process_s", "ours_process_s", "squawk_process_s")}
+    med = {k: statistics.median(speed[k]) for k in ("ours_in_process_s", "ours_process_s", "ours_process_jobs_s",
+                                                     "squawk_process_s")}
     import pglast
     lines = [
         "# Lint benchmark: migration_risk vs squawk",
@@ -213,7 +220,7 @@ def write_report(rows: list, speed: dict, alembic_rows: list = ()) -> str:
         % (datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), platform.machine(),
            os.cpu_count() or 0, platform.python_version(), pglast.__version__, _version([SQUAWK, "--version"])),
         "All numbers below come from that one run of commit %s (1-minute load average during the timed "
-        "rounds: %s; %s)." % (_commit(), " ".join("%.1f" % v for v in speed.get("load_1min", [])),
+        "rounds: %s; %s)." % (speed.get("commit") or _commit(), " ".join("%.1f" % v for v in speed.get("load_1min", [])),
                                _load_verdict(speed.get("load_1min", []))),
         "",
         "## Catches and false alarms on the %d SQL cases" % len(rows),
@@ -253,15 +260,20 @@ def write_report(rows: list, speed: dict, alembic_rows: list = ()) -> str:
         "",
         "## Speed on a generated corpus",
         "",
-        "%d migration files, %d statements (`bench/lint/corpus.py`, fixed seed), %d interleaved runs, median."
+        "%d migration files, %d statements (`bench/lint/corpus.py`, fixed seed), %d interleaved runs, median. "
+        "Whole processes run `bench/lint/analyse.py CORPUS --jobs N`, which imports only the engine; with N "
+        "processes each file is still analysed by itself and the verdicts are checked equal to one process's."
         % (speed["files"], speed["statements"], speed["repeat"]),
         "",
         "| tool | median seconds | all runs |",
         "|---|---|---|",
         "| migration_risk, analysis inside one process | %.3f | %s |" % (
             med["ours_in_process_s"], ", ".join("%.3f" % v for v in speed["ours_in_process_s"])),
-        "| migration_risk, whole process (Python start-up + imports + analysis) | %.3f | %s |" % (
+        "| migration_risk, whole process (Python start-up + imports + analysis), 1 process | %.3f | %s |" % (
             med["ours_process_s"], ", ".join("%.3f" % v for v in speed["ours_process_s"])),
+        "| migration_risk, whole process, `--jobs %d` (%d processes) | %.3f | %s |" % (
+            speed["jobs"], speed["jobs"], med["ours_process_jobs_s"],
+            ", ".join("%.3f" % v for v in speed["ours_process_jobs_s"])),
         "| squawk, whole process (`--reporter gcc`) | %.3f | %s |" % (
             med["squawk_process_s"], ", ".join("%.3f" % v for v in speed["squawk_process_s"])),
         "",
@@ -270,9 +282,10 @@ def write_report(rows: list, speed: dict, alembic_rows: list = ()) -> str:
         % (min(speed["squawk_process_s"]), max(speed["squawk_process_s"]), min(speed["ours_in_process_s"]),
            max(speed["ours_in_process_s"])),
         "",
-        "Ratio migration_risk / squawk: %.2fx (analysis in process), %.2fx (whole process). "
-        "Goal: at most 1.0x as whole processes."
-        % (med["ours_in_process_s"] / med["squawk_process_s"], med["ours_process_s"] / med["squawk_process_s"]),
+        "Ratio migration_risk / squawk: %.2fx (analysis in process), %.2fx (whole process, 1 process), %.2fx "
+        "(whole process, %d processes). Goal: at most 1.0x as whole processes."
+        % (med["ours_in_process_s"] / med["squawk_process_s"], med["ours_process_s"] / med["squawk_process_s"],
+           med["ours_process_jobs_s"] / med["squawk_process_s"], speed["jobs"]),
         "",
         "Verdicts on the corpus: migration_risk %s; squawk flagged %d files (%d with lock rules)." % (
             ", ".join("%s %d" % (k, v) for k, v in sorted(speed["ours_risk_counts"].items())),
@@ -307,13 +320,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--jobs", type=int, default=0,
+                        help="processes of the parallel whole-process run (default 0: one per CPU)")
     parser.add_argument("--allow-busy", action="store_true",
                         help="write the report even when the load average exceeds the CPU count (marked as busy)")
     parser.add_argument("--work", default="/var/tmp/dbops-bench-lint")
     parser.add_argument("--analyse", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.analyse:
-        print(json.dumps(analyse_directory(Path(args.analyse))))
+        print(json.dumps(analyse_directory(Path(args.analyse), args.jobs or 1)))
         return
     load = os.getloadavg()[0]
     if busy(load) and not args.allow_busy:
@@ -325,7 +340,13 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rows = run_cases(work)
-    speed = run_speed(work, args.files, args.repeat)
+    jobs = args.jobs or os.cpu_count() or 1
+    speed = run_speed(work, args.files, args.repeat, jobs)
+    if busy(max(speed["load_1min"])) and not args.allow_busy:
+        sys.exit("bench/lint: the 1-minute load average reached %.1f on %d CPUs during the rounds (%s); timings "
+                 "would not be comparable, so no report was written. Run it on a quiet machine, or pass "
+                 "--allow-busy to write a report marked as busy."
+                 % (max(speed["load_1min"]), os.cpu_count() or 1, " ".join("%.1f" % v for v in speed["load_1min"])))
     alembic_rows = run_alembic_example()
     (HERE / "results.json").write_text(json.dumps({"cases": rows, "speed": speed, "alembic": alembic_rows},
                                                   indent=1, default=str) + "\n")
