@@ -289,7 +289,7 @@ calibration:
   description:
     - C(rows) (per revision, C(table) null, and per table - C(measured_lock_s), C(estimated_lock_s), C(ratio),
       C(verdict) ok | underestimated | overestimated | unknown), C(disagreements) (the rows beyond O(factor)),
-      C(agrees), C(factor), C(min_seconds).
+      C(notes) (one line per disagreement), C(agrees), C(factor), C(min_seconds).
   returned: when state is rehearsed and something ran
   type: dict
 migration:

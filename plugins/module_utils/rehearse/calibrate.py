@@ -93,7 +93,7 @@ def calibrate(revisions: List[Dict[str, Any]], factor: float = DEFAULT_FACTOR,
             rows.append(entry)
     disagreements = [r for r in rows if r["verdict"] in ("underestimated", "overestimated")]
     return {"factor": factor, "min_seconds": min_seconds, "rows": rows, "disagreements": disagreements,
-            "agrees": not disagreements}
+            "agrees": not disagreements, "notes": [describe(r) for r in disagreements]}
 
 
 def _round(value: Optional[float]) -> Optional[float]:
