@@ -1,5 +1,7 @@
 #!/bin/sh
 # Initialise PGDATA on first start (like the official image), then run the server as postgres.
+# POSTGRES_INITDB_ARGS adds initdb options, as in the official image (e.g. --no-sync for
+# throw-away test servers).
 set -eu
 : "${POSTGRES_USER:=postgres}"
 : "${POSTGRES_DB:=$POSTGRES_USER}"
@@ -17,7 +19,8 @@ if [ "${1:-}" = "postgres" ]; then
         chown postgres "$pwfile"
         setpriv --reuid=postgres --regid=postgres --init-groups \
             initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" \
-            --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+            --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 \
+            ${POSTGRES_INITDB_ARGS:-} >/dev/null
         rm -f "$pwfile"
         echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
         printf "listen_addresses = '*'\n" >> "$PGDATA/postgresql.auto.conf"
