@@ -65,7 +65,8 @@ def _start_order(item) -> int:
 
 @pytest.fixture(scope="session")
 def pg_server():
-    """A PostgreSQL 15 server of the tests' own, on a free loopback port."""
+    """A PostgreSQL server of the tests' own, on a free loopback port: the host's PostgreSQL 15, or
+    with DBOPS_TEST_PG_VERSION=13|15|17 a container of dbops/postgres:VERSION (make test-pg-matrix)."""
     with pg.private_cluster() as server:
         yield server
 

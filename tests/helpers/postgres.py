@@ -3,6 +3,12 @@
 PostgreSQL refuses to run as root, so when the tests run as root the cluster is
 initialised and started as the ``postgres`` OS user. Set ``DBOPS_TEST_PG_URL``
 (``postgresql://user:password@host:port/postgres``) to use an existing server instead.
+
+``DBOPS_TEST_PG_VERSION=13`` (or 15, 17) runs the server in a container of the local image
+``dbops/postgres:13`` instead (``make images-pg-matrix`` builds it; ``DBOPS_TEST_PG_IMAGE``
+names another image of that major), published on a free loopback port. Client programs stay
+the host's (PostgreSQL 15 on Debian 12): ``client_options`` and ``host_client_cannot_dump``
+tell the tests when those are too old for the server and the one in its container must do.
 """
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import contextlib
 import dataclasses
 import glob
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -24,6 +31,24 @@ from psycopg2 import sql
 # A recognisable password: tests assert it never leaks into results, logs or argv.
 TEST_PASSWORD = "Sup3r-S3cret-pw-7731"
 TEST_USER = "dbops"
+# Server settings of every test server: fast and throw-away, room for parallel tests.
+SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                   "max_connections": "200", "shared_buffers": "256MB", "max_wal_size": "4GB"}
+PG_VERSION_ENV = "DBOPS_TEST_PG_VERSION"
+
+
+def requested_version() -> int | None:
+    """The PostgreSQL major the tests were asked to run against in a container (None: the host's cluster)."""
+    value = os.environ.get(PG_VERSION_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise RuntimeError(f"{PG_VERSION_ENV}={value!r}: give a PostgreSQL major version such as 13, 15 or 17")
+    return int(value)
+
+
+def server_image(major: int) -> str:
+    return os.environ.get("DBOPS_TEST_PG_IMAGE") or f"dbops/postgres:{major}"
 
 
 def find_pg_bin() -> str:
@@ -35,6 +60,16 @@ def find_pg_bin() -> str:
     if not candidates:
         raise RuntimeError("PostgreSQL server binaries not found: run `make bootstrap` (installs Debian's postgresql)")
     return os.path.dirname(candidates[-1])
+
+
+def host_client_major() -> int:
+    """Major version of the host's pg_dump, the one pg_backup and the lock trace find on PATH."""
+    found = shutil.which("pg_dump") or os.path.join(find_pg_bin(), "pg_dump")
+    out = subprocess.run([found, "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"(\d+)(?:\.\d+)?", out)
+    if not match:
+        raise RuntimeError(f"cannot read pg_dump's version from {out!r}")
+    return int(match.group(1))
 
 
 def free_port() -> int:
@@ -52,6 +87,13 @@ class PgServer:
     bin_dir: str = ""
     data_dir: str = ""
     run_as: str | None = None
+    container: str = ""  # the docker container running this server, if any
+
+    @property
+    def version_num(self) -> int:
+        with contextlib.closing(self.connect()) as conn, conn.cursor() as cur:
+            cur.execute("SHOW server_version_num")
+            return int(cur.fetchone()[0])
 
     def url(self, dbname: str = "postgres", *, driver: str = "") -> str:
         scheme = "postgresql+" + driver if driver else "postgresql"
@@ -86,7 +128,29 @@ class PgServer:
                               "-l", os.path.join(self.data_dir, "server.log"), *args])
 
     def restart(self) -> None:
+        if self.container:  # the server is the container's main process; its data is in a volume
+            _docker("restart", "-t", "60", self.container)
+            _wait_ready(self, timeout=60)
+            return
         self.pg_ctl("restart", "-m", "fast")
+
+
+def client_options(server: PgServer) -> dict:
+    """pg_backup options that reach ``server`` with a client at least as new as it: none when the
+    host's client is (pg_dump refuses newer servers), else the server's own container."""
+    if host_client_cannot_dump(server):
+        return {"container": server.container}
+    return {}
+
+
+def host_client_cannot_dump(server: PgServer) -> str:
+    """Why the host's pg_dump cannot dump ``server`` (empty when it can): a skip reason."""
+    server_major = server.version_num // 10000
+    client = host_client_major()
+    if server_major <= client:
+        return ""
+    return (f"the host's pg_dump {client} refuses a PostgreSQL {server_major} server (a client at least as new "
+            f"as the server is required); this test runs pg_dump on the host")
 
 
 def _run_as(user: str | None, argv: list[str]) -> None:
@@ -103,10 +167,16 @@ def _server_from_env(url: str) -> PgServer:
 
 @contextlib.contextmanager
 def private_cluster() -> Iterator[PgServer]:
-    """initdb + pg_ctl start on a free port; stopped and removed afterwards."""
+    """initdb + pg_ctl start on a free port; stopped and removed afterwards. With
+    DBOPS_TEST_PG_VERSION, a container of that version instead."""
     env_url = os.environ.get("DBOPS_TEST_PG_URL")
     if env_url:
         yield _server_from_env(env_url)
+        return
+    major = requested_version()
+    if major is not None:
+        with container_cluster(major) as server:
+            yield server
         return
     bin_dir = find_pg_bin()
     run_as = "postgres" if os.geteuid() == 0 else None
@@ -125,8 +195,7 @@ def private_cluster() -> Iterator[PgServer]:
     port = free_port()
     with open(os.path.join(data_dir, "postgresql.auto.conf"), "a", encoding="utf-8") as conf:
         conf.write(f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{base}'\n"
-                   "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
-                   "shared_buffers = 256MB\nmax_wal_size = 4GB\n")
+                   + "".join(f"{key} = {value}\n" for key, value in SERVER_SETTINGS.items()))
     server = PgServer(host="127.0.0.1", port=port, user=TEST_USER, password=TEST_PASSWORD,
                       bin_dir=bin_dir, data_dir=data_dir, run_as=run_as)
     server.pg_ctl("start")
@@ -137,6 +206,43 @@ def private_cluster() -> Iterator[PgServer]:
         with contextlib.suppress(Exception):
             server.pg_ctl("stop", "-m", "immediate")
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _docker(*args: str, env: dict | None = None) -> str:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=180,
+                          env=dict(os.environ, **(env or {})))
+    if proc.returncode != 0:
+        raise RuntimeError(f"docker {args[0]} failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
+    return proc.stdout.strip()
+
+
+@contextlib.contextmanager
+def container_cluster(major: int) -> Iterator[PgServer]:
+    """A server of the image dbops/postgres:MAJOR on a free loopback port; removed with its data afterwards."""
+    image = server_image(major)
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+        raise RuntimeError(f"image {image} not found: build it with `PG_VERSIONS={major} scripts/build-images` "
+                           f"(make images-pg-matrix)")
+    name = f"dbops-test-pg{major}-{os.getpid()}-{os.urandom(3).hex()}"
+    port = free_port()
+    settings = [arg for key, value in SERVER_SETTINGS.items() for arg in ("-c", f"{key}={value}")]
+    # POSTGRES_PASSWORD reaches the container from docker's environment, not its argv.
+    _docker("run", "-d", "--name", name, "--label", "dbops.test=pg-server", "--shm-size", "256m",
+            "-e", f"POSTGRES_USER={TEST_USER}", "-e", "POSTGRES_PASSWORD", "-e", "POSTGRES_DB=postgres",
+            "-e", "POSTGRES_INITDB_ARGS=--no-sync",
+            "-p", f"127.0.0.1:{port}:5432", image, "postgres", *settings,
+            env={"POSTGRES_PASSWORD": TEST_PASSWORD})
+    server = PgServer(host="127.0.0.1", port=port, user=TEST_USER, password=TEST_PASSWORD,
+                      container=name)
+    try:
+        _wait_ready(server, timeout=90)
+        actual = server.version_num // 10000
+        if actual != major:
+            raise RuntimeError(f"image {image} runs PostgreSQL {actual}, not {major}")
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            _docker("rm", "-f", "-v", name)
 
 
 def _wait_ready(server: PgServer, timeout: float = 30.0) -> None:

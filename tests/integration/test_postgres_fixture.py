@@ -1,3 +1,42 @@
+import contextlib
+import os
+
+import pytest
+
+from tests.helpers import postgres as pgh
+
+
 def test_private_cluster_answers(pg_db):
-    assert pg_db.scalar("SELECT current_setting('server_version_num')::int") >= 150000
+    version = pg_db.scalar("SELECT current_setting('server_version_num')::int")
+    requested = pgh.requested_version()
+    if requested is None:
+        assert version >= 150000
+    else:
+        assert version // 10000 == requested
+        assert pg_db.server.container
     assert pg_db.scalar("SELECT current_database()") == pg_db.name
+
+
+def test_a_private_server_restarts_with_its_data_and_settings():
+    """Fault tests restart a server of their own; a container keeps its data and published port."""
+    if os.environ.get("DBOPS_TEST_PG_URL"):
+        pytest.skip("an existing server (DBOPS_TEST_PG_URL) is not the tests' to restart")
+    with pgh.private_cluster() as server:
+        with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (7)")
+            cur.execute("ALTER SYSTEM SET max_locks_per_transaction = 20")
+        server.restart()
+        with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT id FROM kept")
+            assert cur.fetchall() == [(7,)]
+            cur.execute("SELECT current_setting('fsync'), current_setting('max_locks_per_transaction')")
+            assert cur.fetchone() == ("off", "20")
+
+
+def test_client_options_follow_the_host_client(pg_server):
+    cannot = pgh.host_client_cannot_dump(pg_server)
+    if pg_server.version_num // 10000 <= pgh.host_client_major():
+        assert cannot == "" and pgh.client_options(pg_server) == {}
+    else:
+        assert "refuses a PostgreSQL" in cannot
+        assert pgh.client_options(pg_server) == {"container": pg_server.container}
