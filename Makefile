@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 PARALLEL := $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-.PHONY: help bootstrap images demo demo-down test test-all test-unit test-integration test-interrupt test-nightly test-exclusive lint build clean bench-lint bench-gate bench-backup bench-downtime bench-deploy
+.PHONY: help bootstrap images images-pg-matrix test-pg-matrix demo demo-down test test-all test-unit test-integration test-interrupt test-nightly test-exclusive lint build clean bench-lint bench-gate bench-backup bench-downtime bench-deploy
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -23,6 +23,16 @@ bootstrap: ## Debian packages, Docker engine, compose v2, .venv, local images (i
 
 images: ## (re)build the local images when their inputs changed
 	PYTHON=$(CURDIR)/$(PY) scripts/build-images
+
+# PostgreSQL majors besides the host's 15 that the database-facing tests also run against, each in a
+# container of dbops/postgres:MAJOR, and those tests.
+PG_MATRIX ?= 13 17
+PG_MATRIX_TESTS ?= tests/integration/test_postgres_fixture.py tests/integration/test_migration_risk*.py \
+	tests/integration/test_pg_backup*.py tests/integration/test_alembic_migrate.py \
+	tests/integration/test_alembic_migrate_safety.py
+
+images-pg-matrix: ## (re)build dbops/postgres:13 and :17 (Debian bullseye and trixie) when their inputs changed
+	PG_VERSIONS="$(PG_MATRIX)" scripts/build-images
 
 demo: bootstrap ## deploy the example app through playbooks/deploy.yml on http://127.0.0.1:8080
 	scripts/demo
@@ -37,6 +47,12 @@ test: bootstrap ## the suite CI runs: unit, integration, Docker, reliability, mo
 test-all: bootstrap ## every test, the nightly stories included (about an hour and a half)
 	DBOPS_NIGHTLY=1 DBOPS_RELIABILITY_REPORT=docs/RELIABILITY.md $(PY) -m pytest $(PARALLEL) $(PYTEST_ARGS)
 	DBOPS_NIGHTLY=1 DBOPS_RELIABILITY_REPORT=docs/RELIABILITY.md DBOPS_RELIABILITY_APPEND=1 $(PY) -m pytest -m exclusive $(PYTEST_ARGS)
+
+test-pg-matrix: bootstrap images-pg-matrix ## the migration_risk, pg_backup and alembic_migrate tests on PostgreSQL 13 and 17
+	rc=0; for major in $(PG_MATRIX); do \
+	  echo "== PostgreSQL $$major"; \
+	  DBOPS_TEST_PG_VERSION=$$major $(PY) -m pytest $(PARALLEL) $(PG_MATRIX_TESTS) $(PYTEST_ARGS) || rc=1; \
+	done; exit $$rc
 
 test-exclusive: bootstrap ## the tests that restart the Docker engine, alone
 	$(PY) -m pytest -m exclusive $(PYTEST_ARGS)
