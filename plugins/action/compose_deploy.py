@@ -7,9 +7,10 @@ each through the compose_deploy module on the target (its hidden ``worker`` opti
 operation per call, see WORKER_OPS), with the Docker SDK (module_utils/compose/engine.py):
 engine facts, the health wait with its URL gate, logs, backup tags, the proxy's configuration,
 and the changes community.docker has no module for (hidden start and exposure of a surge
-container, a proxy reload, a graceful stop). What this adds: a backup tag per project and
-release before the update, a health gate, a zero-downtime surge (with a caching proxy's
-reloads), an automatic rollback and a rollback on request through the compose tag variable.
+container, taking a retired one out of the service name, a proxy reload). What this adds: a
+backup tag per project and release before the update, a health gate, a zero-downtime surge
+(the old container leaves the service name before it stops; a caching proxy is reloaded
+around that), an automatic rollback and a rollback on request through the compose tag variable.
 Decisions live in module_utils/compose/plan.py.
 
 community.docker's compose modules drive only the ``docker compose`` v2 plugin. Without it
@@ -251,7 +252,7 @@ class ActionModule(ActionBase):
     def _surge(self, change: compose_plan.ServiceChange) -> None:
         """Start the new release beside the old one, hidden from the service name until it is
         healthy and has stayed so for ``settle`` seconds; then let it take traffic, check the
-        health URL, and retire the old container gracefully."""
+        health URL, and retire the old container (see _retire)."""
         service = change.service
         old = [c for c in self._containers() if c.service == service and not c.oneoff]
         for leftover in [c for c in old if c.hidden]:
@@ -281,26 +282,28 @@ class ActionModule(ActionBase):
         verdict, logs = self._wait_healthy([service], exclude_ids=old_ids, watch_ids=new_ids,
                                            settle=self.health["settle"], log_service=service, use_url=False,
                                            url=self._deep_health_url(created, new_ids))
-        exposed = reloaded = False
+        exposed = False
         if verdict.state == "ok":
             self._worker("expose", service=service, aliases=created.get("aliases") or {})
             exposed = True
             self._mark("exposed new %s" % service)
             # a proxy that resolved the service name once learns the new container only now
-            reloaded = self._reload_proxy(service, "new %s healthy" % service)
+            self._reload_proxy(service, "new %s healthy" % service)
             if self.health.get("url"):
                 verdict, logs = self._wait_healthy([service], exclude_ids=old_ids, watch_ids=new_ids,
                                                    log_service=service)
         if verdict.state != "ok":
-            for container in new:
-                self._remove_container(container, graceful=exposed)
+            if exposed:
+                # it took traffic: it leaves the name before it stops, as a retired release does
+                self._retire(service, new, "new")
+            else:
+                for container in new:
+                    self._remove_container(container, graceful=False)
             self._mark("removed new %s" % service)
-            if reloaded:
-                self._reload_proxy(service, "new %s removed" % service)
             raise DeployFailed("new release of %s failed its health gate: %s" % (service, verdict.reason),
                                failed_check=verdict.check, failed_service=service, logs=logs,
                                old_kept=True)
-        self._retire(service, old)
+        self._retire(service, old, "old")
 
     def _deep_health_url(self, created: dict[str, Any], new_ids: tuple[str, ...]) -> str | None:
         """health.container_path on the hidden new container itself, before it takes traffic."""
@@ -316,30 +319,46 @@ class ActionModule(ActionBase):
     def _proxy_caches(self, service: str) -> bool:
         return bool(self.proxy) and self.proxy["mode"] == "caching" and service in self.proxy["upstreams"]
 
-    def _reload_proxy(self, service: str, why: str) -> bool:
-        """Graceful reload of a caching proxy (it re-resolves the service name); False when none."""
+    def _reload_proxy(self, service: str, why: str, drain: bool = True) -> bool:
+        """Graceful reload of a caching proxy (it re-resolves the service name); False when none.
+        ``drain``: wait proxy.drain for the requests its old workers still carry."""
         if not self._proxy_caches(service):
             return False
         self._worker("proxy_exec", project=self.project, service=self.proxy["service"],
                      command=list(self.proxy["reload_command"]))
         self._mark("reloaded %s (%s)" % (self.proxy["service"], why))
-        if self.proxy["drain"] > 0:
+        if drain and self.proxy["drain"] > 0:
             time.sleep(self.proxy["drain"])  # requests the old proxy workers still carry finish
         return True
 
-    def _retire(self, service: str, old: list[compose_plan.Container]) -> None:
-        """Stop the old containers gracefully (they stop listening at once and finish what is in
-        flight); then a caching proxy drops their addresses with a second reload."""
-        for container in old:
-            if self._proxy_caches(service):
-                self._worker("stop", id=container.id, timeout=self.params["stop_timeout"], project=self.project,
-                             proxy_service=self.proxy["service"], then_exec=list(self.proxy["reload_command"]))
-                self._mark("stopped old %s" % container.name)
-                self._mark("reloaded %s (old %s stopped)" % (self.proxy["service"], service))
-                self._remove_container(container, graceful=False)
-            else:
-                self._remove_container(container)
-        self._mark("retired old %s" % service)
+    def _retire(self, service: str, containers: list[compose_plan.Container], which: str) -> None:
+        """Retire containers without a proxy ever holding a dead address: out of the service name
+        first (same address, still serving), a caching proxy reloaded without them, then
+        drain_seconds (at least a re-resolving proxy's resolver validity) for DNS caches and
+        requests in flight to run out; only then SIGTERM (stop_timeout to finish) and removal."""
+        if not containers:
+            return
+        answer = self._worker("hide", service=service, ids=[c.id for c in containers])
+        self._mark("hid %s %s" % (which, service))
+        for container_id, addresses in sorted((answer.get("hidden") or {}).items()):
+            if addresses.get("addresses_before") != addresses.get("addresses_after"):
+                # Docker gave it another address: a proxy still holding the old one waits on it
+                self._mark("address of %s %s changed (%s -> %s)" % (which, container_id[:12], ", ".join(
+                    addresses.get("addresses_before") or []), ", ".join(addresses.get("addresses_after") or [])))
+        reloaded = self._reload_proxy(service, "%s %s hidden" % (which, service), drain=False)
+        wait = compose_plan.retire_wait(self.params["drain_seconds"], self.proxy if self._proxy_routes_to(service)
+                                        else None, reloaded)
+        if wait > 0:
+            time.sleep(wait)
+        self._mark("drained %s %s (%.1f s)" % (which, service, wait))
+        for container in containers:
+            self._remove_container(container)
+        self._mark("stopped %s %s" % (which, service))
+        if which == "old":
+            self._mark("retired old %s" % service)
+
+    def _proxy_routes_to(self, service: str) -> bool:
+        return bool(self.proxy) and service in self.proxy["upstreams"]
 
     def _mark(self, step: str) -> None:
         self.timeline.append((step, round(time.monotonic() - self.t0, 2)))
@@ -497,7 +516,7 @@ class ActionModule(ActionBase):
         proxy = {"service": option.get("service"), "mode": option.get("mode") or "auto",
                  "reload_command": option.get("reload_command") or ["nginx", "-s", "reload"],
                  "drain": float(option.get("drain") if option.get("drain") is not None else 2.0),
-                 "upstreams": [], "detected": False}
+                 "upstreams": [], "detected": False, "resolver_valid_s": None}
         if proxy["mode"] != "none" and not proxy["service"]:
             raise DeployFailed("proxy.service is required with proxy.mode=%s: name the compose service of the reverse "
                                "proxy (for example nginx), or set proxy.mode=none" % proxy["mode"])
@@ -513,6 +532,7 @@ class ActionModule(ActionBase):
             elif answer.get("rc") == 0:
                 found = compose_plan.classify_proxy(answer.get("config") or "", others)
                 proxy["upstreams"] = found["upstreams"]
+                proxy["resolver_valid_s"] = found["resolver_valid_s"]
                 if proxy["mode"] == "auto":
                     proxy["mode"], proxy["detected"] = found["mode"], True
             elif proxy["mode"] == "auto":

@@ -17,14 +17,18 @@ description:
     rolls back by itself when a check fails.
   - With O(proxy), it finds out how traffic reaches the services (a proxy that re-resolves names, one that
     resolves them once and caches the address, or none) and releases without failed requests in each case; a
-    caching proxy is reloaded gracefully (O(proxy.reload_command)) once the new container is healthy and again
-    after the old one stopped. When no zero-downtime strategy fits a service that takes traffic (it publishes a
+    caching proxy is reloaded gracefully (O(proxy.reload_command)) once the new container is in the service name
+    and again once the old one has left it, before the old one stops. When no zero-downtime strategy fits a service that takes traffic (it publishes a
     host port, has a fixed C(container_name) or several replicas), it says so before changing anything and
     releases in place only with O(allow_in_place=true).
   - A service that can run twice (no C(container_name), no published host port, one replica) is released without
-    downtime. A second container with the new image starts beside the old one; once it is healthy and has stayed
-    healthy for O(health.settle) seconds (and the health URL answered), the old container is stopped gracefully
-    and removed. When the new container fails its gate, it is removed and the old one never stopped serving.
+    downtime. A second container with the new image starts beside the old one, hidden from the service name; once
+    it is healthy and has stayed healthy for O(health.settle) seconds it joins the name, and once the health URL
+    answered, the old container is retired so that no proxy ever holds a dead address. It leaves the service
+    name first (reconnected without the alias, at the same address, still serving), keeps serving for
+    O(drain_seconds) while DNS caches and requests in flight run out, and only then is stopped gracefully
+    (SIGTERM) and removed. When the new container fails its gate, it is removed the same way and the old one
+    never stopped serving.
     A reverse proxy that resolves the service name through Docker's DNS (for nginx C(resolver 127.0.0.11 valid=1s)
     with a variable C(proxy_pass) and C(proxy_next_upstream error timeout)) sends traffic to whichever
     containers are alive.
@@ -136,7 +140,8 @@ options:
           - V(auto) reads the proxy's configuration (C(nginx -T) in its container). A C(proxy_pass) through a
             variable with a C(resolver) is V(resolving); a service named literally (C(proxy_pass http://api:5000;)
             or an C(upstream) block) is V(caching); nginx resolved it once, so it is reloaded after the new
-            container is healthy and again after the old one stopped. V(none) means clients reach published ports.
+            container joined the service name and again after the old one left it, before the old one stops.
+            V(none) means clients reach published ports.
         type: str
         choices: [auto, resolving, caching, none]
         default: auto
@@ -146,7 +151,8 @@ options:
         elements: str
         default: [nginx, -s, reload]
       drain:
-        description: Seconds to wait after each reload for requests the old proxy workers still carry.
+        description: Seconds to wait after each reload for requests the old proxy workers still carry (before the
+          old container stops, the longer of this and O(drain_seconds)).
         type: float
         default: 2.0
   allow_in_place:
@@ -216,6 +222,16 @@ options:
     description: Seconds an old container gets to finish in-flight requests after SIGTERM.
     type: int
     default: 20
+  drain_seconds:
+    description:
+      - Seconds a retired container keeps serving after it left the service name and before SIGTERM, so that a
+        proxy which re-resolves the name forgets its address (nginx keeps an answer for its C(resolver ... valid=)
+        time) and requests already sent to it finish.
+      - With O(proxy), at least the proxy's resolver validity read from its configuration plus 1 s, and after a
+        caching proxy's reload at least O(proxy.drain). A proxy C(resolver) without C(valid=) keeps Docker's
+        answers for their TTL (600 s); give it C(valid=1s).
+    type: float
+    default: 2.0
   log_lines:
     description: How many of the failing service's last log lines to return.
     type: int
@@ -250,7 +266,8 @@ options:
     description:
       - Internal. The action plugin sets it to run one step on the target with the Docker SDK or the compose CLI,
         engine facts, the health wait and logs, and the changes community.docker has no module for (the hidden
-        start and exposure of a surged container, a proxy reload, a graceful stop, C(docker-compose) v1 commands).
+        start and exposure of a surged container, taking a retired one out of the service name, a proxy reload,
+        C(docker-compose) v1 commands).
         Each operation has a fixed set of typed keys, checked on both sides. Do not set it in a task.
     type: dict
 attributes:
@@ -479,7 +496,7 @@ timeline:
   type: list
   elements: dict
   sample: [{step: surge app, t: 4.1}, {step: health ok, t: 11.0}, {step: exposed new app, t: 12.2},
-           {step: retired old app, t: 16.9}]
+           {step: hid old app, t: 13.9}, {step: drained old app (2.0 s), t: 15.9}, {step: retired old app, t: 16.9}]
 rc:
   description: Exit code of the one-off service.
   returned: with O(run)
@@ -671,22 +688,18 @@ def _proxy_exec(module, job):
     module.exit_json(changed=True, rc=rc)
 
 
-def _stop(module, job):
-    """Graceful stop of one container: SIGTERM, up to ``timeout`` seconds for in-flight requests.
-    With ``then_exec``, the proxy's reload runs the moment the container is gone, in the same
-    call: a proxy that still knew its address would wait on it until its connect timeout."""
+def _hide(module, job):
+    """Take running containers out of their service name (a release retires them): reconnected
+    without the service alias, at the same address, they serve on for whoever still knows it."""
     client = _client(module)
-    client.api.stop(job["id"], timeout=job.get("timeout", 10))
-    if job.get("then_exec"):
-        container = _proxy_container(module, client, {"project": job["project"], "service": job["proxy_service"]})
+    hidden = {}
+    for container_id in job["ids"]:
         try:
-            rc, text = engine.exec_in(client, container.id, job["then_exec"])
+            hidden[container_id] = engine.hide(client, container_id, job["service"])
         except Exception as exc:
-            rc, text = -1, str(exc)
-        if rc != 0:
-            module.fail_json(msg="the proxy reload (%s in %s) after stopping the old container failed with exit code "
-                                 "%s: %s" % (" ".join(job["then_exec"]), container.name, rc, text.strip()[-500:]))
-    module.exit_json(changed=True)
+            module.fail_json(msg="could not take container %s out of the service name %s: %s; it still serves "
+                                 "under that name" % (container_id[:12], job["service"], exc), hidden=hidden)
+    module.exit_json(changed=True, hidden=hidden)
 
 
 def _wait(module, job):
@@ -911,7 +924,8 @@ def main():
     job["project_src"] = module.params["project_src"]
     handlers = {"prepare": _prepare, "facts": _facts, "wait": _wait, "ports": _ports, "cleanup": _cleanup,
                 "surge_create": _surge_create, "expose": _expose, "backups": _backups,
-                "proxy_config": _proxy_config, "proxy_exec": _proxy_exec, "stop": _stop, "v1_plan": _v1_plan, "v1_up": _v1_up,
+                "proxy_config": _proxy_config, "proxy_exec": _proxy_exec, "hide": _hide, "v1_plan": _v1_plan,
+                "v1_up": _v1_up,
                 "v1_down": _v1_down, "v1_restart": _v1_restart, "v1_stop": _v1_stop,
                 "v1_run": _v1_oneoff}
     handler = handlers.get(job.get("op"))

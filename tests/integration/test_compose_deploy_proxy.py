@@ -41,8 +41,8 @@ PROBE_TIMEOUT = 30.0
 DEEP_HEALTH = {"container_path": "/healthz", "container_port": 8000, "timeout": 300}
 
 
-@pytest.mark.xfail(strict=False, reason="last seen on a machine at load average 20: 1 of 1,134 requests timed out, "
-                   "most likely one sent to the old container's address between its stop and the second reload")
+@pytest.mark.xfail(strict=False, reason="on a machine at load average 20, 1 of 1,134 requests timed out (30 s); "
+                   "a CPU that starved cannot be told from a release that dropped a request")
 def test_caching_proxy_release_fails_no_request(caching_stack, releases):
     stack = caching_stack
     first = stack.deploy("1", proxy=PROXY, health={"timeout": 300})
@@ -56,7 +56,7 @@ def test_caching_proxy_release_fails_no_request(caching_stack, releases):
     assert run.result["proxy"] == {"service": "nginx", "mode": "caching", "upstreams": ["app"], "detected": True}
     steps = [s["step"] for s in run.result["timeline"]]
     assert any(s.startswith("reloaded nginx (new app healthy") for s in steps), steps
-    assert any(s.startswith("reloaded nginx (old app stopped") for s in steps), steps
+    assert any(s.startswith("reloaded nginx (old app hidden") for s in steps), steps
     assert stack.served_version() == "2.0.0"
     assert summary["failed"] == 0 and summary["total"] > 0, json.dumps(summary)
     assert set(summary["versions"]) == {"1.0.0", "2.0.0"}, json.dumps(summary)

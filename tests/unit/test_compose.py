@@ -529,14 +529,48 @@ def test_project_name_problem_says_what_compose_accepts(name, suggested):
 
 
 def test_worker_jobs_are_checked_against_their_operation():
-    job = {"op": "stop", "id": "abc", "timeout": 20, "project": None, "proxy_service": None, "then_exec": None}
+    job = {"op": "hide", "service": "app", "ids": ["abc"]}
     assert compose_plan.worker_job_problem(job) is None
     assert "unknown worker operation 'nope'" in compose_plan.worker_job_problem({"op": "nope"})
-    partial = {k: v for k, v in job.items() if k != "timeout"}
-    assert compose_plan.worker_job_problem(partial) == "worker operation stop: missing key timeout"
-    assert "unexpected key ids" in compose_plan.worker_job_problem(dict(job, ids=["abc"]))
-    assert "timeout must be int, not str" in compose_plan.worker_job_problem(dict(job, timeout="20"))
-    assert "timeout must be int, not bool" in compose_plan.worker_job_problem(dict(job, timeout=True))
-    assert "id is None" in compose_plan.worker_job_problem(dict(job, id=None))
+    partial = {k: v for k, v in job.items() if k != "ids"}
+    assert compose_plan.worker_job_problem(partial) == "worker operation hide: missing key ids"
+    assert "unexpected key id" in compose_plan.worker_job_problem(dict(job, id="abc"))
+    assert "ids must be list, not str" in compose_plan.worker_job_problem(dict(job, ids="abc"))
+    assert "service is None" in compose_plan.worker_job_problem(dict(job, service=None))
     assert compose_plan.worker_job_problem({"op": "prepare", "env": {}, "project_name": None, "files": None,
                                   "compose_command": "auto"}) is None
+
+
+@pytest.mark.parametrize("resolvers, seconds", [
+    (["127.0.0.11 valid=1s ipv6=off"], 1.0),
+    (["127.0.0.11 valid=30"], 30.0),
+    (["127.0.0.11 valid=500ms"], 0.5),
+    (["127.0.0.11 valid=2m", "10.0.0.2 valid=5s"], 120.0),
+    (["127.0.0.11"], None),  # nginx keeps the answer for its TTL
+    ([], None),
+])
+def test_resolver_validity_reads_nginx_time_units(resolvers, seconds):
+    assert compose_plan.resolver_validity(resolvers) == seconds
+
+
+def test_classify_proxy_reports_how_long_nginx_keeps_an_address():
+    config = ("resolver 127.0.0.11 valid=3s ipv6=off;\nserver { set $up http://app:8000; "
+              "location / { proxy_pass $up; } }")
+    found = compose_plan.classify_proxy(config, ["app"])
+    assert (found["mode"], found["resolver_valid_s"]) == ("resolving", 3.0)
+    assert compose_plan.classify_proxy("server { location / { proxy_pass http://app:8000; } }",
+                                       ["app"])["resolver_valid_s"] is None
+
+
+@pytest.mark.parametrize("drain, proxy, reloaded, wait", [
+    (2.0, None, False, 2.0),                                                    # no proxy option: drain_seconds
+    (2.0, {"mode": "resolving", "resolver_valid_s": 1.0, "drain": 2.0}, False, 2.0),
+    (2.0, {"mode": "resolving", "resolver_valid_s": 5.0, "drain": 2.0}, False, 6.0),  # validity + in flight
+    (2.0, {"mode": "resolving", "resolver_valid_s": None, "drain": 2.0}, False, 2.0),
+    (1.0, {"mode": "caching", "resolver_valid_s": None, "drain": 3.0}, True, 3.0),    # old workers finish
+    (1.0, {"mode": "caching", "resolver_valid_s": None, "drain": 3.0}, False, 1.0),
+    (0.0, None, False, 0.0),
+    (-1.0, None, False, 0.0),
+])
+def test_retire_wait_covers_dns_caches_and_requests_in_flight(drain, proxy, reloaded, wait):
+    assert compose_plan.retire_wait(drain, proxy, reloaded) == wait

@@ -5,9 +5,10 @@ compose CLI to drive, engine facts, and the wait for health.
 Runs inside the compose_deploy module on the target host, with the Docker SDK, so that
 polling a release's health is one module call instead of one per poll. It reads (containers,
 networks, volumes, images and their tags, logs, the health URL), writes the env file, hides or
-exposes a surged container and runs commands in the proxy container (its configuration dump
-and graceful reload); every other change to the project goes through community.docker's
-modules (compose v2) or the ``docker-compose`` command (v1).
+exposes a surged container, takes a retired one out of its service name, and runs commands in
+the proxy container (its configuration dump and graceful reload); every other change to the
+project goes through community.docker's modules (compose v2) or the ``docker-compose`` command
+(v1).
 """
 from __future__ import annotations
 
@@ -211,6 +212,38 @@ def expose(client, container_id: str, service: str, original: dict[str, list[str
     for network, aliases in original.items():
         wanted = list(aliases) if service in aliases else list(aliases) + [service]
         _reconnect(client, container_id, network, wanted)
+
+
+def hide(client, container_id: str, service: str) -> dict[str, Any]:
+    """Take a running container out of its service name: reconnect it to each network without the
+    service alias. It comes back at the same address (and MAC, which Docker derives from it): the
+    address the disconnect freed is the lowest free one, which Docker hands out next; the caller
+    compares. Asking for it explicitly would fail on compose's networks (Docker takes an address
+    only on networks created with a subnet of their own) and lengthen the reconnect. The container
+    keeps serving whoever still knows its address (a proxy's DNS cache); connections in flight
+    survive, and new ones sent during the reconnect (a fraction of a second) are answered once
+    their SYN is sent again. Returns {addresses_before, addresses_after}; on a failed reconnect
+    the old aliases come back."""
+    before = _network_settings(client, container_id)
+    for network, settings in before.items():
+        aliases = list(settings.get("Aliases") or [])
+        if service not in aliases:
+            continue
+        try:
+            _reconnect(client, container_id, network, [a for a in aliases if a != service])
+        except Exception:
+            try:  # never leave a serving container off its network
+                client.api.connect_container_to_network(container_id, network, aliases=aliases)
+            except Exception:
+                pass
+            raise
+    after = _network_settings(client, container_id)
+    return {"addresses_before": sorted(s.get("IPAddress") for s in before.values() if s.get("IPAddress")),
+            "addresses_after": sorted(s.get("IPAddress") for s in after.values() if s.get("IPAddress"))}
+
+
+def _network_settings(client, container_id: str) -> dict[str, dict[str, Any]]:
+    return dict(client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {})
 
 
 def image_tags(client, ids: Sequence[str]) -> dict[str, list[str]]:

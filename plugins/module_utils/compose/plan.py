@@ -22,6 +22,11 @@ CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
 # shadows another's, and no release tag is ever moved.
 BACKUP_PREFIX = "dbops-rollback"
 PROXY_MODES = ("auto", "resolving", "caching", "none")
+# Seconds a retired container keeps serving after it left the service name: a re-resolving proxy's
+# DNS cache (nginx ``resolver ... valid=1s``) and requests in flight to it run out meanwhile.
+DRAIN_SECONDS = 2.0
+# What a retired container waits beyond a proxy's resolver validity (requests in flight).
+IN_FLIGHT_MARGIN = 1.0
 
 
 ARGUMENT_SPEC: dict[str, Any] = dict(
@@ -60,6 +65,7 @@ ARGUMENT_SPEC: dict[str, Any] = dict(
         container_port=dict(type="int"),
     )),
     stop_timeout=dict(type="int", default=20),
+    drain_seconds=dict(type="float", default=DRAIN_SECONDS),
     log_lines=dict(type="int", default=40),
     remove_volumes=dict(type="bool", default=False),
     run=dict(type="str"),
@@ -571,7 +577,8 @@ def classify_proxy(config: str, services: Iterable[str]) -> dict[str, Any]:
     ``resolving``: every proxy_pass to a service goes through a variable and a ``resolver`` is set,
     so nginx asks Docker's DNS again while it runs. ``caching``: a service is named literally
     (``proxy_pass http://app:8000;`` or an ``upstream`` block), resolved once when nginx starts
-    or reloads. Returns {mode, upstreams (services it routes to), literal, via_variable}."""
+    or reloads. Returns {mode, upstreams (services it routes to), literal, via_variable,
+    resolver_valid_s (see resolver_validity)}."""
     known = set(services)
     variables = {}
     for value in _nginx_directives(config, "set"):
@@ -589,15 +596,41 @@ def classify_proxy(config: str, services: Iterable[str]) -> dict[str, Any]:
         for name in hosts:
             if name in known:
                 (dynamic if via_variable and host not in upstream_blocks else literal).add(name)
-    resolver = bool(_nginx_directives(config, "resolver"))
-    if literal or (dynamic and not resolver):
+    resolvers = _nginx_directives(config, "resolver")
+    if literal or (dynamic and not resolvers):
         mode = "caching"
     elif dynamic:
         mode = "resolving"
     else:
         mode = "none"
     return {"mode": mode, "upstreams": sorted(literal | dynamic), "literal": sorted(literal),
-            "via_variable": sorted(dynamic)}
+            "via_variable": sorted(dynamic), "resolver_valid_s": resolver_validity(resolvers)}
+
+
+_NGINX_TIME_UNITS = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def resolver_validity(resolvers: Iterable[str]) -> float | None:
+    """Longest ``valid=`` of nginx ``resolver`` directives (their arguments), in seconds; None when
+    none sets it (nginx then keeps an answer for its DNS TTL: 600 s from Docker's DNS)."""
+    longest = None
+    for arguments in resolvers:
+        for match in re.finditer(r"(?:^|\s)valid=(\d+)(ms|s|m|h|d)?(?=\s|$)", arguments):
+            seconds = int(match.group(1)) * _NGINX_TIME_UNITS[match.group(2) or ""]
+            longest = seconds if longest is None else max(longest, seconds)
+    return longest
+
+
+def retire_wait(drain_seconds: float, proxy: Mapping[str, Any] | None, reloaded: bool) -> float:
+    """Seconds between taking a container out of its service name and stopping it: ``drain_seconds``,
+    at least a re-resolving proxy's resolver validity plus the in-flight margin, and after a caching
+    proxy's reload at least its ``drain`` (its old workers finish what they carry)."""
+    wait = max(0.0, float(drain_seconds))
+    if proxy and proxy.get("mode") == "resolving" and proxy.get("resolver_valid_s") is not None:
+        wait = max(wait, float(proxy["resolver_valid_s"]) + IN_FLIGHT_MARGIN)
+    if proxy and reloaded:
+        wait = max(wait, float(proxy.get("drain") or 0.0))
+    return wait
 
 
 def in_place_problem(plan: Sequence["ServiceChange"], specs: Mapping[str, ServiceSpec],
@@ -827,7 +860,7 @@ WORKER_OPS: dict[str, dict[str, str]] = {
                      "deps": "dict", "specs": "dict"},
     "expose": {"service": "str", "aliases": "dict"},
     "proxy_exec": {"project": "str", "service": "str", "command": "list"},
-    "stop": {"id": "str", "timeout": "int", "project": "str?", "proxy_service": "str?", "then_exec": "list?"},
+    "hide": {"service": "str", "ids": "list"},
     "v1_plan": dict(_V1_BASE, services="list", all_services="list"),
     "v1_up": dict(_V1_BASE, services="list"),
     "v1_down": dict(_V1_BASE, remove_volumes="bool", all_services="list", all_profiles="list", check="bool"),
