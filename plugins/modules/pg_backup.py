@@ -63,7 +63,8 @@ options:
   dest:
     description:
       - Folder for backups; created with mode C(0700) when missing. Required for V(present) and V(absent).
-      - Backups are named C(<database>_<UTC YYYYmmddTHHMMSSZ>.dump) (custom), C(.dir) (directory) or C(.sql) (plain).
+      - Backups are named C(<database>_<UTC YYYYmmddTHHMMSSZ>.dir) (directory, the default), C(.dump) (custom) or
+        C(.sql) (plain).
     type: path
   src:
     description:
@@ -104,29 +105,38 @@ options:
     type: str
   format:
     description:
-      - Archive format. V(custom) (one compressed file, parallel restore), V(directory) (parallel dump and
-        restore with O(jobs)) or V(plain) (SQL for psql, uncompressed).
-      - Default V(custom) for O(state=present); for O(state=restored) the format comes from the manifest or the archive.
+      - Archive format. V(directory) (a folder of compressed files, dumped and restored in parallel with
+        O(jobs)), V(custom) (one compressed file, dumped by one worker, restored in parallel) or V(plain)
+        (SQL for psql, uncompressed).
+      - Default V(directory) for O(state=present). On two cores it dumps in 80% of the time of V(custom), because
+        C(pg_dump) compresses on one core per worker (see C(bench/backup/REPORT.md)). Choose V(custom) for a single
+        file, or for a dump that must not abort when another session asks for an exclusive lock (see O(jobs)).
+      - For O(state=restored) the format comes from the manifest or the archive.
     type: str
     choices: [custom, directory, plain]
   jobs:
     description:
-      - Parallel workers. For dumps only with O(format=directory) (one table per worker). For restores
-        of custom and directory archives (start with the number of CPU cores).
-      - A parallel dump aborts when another session asks for an exclusive lock while it runs (for example a migration).
+      - Parallel workers. For dumps only with O(format=directory) (one table per worker); for restores of custom and
+        directory archives, and for the scratch restore of O(verify=restore).
+      - Default one per CPU core of the managed host (at most 8) for directory dumps and for restores; 1 for
+        custom and plain dumps.
+      - A parallel dump aborts when another session asks for an exclusive lock while it runs (for example a migration);
+        set O(jobs=1) or O(format=custom) where that must not happen.
     type: int
-    default: 1
   compress:
     description:
-      - gzip level 0-9 for custom and directory archives (PostgreSQL 15 C(pg_dump) supports gzip only).
-      - Default V(1) for custom and directory archives. On two cores C(pg_dump) is CPU-bound. Its own default
+      - Compression level of custom and directory archives, for O(compress_method) (gzip 0-9, lz4 1-12, zstd 1-22).
+      - Default gzip level V(1). On two cores C(pg_dump) is CPU-bound. Its own default
         level (6) took 2.4 times as long for a file 9% smaller (see C(bench/backup/REPORT.md)).
     type: int
   compress_method:
     description:
-      - Compression of custom and directory archives. V(gzip) (the default; O(compress) is its level 0-9) works with
+      - Compression of custom and directory archives. V(gzip) (O(compress) is its level 0-9) works with
         every pg_dump. V(lz4) (levels 1-12) and V(zstd) (levels 1-22) need C(pg_dump) and C(pg_restore) 16 or newer
         (O(bin_dir) or O(container)); the module refuses them with an older client before writing anything.
+      - Default V(zstd) at its own level when C(pg_dump) is 16 or newer and neither this nor O(compress) is given
+        (gzip when that C(pg_dump) was built without zstd), else V(gzip). Restoring such a backup needs
+        C(pg_restore) 16 or newer.
       - zstd at a low level compresses about as well as gzip level 6 in a fraction of the CPU time, which is what
         limits C(pg_dump) on few cores; lz4 is faster still, with larger files.
     type: str
@@ -319,10 +329,13 @@ restored_tables:
   type: dict
   sample: {"public.users": 5000}
 timings:
-  description: Seconds spent in the checks before the restore, in C(pg_restore) or C(psql), and in counting rows.
+  description:
+    - Seconds spent in the checks before the restore, in C(pg_restore) or C(psql), and in counting rows.
+    - C(count_overlapped) is true when the rows were counted while C(pg_restore) built indexes and constraints
+      (C(count_s) is then part of C(pg_restore_s), not added to it).
   returned: when state is restored and something was restored
   type: dict
-  sample: {"checks_s": 0.6, "pg_restore_s": 11.2, "count_s": 1.1}
+  sample: {"checks_s": 0.6, "pg_restore_s": 11.2, "count_s": 1.1, "count_overlapped": true}
 removed:
   description: Backups removed by retention (their manifests went with them).
   returned: when state is present or absent
@@ -425,7 +438,7 @@ def main() -> None:
         keep=dict(type="int"),
         drop_replaced=dict(type="str"),
         format=dict(type="str", choices=["custom", "directory", "plain"]),
-        jobs=dict(type="int", default=1),
+        jobs=dict(type="int"),
         compress=dict(type="int"),
         compress_method=dict(type="str", choices=["gzip", "lz4", "zstd", "none"]),
         verify=dict(type="str", default="list", choices=["none", "list", "restore"]),
@@ -466,11 +479,8 @@ def main() -> None:
             secret = info.password
             backup = _backup(module, info)
             if state == "present":
-                fmt = params["format"] or "custom"
-                compress = params["compress"]
-                if compress is None and fmt != "plain" and params["compress_method"] in (None, "gzip"):
-                    compress = 1
-                options = DumpOptions(fmt=fmt, jobs=params["jobs"], compress=compress,
+                # options left out (None) get the defaults for this host's pg_dump and cores
+                options = DumpOptions(fmt=params["format"], jobs=params["jobs"], compress=params["compress"],
                                       lock_wait_timeout=params["lock_wait_timeout"],
                                       compress_method=params["compress_method"])
                 result = backup.create(params["dest"], options, params["verify"], params["keep"])

@@ -211,7 +211,7 @@ def test_restore_check_mode_creates_nothing(shop_db, pg_server, tmp_path, target
 
 
 def test_verify_catches_a_corrupted_file(shop_db, tmp_path, target_name, pg_server):
-    made = backup(shop_db, tmp_path, verify="list")
+    made = backup(shop_db, tmp_path, verify="list", format="custom")
     assert not made.result.get('failed'), made.output
     path = made.result["path"]
     ok = run_module("pg_backup", dict(shop_db.login_args(), state="verified", src=path, verify="restore"))
@@ -239,7 +239,7 @@ def _fake_backup(folder, db, stamp, file_db=None):
 def test_retention_keeps_exactly_keep_and_never_the_new_one(shop_db, tmp_path):
     old = [_fake_backup(tmp_path, shop_db.name, f"2020010{i}T000000Z") for i in range(1, 5)]
     foreign = _fake_backup(tmp_path, "otherdb", "20200101T000000Z")
-    run = backup(shop_db, tmp_path, verify="none", keep=2)
+    run = backup(shop_db, tmp_path, verify="none", keep=2, format="custom")
     assert not run.result.get('failed'), run.output
     new = os.path.basename(run.result["path"])
     mine = sorted(n for n in os.listdir(tmp_path) if n.startswith(shop_db.name) and n.endswith(".dump"))
@@ -249,7 +249,7 @@ def test_retention_keeps_exactly_keep_and_never_the_new_one(shop_db, tmp_path):
     assert not (tmp_path / (old[0] + ".manifest.json")).exists()
 
     # keep 1 keeps the newest: the backup just made
-    run = backup(shop_db, tmp_path, verify="none", keep=1)
+    run = backup(shop_db, tmp_path, verify="none", keep=1, format="custom")
     newest = os.path.basename(run.result["path"])
     mine = sorted(n for n in os.listdir(tmp_path) if n.startswith(shop_db.name) and n.endswith(".dump"))
     assert mine == [newest]

@@ -7,6 +7,7 @@ Nothing here talks to PostgreSQL or runs a program; ``backup.operations`` does t
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
 import errno
@@ -16,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -255,6 +257,99 @@ def restore_jobs(fmt: str, jobs: int) -> int:
     return jobs if fmt in ("custom", "directory") else 1
 
 
+# ---------------------------------------------------------------- defaults chosen from the host
+
+DEFAULT_FORMAT = "directory"
+# pg_dump -j N opens N + 1 connections and one server backend per worker; beyond the core count
+# a worker only waits for a core, and past a handful the connections cost more than they give.
+MAX_AUTO_JOBS = 8
+# gzip level 1: the fastest level within the size goal (bench/backup/REPORT.md, level sweep).
+DEFAULT_GZIP_LEVEL = 1
+# pg_dump 16 compresses with zstd, several times faster than gzip at a smaller size.
+ZSTD_SINCE = 16
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (a cpuset or container limit, else every core)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_jobs(cpus: int, cap: int = MAX_AUTO_JOBS) -> int:
+    """Parallel workers for a dump or restore: one per core, at least 1, at most ``cap``."""
+    return max(1, min(int(cpus or 1), cap))
+
+
+def default_dump_options(*, fmt: Optional[str], jobs: Optional[int], compress: Optional[int],
+                         compress_method: Optional[str], client: Tuple[int, int], cpus: int,
+                         lock_wait_timeout: Optional[str] = None) -> DumpOptions:
+    """The dump the module makes when options are left out.
+
+    - format: directory, the one format pg_dump writes in parallel;
+    - jobs: one worker per core for a directory archive (1 for the single-file formats);
+    - compression: zstd (its own default level) with a pg_dump of 16 or newer, else gzip level 1.
+    Options that are given are kept as given."""
+    fmt = fmt or DEFAULT_FORMAT
+    if jobs is None:
+        jobs = auto_jobs(cpus) if fmt == "directory" else 1
+    if fmt != "plain" and compress_method is None:
+        if compress is None and client[0] >= ZSTD_SINCE:
+            compress_method = "zstd"
+        else:
+            compress_method = "gzip"
+    if compress is None and fmt != "plain" and compress_method == "gzip":
+        compress = DEFAULT_GZIP_LEVEL
+    return DumpOptions(fmt=fmt, jobs=jobs, compress=compress, lock_wait_timeout=lock_wait_timeout,
+                       compress_method=compress_method)
+
+
+def unsupported_compression(stderr: str) -> bool:
+    """pg_dump 16+ built without zstd (or lz4) says so; the default then falls back to gzip."""
+    text = (stderr or "").lower()
+    return "does not support compression" in text or ("not built with" in text and "support" in text)
+
+
+# ---------------------------------------------------------------- restore plan
+
+# Settings of pg_restore's own sessions. The restore goes into a database nobody uses until it is
+# checked and renamed into place, so no commit needs to wait for its WAL flush (the rename itself
+# is a synchronous commit after all of them), and index builds get memory to sort in.
+RESTORE_SESSION_SETTINGS = (
+    ("maintenance_work_mem", "256MB"),
+    ("synchronous_commit", "off"),
+)
+
+
+def restore_pgoptions(inherited: Optional[str], settings=RESTORE_SESSION_SETTINGS) -> str:
+    """PGOPTIONS for the restore sessions: the caller's own options, then ours."""
+    ours = " ".join("-c %s=%s" % (name, value) for name, value in settings)
+    return ("%s %s" % (inherited or "", ours)).strip()
+
+
+# Sections of a parallel restore. Tables and their data first; then indexes, constraints and
+# triggers, during which the loaded tables are counted (a count changes nothing a later step reads).
+RESTORE_PHASES = (("pre-data", "data"), ("post-data",))
+
+
+def pg_restore_phases(inside: str, dbname_arg: str, *, jobs: int, no_owner: bool,
+                      split: bool = True) -> List[List[str]]:
+    """Argument lists of the pg_restore runs of a custom or directory archive, in order.
+
+    ``split``: two runs (pre-data and data, then post-data) so the row counts can overlap the
+    index and constraint builds; else one run of every section. ``--single-transaction`` is never
+    used: it cannot run with ``--jobs``, and the restore goes into a new database anyway."""
+    common = ["--exit-on-error", "--no-password", "--dbname=" + dbname_arg]
+    if no_owner:
+        common += ["--no-owner", "--no-privileges"]
+    if jobs > 1:
+        common.append("--jobs=%d" % jobs)
+    if not split:
+        return [common + [inside]]
+    return [common + ["--section=%s" % section for section in phase] + [inside] for phase in RESTORE_PHASES]
+
+
 # ---------------------------------------------------------------- hashing and files
 
 def sha256_path(path: str) -> Tuple[str, int]:
@@ -268,6 +363,36 @@ def sha256_path(path: str) -> Tuple[str, int]:
             total += size
         return hashlib.sha256("".join(lines).encode()).hexdigest(), total
     return _sha256_file(path)
+
+
+def sha256_and_sync(path: str, threads: int = 1) -> Tuple[str, int]:
+    """:func:`sha256_path` and :func:`fsync_path` in one pass over a freshly written archive.
+
+    The files of a directory archive are hashed on up to ``threads`` threads (hashlib releases
+    the GIL), each file fsynced right after it is read; a single file is fsynced on a second
+    thread while it is hashed. The digest is exactly :func:`sha256_path`'s."""
+    if not os.path.isdir(path):
+        syncer = threading.Thread(target=fsync_path, args=(path,), daemon=True)
+        syncer.start()
+        try:
+            return _sha256_file(path)
+        finally:
+            syncer.join()
+    names = sorted(os.listdir(path))
+
+    def one(name: str) -> Tuple[str, int]:
+        full = os.path.join(path, name)
+        result = _sha256_file(full)
+        fsync_path(full)
+        return result
+
+    # largest first, so one big table's file does not start last
+    order = sorted(names, key=lambda n: -os.path.getsize(os.path.join(path, n)))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(threads, len(names) or 1))) as pool:
+        done = dict(zip(order, pool.map(one, order)))
+    _fsync_dir(path)
+    lines = "".join("%s  %s\n" % (done[name][0], name) for name in names)
+    return hashlib.sha256(lines.encode()).hexdigest(), sum(size for _digest, size in done.values())
 
 
 def _sha256_file(path: str) -> Tuple[str, int]:

@@ -234,10 +234,11 @@ def scratch_name(base: str, purpose: str) -> str:
     return backups.derived_db_name(base, "_%s_%s" % (purpose, uuid.uuid4().hex[:8]))
 
 
-def count_rows_parallel(info: ConnInfo, tables: List[str], jobs: int) -> Dict[str, int]:
-    """Exact row counts on up to ``jobs`` connections (a freshly restored database, nobody writing)."""
+def count_rows_parallel(info: ConnInfo, tables: List[str], jobs: int, batch: int = COUNT_BATCH) -> Dict[str, int]:
+    """Exact row counts on up to ``jobs`` connections (a freshly restored database, nobody writing);
+    ``batch`` tables per transaction."""
     buckets = [tables[i::max(1, jobs)] for i in range(max(1, min(jobs, len(tables))))]
-    counters = [SnapshotCounter(info, None, bucket) for bucket in buckets]
+    counters = [SnapshotCounter(info, None, bucket, batch) for bucket in buckets]
     for counter in counters:
         counter.start()
     counts: Dict[str, int] = {}
@@ -249,24 +250,36 @@ def count_rows_parallel(info: ConnInfo, tables: List[str], jobs: int) -> Dict[st
 class SnapshotCounter(threading.Thread):
     """Counts rows of ``tables`` (in an exported snapshot when given), on its own connection."""
 
-    def __init__(self, info: ConnInfo, snapshot: Optional[str], tables: List[str]):
+    def __init__(self, info: ConnInfo, snapshot: Optional[str], tables: List[str], batch: int = COUNT_BATCH):
         super().__init__(daemon=True)
-        self.info, self.snapshot, self.tables = info, snapshot, tables
+        self.info, self.snapshot, self.tables, self.batch = info, snapshot, tables, max(1, batch)
         self.counts: Dict[str, int] = {}
         self.error: Optional[BaseException] = None
+        self._conn = None
+        self._halt = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop after the statement running now, which is cancelled."""
+        self._halt.set()
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.cancel()
 
     def run(self) -> None:
         try:
-            conn = _connect(self.info, autocommit=False)
+            conn = self._conn = _connect(self.info, autocommit=False)
             try:
                 conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
                 with conn.cursor() as cur:
-                    for start in range(0, len(self.tables), COUNT_BATCH):
+                    for start in range(0, len(self.tables), self.batch):
+                        if self._halt.is_set():
+                            raise backups.BackupError("counting was cancelled")
                         # a new transaction per batch frees the locks; the imported snapshot
                         # keeps every batch counting the same data
                         if self.snapshot:
                             cur.execute("SET TRANSACTION SNAPSHOT %s", (self.snapshot,))
-                        self.counts.update(count_rows(cur, self.tables[start:start + COUNT_BATCH]))
+                        self.counts.update(count_rows(cur, self.tables[start:start + self.batch]))
                         conn.rollback()
             finally:
                 conn.close()
@@ -282,6 +295,64 @@ class SnapshotCounter(threading.Thread):
         return self.counts
 
 
+class _UnsupportedCompression(Exception):
+    """pg_dump was built without the compression method asked for."""
+
+
+class _Counting(threading.Thread):
+    """Tables, large objects and exact row counts of a freshly restored database, on their own
+    connections. Each table is counted in its own short transaction, so the count never holds a
+    lock that a concurrent index or constraint build of the restore waits for while it waits."""
+
+    def __init__(self, info: ConnInfo, jobs: int):
+        super().__init__(daemon=True)
+        self.info, self.jobs = info, max(1, jobs)
+        self.counts: Dict[str, int] = {}
+        self.large_objects = 0
+        self.duration = 0.0
+        self.error: Optional[BaseException] = None
+        self._counters: List[SnapshotCounter] = []
+        self._cancelled = threading.Event()
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            conn = _connect(self.info)
+            try:
+                with conn.cursor() as cur:
+                    tables = list_tables(cur)
+                    self.large_objects = catalog.large_object_count(cur)
+            finally:
+                conn.close()
+            buckets = [tables[i::self.jobs] for i in range(max(1, min(self.jobs, len(tables))))]
+            self._counters = [SnapshotCounter(self.info, None, bucket, batch=1) for bucket in buckets]
+            if self._cancelled.is_set():
+                raise backups.BackupError("counting was cancelled")
+            for counter in self._counters:
+                counter.start()
+            for counter in self._counters:
+                self.counts.update(counter.result())
+        except BaseException as exc:  # handed to the caller by result()
+            self.error = exc
+        finally:
+            self.duration = time.monotonic() - started
+
+    def cancel(self) -> None:
+        """Stop counting (the restore failed); returns once the counting connections are done."""
+        self._cancelled.set()
+        for counter in list(self._counters):
+            counter.cancel()
+        self.join(timeout=30)
+
+    def result(self) -> Tuple[Dict[str, int], int]:
+        self.join()
+        if self.error is not None:
+            if isinstance(self.error, (backups.BackupError, psycopg2.Error)):
+                raise self.error
+            raise backups.BackupError("counting the rows of the restored database failed: %s" % self.error)
+        return self.counts, self.large_objects
+
+
 # ---------------------------------------------------------------- the engine
 
 @dataclasses.dataclass
@@ -292,6 +363,11 @@ class Backup:
     log: Callable[[str], None] = lambda message: None
     version_table: str = "alembic_version"
     version_table_schema: Optional[str] = None
+    # cores the client programs may use (None: this host's); sets the default number of jobs
+    cpus: Optional[int] = None
+    # restore levers (all on by default; the benchmark turns them off one at a time)
+    restore_settings: Tuple[Tuple[str, str], ...] = backups.RESTORE_SESSION_SETTINGS
+    restore_split: bool = True
     _timings: Dict[str, float] = dataclasses.field(default_factory=dict)
     _owner: Optional[Dict[str, Any]] = None
     # what this run removed or settled from interrupted runs, and what it found but left
@@ -310,6 +386,9 @@ class Backup:
         if self._owner is None:
             self._owner = backups.this_process()
         return self._owner
+
+    def auto_jobs(self) -> int:
+        return backups.auto_jobs(self.cpus or backups.usable_cpus())
 
     def tool_env(self, dbname: Optional[str] = None) -> Dict[str, str]:
         env = self.info.with_dbname(dbname or self.database).libpq_env()
@@ -431,13 +510,21 @@ class Backup:
     # -------------------------------------------------- present
 
     def create(self, dest: str, options: backups.DumpOptions, verify: str, keep: Optional[int]) -> Dict[str, Any]:
-        options.validate()
+        """Dump into ``dest``. Options left as None (format, jobs, compression) take the defaults
+        of :func:`backups.default_dump_options` for this host's pg_dump and cores."""
+        if options.fmt is not None and options.jobs is not None:
+            options.validate()
         if keep is not None and keep < 1:
             raise backups.BackupError("keep must be at least 1 (got %d); the backup just made is always kept" % keep)
         dest = os.path.abspath(dest)
         started = backups.utc_now()
         clock = time.monotonic()
         dump_tool_version, dump_tool_text = self.executor.version("pg_dump")
+        requested = options
+        options = backups.default_dump_options(
+            fmt=options.fmt, jobs=options.jobs, compress=options.compress, compress_method=options.compress_method,
+            client=dump_tool_version, cpus=self.cpus or backups.usable_cpus(), lock_wait_timeout=options.lock_wait_timeout)
+        options.validate()
         restore_tool_text = ""
         if verify != "none":
             _version, restore_tool_text = self.executor.version("pg_restore" if options.fmt != "plain" else "psql")
@@ -467,7 +554,18 @@ class Backup:
                 counter = SnapshotCounter(self.info, snapshot, tables)
                 counter.start()
                 try:
-                    sha256, size = self._dump_into(staging, dest, name, options, snapshot)
+                    try:
+                        sha256, size = self._dump_into(staging, dest, name, options, snapshot)
+                    except _UnsupportedCompression:
+                        if requested.compress_method is not None:
+                            raise backups.BackupError(
+                                "pg_dump on %s was built without %s compression; set compress_method: gzip (or "
+                                "another method it supports); nothing was kept" % (self.executor.where(),
+                                                                                    options.compress_method))
+                        # the default zstd is not built into this pg_dump: gzip as on older clients
+                        options = dataclasses.replace(options, compress_method="gzip",
+                                                      compress=backups.DEFAULT_GZIP_LEVEL)
+                        sha256, size = self._dump_into(staging, dest, name, options, snapshot)
                 finally:
                     counter.join()  # a pg_dump error stays the error reported
                 counts = counter.result()
@@ -550,6 +648,8 @@ class Backup:
             output = os.path.join(work, name)
             rc, out, err = self.executor.run("pg_dump", options.pg_dump_args(output, snapshot), self.tool_env())
             if rc != 0:
+                if options.compress_method not in (None, "gzip", "none") and backups.unsupported_compression(err or out):
+                    raise _UnsupportedCompression(err or out)
                 raise backups.BackupError(self._dump_failure(rc, err or out, dest))
             self.executor.fetch(output, os.path.join(staging, name))
         finally:
@@ -558,8 +658,8 @@ class Backup:
         if not os.path.exists(path):
             raise backups.BackupError("pg_dump exited 0 but wrote no %s; nothing was kept" % name)
         backups.restrict_mode(path, self.executor.owner())
-        backups.fsync_path(path)
-        sha256, size = backups.sha256_path(path)
+        # hashed while it is flushed to disk; a directory archive's files on one thread per core
+        sha256, size = backups.sha256_and_sync(path, threads=self.auto_jobs())
         if size == 0:
             raise backups.BackupError("pg_dump wrote an empty %s; nothing was kept" % name)
         return sha256, size
@@ -607,7 +707,7 @@ class Backup:
             scratch = scratch_name(manifest.get("database") or "db", "verify")
             report["scratch_db"] = scratch
             actual, large_objects = self._restore_into_new(
-                path, fmt, scratch, jobs=max(1, int(manifest.get("jobs") or 1)), server_num=server_num, keep=False,
+                path, fmt, scratch, jobs=self.auto_jobs(), server_num=server_num, keep=False,
                 no_owner=True, purpose="verify")
             problems = (backups.compare_counts(manifest.get("tables", {}), actual)
                         + backups.compare_large_objects(manifest.get("large_objects"), large_objects))
@@ -655,19 +755,7 @@ class Backup:
             try:
                 with admin.cursor() as cur:
                     catalog.set_comment(cur, new_db, backups.owner_record("scratch", self.owner, name=new_db, purpose=purpose))
-                started = time.monotonic()
-                self._run_restore(path, fmt, new_db, jobs, no_owner)
-                self._timings["pg_restore_s"] = round(time.monotonic() - started, 3)
-                started = time.monotonic()
-                target = _connect(self.info.with_dbname(new_db))
-                try:
-                    with target.cursor() as cur:
-                        tables = list_tables(cur)
-                        large_objects = catalog.large_object_count(cur)
-                finally:
-                    target.close()
-                counts = count_rows_parallel(self.info.with_dbname(new_db), tables, jobs)
-                self._timings["count_s"] = round(time.monotonic() - started, 3)
+                counts, large_objects = self._load_and_count(path, fmt, new_db, jobs, no_owner)
                 ok = True
                 return counts, large_objects
             finally:
@@ -677,38 +765,71 @@ class Backup:
         finally:
             admin.close()
 
-    def _run_restore(self, path: str, fmt: str, dbname: str, jobs: int, no_owner: bool) -> None:
+    def _load_and_count(self, path: str, fmt: str, new_db: str, jobs: int, no_owner: bool) -> Tuple[Dict[str, int], int]:
+        """Restore ``path`` into ``new_db`` and count its rows and large objects.
+
+        A custom or directory archive is restored in two runs of pg_restore: tables and data,
+        then indexes, constraints and triggers, while the loaded tables are counted beside it."""
+        started = time.monotonic()
+        counter: Optional[_Counting] = None
+        split = self.restore_split and fmt != "plain"
+        try:
+            with self._restore_session(path, new_db) as (run, inside):
+                phases = self._restore_phases(fmt, inside, new_db, jobs, no_owner, split)
+                for number, step in enumerate(phases):
+                    if split and number == len(phases) - 1:
+                        # every row is loaded and committed; nothing later changes a row count
+                        counter = _Counting(self.info.with_dbname(new_db), jobs)
+                        counter.start()
+                    run(step)
+            self._timings["pg_restore_s"] = round(time.monotonic() - started, 3)
+            if counter is None:
+                counter = _Counting(self.info.with_dbname(new_db), jobs)
+                counter.start()
+            counts, large_objects = counter.result()
+        except BaseException:
+            if counter is not None:
+                counter.cancel()  # the restore failed: its counts are of no use
+            raise
+        self._timings["count_s"] = round(counter.duration, 3)
+        self._timings["count_overlapped"] = bool(split)
+        return counts, large_objects
+
+    def _restore_phases(self, fmt: str, inside: str, dbname: str, jobs: int, no_owner: bool,
+                        split: bool) -> List[Tuple[str, List[str]]]:
+        if fmt == "plain":
+            # psql runs a plain dump; ON_ERROR_STOP makes the first error fatal
+            return [("psql", ["--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
+                              "--file=" + inside, "--output=/dev/null"])]
+        # No --single-transaction: it cannot run with --jobs, and it holds a lock per restored object
+        # until the end (out of lock table at a few thousand tables). The restore goes into a new
+        # database that replaces nothing until it is complete and checked: the atomicity needed.
+        return [("pg_restore", argv) for argv in backups.pg_restore_phases(
+            inside, "dbname=" + conninfo_quote(dbname), jobs=backups.restore_jobs(fmt, jobs), no_owner=no_owner,
+            split=split)]
+
+    @contextlib.contextmanager
+    def _restore_session(self, path: str, dbname: str):
+        """Yields ``run((program, argv))`` and the archive's path as the programs see it (pushed
+        into the container when they run there); every run has the restore's session settings."""
         env = self.tool_env(dbname)
-        # Session settings for a bulk load into a database nobody uses yet: more memory for index
-        # builds; no commit flush per table (the final rename is a synchronous commit after them).
-        env["PGOPTIONS"] = ("%s -c maintenance_work_mem=256MB -c synchronous_commit=off"
-                            % os.environ.get("PGOPTIONS", "")).strip()
+        env["PGOPTIONS"] = backups.restore_pgoptions(os.environ.get("PGOPTIONS"), self.restore_settings)
         work = self.executor.work_dir(os.path.dirname(path))
         try:
             if self.executor.container:
                 self.executor.prepare_work_dir(work)
             inside = self.executor.push(path, work)
-            # No --single-transaction: it holds a lock per restored object until the end and runs
-            # out of lock table at a few thousand tables. The restore goes into a new database
-            # that replaces nothing until it is complete and checked, which is the atomicity needed.
-            if fmt == "plain":
-                args = ["--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
-                        "--file=" + inside, "--output=/dev/null"]
-                rc, out, err = self.executor.run("psql", args, env)
-            else:
-                args = ["--exit-on-error", "--no-password", "--dbname=dbname=" + conninfo_quote(dbname)]
-                if no_owner:
-                    args += ["--no-owner", "--no-privileges"]
-                if backups.restore_jobs(fmt, jobs) > 1:
-                    args.append("--jobs=%d" % jobs)
-                args.append(inside)
-                rc, out, err = self.executor.run("pg_restore", args, env)
+
+            def run(step: Tuple[str, List[str]]) -> None:
+                program, argv = step
+                rc, out, err = self.executor.run(program, argv, env)
+                if rc != 0:
+                    raise backups.BackupError("restore of %s into %s failed (exit %d): %s" % (
+                        path, dbname, rc, mask_secrets((err or out).strip(), self.info.password)[-800:]))
+            yield run, inside
         finally:
             if self.executor.container:
                 self.executor.cleanup_work_dir(work)
-        if rc != 0:
-            raise backups.BackupError("restore of %s into %s failed (exit %d): %s" % (
-                path, dbname, rc, mask_secrets((err or out).strip(), self.info.password)[-800:]))
 
     def _checked_archive(self, src: str, fmt: Optional[str]) -> Dict[str, Any]:
         """Everything about ``src`` that can be checked without touching a database."""
@@ -741,10 +862,13 @@ class Backup:
         return {"path": dump, "manifest_path": manifest_path, "manifest": manifest, "format": detected,
                 "sha256": sha256, "size_bytes": size}
 
-    def restore(self, src: str, target_db: str, force: bool, jobs: int, fmt: Optional[str], no_owner: bool) -> Dict[str, Any]:
+    def restore(self, src: str, target_db: str, force: bool, jobs: Optional[int], fmt: Optional[str],
+                no_owner: bool) -> Dict[str, Any]:
         """Restore into a new database, check it, then swap it in. A database it replaces is
-        renamed aside (never dropped) and keeps its data until dropped with ``drop_replaced``."""
+        renamed aside (never dropped) and keeps its data until dropped with ``drop_replaced``.
+        ``jobs`` None: one pg_restore worker per core of this host."""
         clock = time.monotonic()
+        jobs = jobs or self.auto_jobs()
         archive = self._checked_archive(src, fmt)
         dump, manifest = archive["path"], archive["manifest"]
         base = {"path": dump, "manifest_path": archive["manifest_path"], "manifest": manifest,
