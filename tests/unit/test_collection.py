@@ -12,10 +12,10 @@ import yaml
 from tests.helpers.ansible import REPO_ROOT, ansible_env
 
 BIN = Path(sys.executable).parent
-MODULES = ["alembic_migrate", "compose_deploy", "migration_risk", "pg_backup"]
+MODULES = ["alembic_migrate", "compose_deploy", "migration_risk", "pg_backup", "release_lock", "release_verify"]
 
 
-def test_the_modules_are_the_four_capabilities():
+def test_the_modules_are_the_capabilities():
     found = sorted(p.stem for p in (REPO_ROOT / "plugins" / "modules").glob("*.py") if not p.stem.startswith("_"))
     assert found == MODULES
 
