@@ -2,6 +2,10 @@
 """Backup benchmark: plain pg_dump/psql and pg_dump | gzip against pg_backup, on a >= 1 GB database.
 
     nice -n -10 .venv/bin/python bench/backup/run.py [--rows 1500000] [--repeat 3] [--work /var/tmp/dbops-bench-backup]
+    .venv/bin/python bench/backup/run.py --quick     # 4 x 150,000 rows, one run per cell: checks the script
+
+A run whose 1-minute load average exceeded the core count at any cell is marked busy: its report goes to
+``results/REPORT.busy.md`` with a banner, never to ``REPORT.md``; so does every ``--quick`` run.
 
 (``nice -n -10`` as root also raises the priority of the benchmark's own PostgreSQL cluster, which
 inherits it, so other work on a shared machine disturbs the numbers less.)
@@ -9,7 +13,9 @@ inherits it, so other work on a shared machine disturbs the numbers less.)
 Starts a private PostgreSQL 15 cluster (fsync on), generates the data set once, measures the
 disk's sequential write speed and gzip's single-core speed, then runs every cell ``--repeat``
 times in a shuffled order and writes ``bench/backup/REPORT.md`` plus ``results/*.json``.
-Every backup in every cell is restored and its row counts compared with the source.
+Every backup in every cell is restored and its row counts compared with the source. The restore
+levers of pg_backup (jobs per core, session settings, two pg_restore runs with overlapped counts)
+are measured one at a time on the module's default backup, interleaved with the other cells.
 """
 from __future__ import annotations
 
@@ -189,7 +195,10 @@ class Bench:
                 raise RuntimeError("gunzip | psql failed")
         return self.restored_plain(out, backup_s, feed)
 
-    def pg_backup(self, fmt="custom", compress=1, jobs=1, verify="list", restore_jobs=2, restore=True):
+    def pg_backup(self, fmt="custom", compress=1, jobs=1, verify="list", restore_jobs=None, restore=True,
+                  levers=None):
+        """One pg_backup cell. ``fmt``/``jobs``/``compress`` None: the module's defaults. ``levers``:
+        restore settings of the engine (``restore_settings``, ``restore_split``); None: the defaults."""
         dest = self.work / "pgb"
         self.checkpoint()
         t0 = time.monotonic()
@@ -200,16 +209,42 @@ class Bench:
         if restore:
             target = self.fresh()
             t1 = time.monotonic()
-            res = self.engine.restore(result["manifest_path"], target, False, restore_jobs, None, False)
+            restorer = Backup(info=self.info, executor=self.engine.executor, **(levers or {}))
+            res = restorer.restore(result["manifest_path"], target, False, restore_jobs, None, False)
             cell["restore_s"] = time.monotonic() - t1
             cell["restore_timings"] = res["timings"]
             assert res["verified"], res
             self.verify_rows(target)
             cell["verified"] = verify + "; restore+counts"
             self.drop(target)
+        cell["format"] = result["manifest"]["format"]
+        cell["jobs"] = result["manifest"]["jobs"]
+        cell["compress"] = "%s %s" % (result["manifest"]["compress_method"], result["manifest"]["compress"])
         backup_archive.remove_path(result["path"])
         backup_archive.remove_path(result["manifest_path"])
         return cell
+
+
+# Restore levers, each row adding one to the row above it; the last row is pg_backup's default.
+LEVERS = [
+    ("pg_restore, 1 job, server settings, one run, counts after", dict(restore_jobs=1, levers=dict(
+        restore_settings=(), restore_split=False))),
+    ("+ one job per core", dict(restore_jobs=None, levers=dict(restore_settings=(), restore_split=False))),
+    ("+ session settings (maintenance_work_mem, synchronous_commit=off)", dict(restore_jobs=None, levers=dict(
+        restore_split=False))),
+    ("+ two runs, row counts beside index builds (pg_backup default)", dict(restore_jobs=None, levers=None)),
+]
+
+
+def load_now():
+    return round(os.getloadavg()[0], 2)
+
+
+def commit_measured():
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "plugins", "bench/backup"],
+                           capture_output=True, text=True).stdout.strip()
+    return head + (" (with uncommitted changes)" if dirty else "")
 
 
 def summarize(values):
@@ -221,7 +256,11 @@ def main():
     parser.add_argument("--rows", type=int, default=1_500_000, help="rows per table (4 tables)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", default="/var/tmp/dbops-bench-backup")
+    parser.add_argument("--quick", action="store_true",
+                        help="4 x 150,000 rows, one run per cell, no level sweep: checks the script end to end")
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.repeat = min(args.rows, 150_000), 1
     # stop cleanly (the private cluster is shut down and removed) on Ctrl-C or kill, also in the background
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
@@ -230,6 +269,7 @@ def main():
     work.mkdir(parents=True, mode=0o700)
     clock = time.monotonic()
     results = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "commit": commit_measured(), "quick": args.quick, "loads": [],
                "host": {"nproc": os.cpu_count(), "kernel": platform.release(),
                         "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
                         "pg_dump": sh(["pg_dump", "--version"]).strip(),
@@ -259,24 +299,27 @@ def main():
         cells = {
             "plain: pg_dump > sql; psql < sql": bench.plain,
             "pg_dump | gzip -6; gunzip | psql": bench.gzip,
-            "pg_backup default (custom, gzip 1)": lambda: bench.pg_backup(),
-            "pg_backup best (directory, jobs 2, gzip 1)": lambda: bench.pg_backup("directory", 1, 2),
+            "pg_backup default": lambda: bench.pg_backup(None, None, None),
+            "pg_backup custom (one file, gzip 1)": lambda: bench.pg_backup("custom", 1, 1),
         }
-        sweep = {
+        for index, (_label, kwargs) in enumerate(LEVERS):
+            cells["lever %d" % index] = (lambda kw: lambda: bench.pg_backup(None, None, None, **kw))(kwargs)
+        sweep = {} if args.quick else {
             "custom, gzip 0": lambda: bench.pg_backup("custom", 0, restore=False),
-            "custom, gzip 1 (pg_backup default)": lambda: bench.pg_backup("custom", 1, restore=False),
+            "custom, gzip 1": lambda: bench.pg_backup("custom", 1, restore=False),
             "custom, gzip 3": lambda: bench.pg_backup("custom", 3, restore=False),
             "custom, gzip 6 (pg_dump's default level)": lambda: bench.pg_backup("custom", 6, restore=False),
             "directory, jobs 2, gzip 0": lambda: bench.pg_backup("directory", 0, 2, restore=False),
-            "directory, jobs 2, gzip 1": lambda: bench.pg_backup("directory", 1, 2, restore=False),
+            "directory, jobs 2, gzip 1 (pg_backup default on 2 cores)": lambda: bench.pg_backup("directory", 1, 2, restore=False),
         }
         order = [name for name in cells for _ in range(args.repeat)]
         random.shuffle(order)
         raw = {name: [] for name in cells}
         for name in order:
-            load = os.getloadavg()[0]
+            load = load_now()
             cell = cells[name]()
-            cell["load_before"] = load
+            cell["load_before"], cell["load_after"] = load, load_now()
+            results["loads"] += [load, cell["load_after"]]
             raw[name].append(cell)
             print("%-45s backup %.1fs restore %.1fs size %.0f MiB" % (name, cell["backup_s"], cell["restore_s"], cell["size"] / MiB), flush=True)
         sweep_raw = {}
@@ -284,17 +327,18 @@ def main():
             # best of two: these rows rank compression levels, the cells above carry the statistics
             runs = []
             for _ in range(2):
-                load = os.getloadavg()[0]
-                runs.append(dict(fn(), load_before=load))
+                load = load_now()
+                runs.append(dict(fn(), load_before=load, load_after=load_now()))
+                results["loads"] += [load, runs[-1]["load_after"]]
             sweep_raw[name] = min(runs, key=lambda c: c["backup_s"])
             print("%-45s backup %.1fs size %.0f MiB" % (name, sweep_raw[name]["backup_s"], sweep_raw[name]["size"] / MiB), flush=True)
         t0 = time.monotonic()
-        verified = bench.pg_backup(verify="restore", restore=False)
+        verified = bench.pg_backup(None, None, None, verify="restore", restore=False)
         verified["wall_s"] = time.monotonic() - t0
         results["verify_restore_default"] = verified
         print("verify=restore default: %.1f s" % verified["backup_s"], flush=True)
         # the same default backup directly and through ansible-playbook: orchestration overhead
-        results["direct_default_s"] = round(bench.pg_backup(restore=False)["backup_s"], 2)
+        results["direct_default_s"] = round(bench.pg_backup(None, None, None, restore=False)["backup_s"], 2)
         t0 = time.monotonic()
         run = run_module("pg_backup", dict(server.login_args("bench"), dest=str(work / "ansible")))
         results["ansible_module_s"] = round(time.monotonic() - t0, 2)
@@ -304,7 +348,7 @@ def main():
                                    "backup_s": summarize([r["backup_s"] for r in runs]),
                                    "restore_s": summarize([r["restore_s"] for r in runs]),
                                    "to_verified_restore_s": summarize([r["backup_s"] + r["restore_s"] for r in runs]),
-                                   "load": summarize([r["load_before"] for r in runs]),
+                                   "load": summarize([max(r["load_before"], r["load_after"]) for r in runs]),
                                    "size": runs[0]["size"], "verified": runs[0]["verified"]}
                             for name, runs in raw.items()}
         results["sweep"] = sweep_raw
@@ -312,17 +356,26 @@ def main():
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2, default=str))
-    (HERE / "REPORT.md").write_text(report(results))
+    busy = max(results["loads"]) > results["host"]["nproc"]
+    results["busy"] = busy
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=2, default=str))
+    # a busy or quick run never replaces the report: its numbers are not the machine's
+    target = out_dir / "REPORT.busy.md" if busy or args.quick else HERE / "REPORT.md"
+    target.write_text(report(results))
     shutil.rmtree(work, ignore_errors=True)
-    print("total %.0f s; wrote %s" % (results["total_s"], HERE / "REPORT.md"))
+    print("total %.0f s; highest 1-minute load %.1f on %d cores%s; wrote %s" % (
+        results["total_s"], max(results["loads"]), results["host"]["nproc"],
+        " (BUSY: not a report of this machine)" if busy else "", target))
 
 
 def report(r):
     cells = r["cells"]
     plain = cells["plain: pg_dump > sql; psql < sql"]
     gzip_cell = cells["pg_dump | gzip -6; gunzip | psql"]
-    default = cells["pg_backup default (custom, gzip 1)"]
-    best = cells["pg_backup best (directory, jobs 2, gzip 1)"]
+    default = cells["pg_backup default"]
+    best = cells["pg_backup custom (one file, gzip 1)"]
+    first = default["runs"][0]
+    default_label = "pg_backup default: %s, %d jobs, %s, verify list" % (first["format"], first["jobs"], first["compress"])
     logical = plain["size"]
     disk = r["disk_write_MBps"]
 
@@ -333,11 +386,18 @@ def report(r):
             name, b["median"], b["min"], b["max"], mbps, 100 * mbps / disk, rs["median"], rs["min"], rs["max"],
             tv["median"], c["size"] / MiB, 100 * c["size"] / logical, c["load"]["median"], c["verified"]))
 
-    lines = [
-        "# Backup benchmark: pg_backup against pg_dump > sql and pg_dump | gzip",
-        "",
+    loads = r["loads"]
+    lines = ["# Backup benchmark: pg_backup against pg_dump > sql and pg_dump | gzip", ""]
+    if r.get("busy") or r.get("quick"):
+        lines += ["> **%s** The 1-minute load average reached %.1f on %d cores. These numbers do not describe "
+                  "the machine; `REPORT.md` was left as it was." % (
+                      "QUICK CHECK RUN, BUSY MACHINE." if r.get("busy") and r.get("quick") else
+                      "BUSY MACHINE." if r.get("busy") else "QUICK CHECK RUN.", max(loads), r["host"]["nproc"]), ""]
+    lines += [
         "Reproduce: `nice -n -10 .venv/bin/python bench/backup/run.py` (about %d min on this machine; raw numbers in "
-        "`bench/backup/results/latest.json`, not committed)." % max(1, round(r["total_s"] / 60)),
+        "`bench/backup/results/latest.json`, not committed). Commit measured: %s. 1-minute load average during "
+        "the run: %.1f–%.1f on %d cores (each cell's, before and after it, in the tables)." % (
+            max(1, round(r["total_s"] / 60)), r.get("commit"), min(loads), max(loads), r["host"]["nproc"]),
         "",
         "## Machine and data",
         "",
@@ -365,8 +425,8 @@ def report(r):
         "|---|---|---|---|---|---|---|---|---|---|",
         row("plain `pg_dump > file.sql`, `psql < file.sql`", plain),
         row("`pg_dump \\| gzip -6`, `gunzip \\| psql`", gzip_cell),
-        row("pg_backup default: custom, gzip 1, verify list", default),
-        row("pg_backup best: directory, jobs 2, gzip 1", best),
+        row(default_label, default),
+        row("pg_backup custom (one file), gzip 1, verify list", best),
         "",
         "pg_backup's backup time includes counting every table's rows in the dump's snapshot (on a second "
         "session, while pg_dump runs), the sha256 of the archive, the manifest, fsync and the `pg_restore --list` "
@@ -375,7 +435,28 @@ def report(r):
                 label, statistics.median(x["restore_timings"]["checks_s"] for x in c["runs"]),
                 statistics.median(x["restore_timings"]["pg_restore_s"] for x in c["runs"]),
                 statistics.median(x["restore_timings"]["count_s"] for x in c["runs"]))
-            for label, c in (("default", default), ("best", best))),
+            for label, c in (("default", default), ("custom", best))),
+        "",
+        "## Restore levers (the default backup, one lever added per row)",
+        "",
+        "Each row restores the module's default backup with pg_backup (checks, restore into a new database, "
+        "row counts compared with the manifest, rename into place), with one more lever than the row above; "
+        "the cells ran interleaved with the ones above. *Gain* is against the row above, *vs psql* against "
+        "plain `psql <`'s median.",
+        "",
+        "| lever | restore s | gain | vs psql | load avg |",
+        "|---|---|---|---|---|",
+    ]
+    previous = None
+    for index, (label, _kwargs) in enumerate(LEVERS):
+        c = cells["lever %d" % index]
+        med = c["restore_s"]["median"]
+        gain = "" if previous is None else "%+.1f s (%.0f%%)" % (previous - med, 100 * (previous - med) / previous)
+        lines.append("| %s | %.1f (%.1f–%.1f) | %s | %.2fx | %.1f |" % (
+            label, med, c["restore_s"]["min"], c["restore_s"]["max"], gain, med / plain["restore_s"]["median"],
+            c["load"]["median"]))
+        previous = med
+    lines += [
         "",
         "## Compression level and format (backup only, best of two runs)",
         "",
@@ -386,14 +467,15 @@ def report(r):
     for name, c in sorted(sweep.items()):
         lines.append("| %s | %.1f | %.0f | %.0f | %.0f%% | %.1f |" % (name, c["backup_s"], logical / c["backup_s"] / 1e6,
                                                                  c["size"] / MiB, 100 * c["size"] / logical,
-                                                                 c.get("load_before", 0.0)))
+                                                                 max(c.get("load_before", 0.0), c.get("load_after", 0.0))))
     v = r["verify_restore_default"]
     g = gzip_cell["backup_s"]["median"]
     def ratio(a, b, key, stat):
         return a[key][stat] / b[key][stat]
 
     goals = []
-    for label, cell in (("module default (custom)", default), ("best / role default (directory, jobs 2)", best)):
+    for label, cell in (("module default (%s, %d jobs)" % (first["format"], first["jobs"]), default),
+                        ("custom, one file", best)):
         goals += [
             ("%s: backup throughput >= 3x `pg_dump \\| gzip`" % label,
              ratio(gzip_cell, cell, "backup_s", "median"), ratio(gzip_cell, cell, "backup_s", "min"), 3.0, "x"),
