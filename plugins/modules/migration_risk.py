@@ -552,8 +552,6 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("pglast"), exception=str(PGLAST_IMPORT_ERROR))
     params = module.params
     secrets = (params.get("login_password"), params.get("db_url"))
-    if params["trace"] and not has_connection_params(params):
-        module.fail_json(msg="trace=true needs a database: set db_url or the login_* options", changed=False)
     if params["jobs"] < 0:
         module.fail_json(msg="jobs must be 0 (one process per CPU) or a positive number of processes "
                              "(got %s)" % params["jobs"], changed=False)
