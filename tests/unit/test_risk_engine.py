@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.dbops.migrations.plugins.module_utils.risk import reports as _risk_report
+from ansible_collections.dbops.migrations.plugins.module_utils.risk import reports as risk_reports
 from ansible_collections.dbops.migrations.plugins.module_utils.risk.live_facts import (
     ColumnFacts, DbFacts, TableFacts, type_modifiers)
 from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import (
@@ -197,12 +197,12 @@ def test_type_modifiers_decoding():
 # -- reports
 def test_markdown_json_and_sarif():
     result = analyse_sql("CREATE INDEX ix ON orders (a);\nALTER TABLE users DROP COLUMN x;").as_result()
-    text = _risk_report.markdown(result)
+    text = risk_reports.markdown(result)
     assert text.startswith("# Migration risk: CRITICAL")
     assert "| - | critical | `drop-column` |" in text and "postgresql_concurrently=True" in text
-    data = json.loads(_risk_report.to_json(dict(result, report=text)))
+    data = json.loads(risk_reports.to_json(dict(result, report=text)))
     assert "report" not in data and data["risk"] == "critical"
-    sarif = _risk_report.sarif(result, {"": "m.sql"})
+    sarif = risk_reports.sarif(result, {"": "m.sql"})
     run = sarif["runs"][0]
     assert sarif["version"] == "2.1.0"
     assert {r["id"] for r in run["tool"]["driver"]["rules"]} == {f["rule"] for f in result["findings"]}
@@ -235,7 +235,7 @@ def test_not_null_column_without_default_is_fine_on_an_empty_table():
 def test_markdown_shows_the_sql_each_revision_was_judged_on():
     units = [MigrationUnit(sql="BEGIN; ALTER TABLE users ADD COLUMN n int; COMMIT;", revision="r1", has_downgrade=True),
              MigrationUnit(sql="", revision="r2", has_downgrade=False, downgrade_note="pass")]
-    text = _risk_report.markdown(Engine().analyse(units).as_result())
+    text = risk_reports.markdown(Engine().analyse(units).as_result())
     assert "<details><summary>revision r1: 3 statements</summary>\n\n```sql\nBEGIN;\n" \
            "ALTER TABLE users ADD COLUMN n int;\nCOMMIT;\n```" in text
     assert "revision r2" not in text.split("## SQL judged")[1]
@@ -244,9 +244,9 @@ def test_markdown_shows_the_sql_each_revision_was_judged_on():
 
 def test_markdown_folds_very_long_revision_sql():
     sql = "".join("UPDATE t SET a = %d WHERE id = %d;\n" % (i, i) for i in range(3000))
-    text = _risk_report.markdown(Engine().analyse([MigrationUnit(sql=sql, revision="big")]).as_result())
+    text = risk_reports.markdown(Engine().analyse([MigrationUnit(sql=sql, revision="big")]).as_result())
     section = text.split("## SQL judged")[1]
-    assert len(section) < _risk_report.SQL_SHOWN_PER_REVISION + 500
+    assert len(section) < risk_reports.SQL_SHOWN_PER_REVISION + 500
     shown = section.count("UPDATE t SET")
     assert "-- ... %d more statements in revisions[].sql" % (3000 - shown) in section
 
@@ -299,3 +299,9 @@ def test_with_a_custom_version_table_alembic_version_is_an_ordinary_table():
     judged = _judged("DROP TABLE alembic_version;", version_table="ledger_schema_version")
     assert ("drop-table", "alembic_version") in judged
     assert _judged("DROP TABLE alembic_version;") == []
+
+
+def test_a_trace_without_a_database_is_refused_before_anything_runs():
+    from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import RiskRequest, run_request
+    with pytest.raises(RiskInputError, match="^trace=true needs a database: set db_url or the login_\\* options$"):
+        run_request(RiskRequest(sql="ALTER TABLE t ADD COLUMN c int", trace=True))
