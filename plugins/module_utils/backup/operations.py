@@ -560,8 +560,8 @@ class Backup:
                         if requested.compress_method is not None:
                             raise backups.BackupError(
                                 "pg_dump on %s was built without %s compression; set compress_method: gzip (or "
-                                "another method it supports); nothing was kept" % (self.executor.where(),
-                                                                                    options.compress_method))
+                                "another method it supports); nothing was kept"
+                                % (self.executor.where(), options.compress_method))
                         # the default zstd is not built into this pg_dump: gzip as on older clients
                         options = dataclasses.replace(options, compress_method="gzip",
                                                       compress=backups.DEFAULT_GZIP_LEVEL)
