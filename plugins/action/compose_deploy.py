@@ -3,9 +3,9 @@
 
 Compose changes go through community.docker's modules on the target (docker_compose_v2,
 docker_compose_v2_run, docker_image_tag, docker_container). The other steps run in one call
-each through the compose_deploy module on the target (its hidden ``worker`` option, one typed
-operation per call, see WORKER_OPS), with the Docker SDK (module_utils/compose/engine.py):
-engine facts, the health wait with its URL gate, logs, backup tags, the proxy's configuration,
+each through the compose_deploy module on the target (its hidden ``_worker`` option, one typed
+operation per call, see module_utils/compose/worker.py), with the Docker SDK
+(module_utils/compose/engine.py): engine facts, the health wait with its URL gate, logs, backup tags, the proxy's configuration,
 and the changes community.docker has no module for (hidden start and exposure of a surge
 container, taking a retired one out of the service name, a proxy reload). What this adds: a
 backup tag per project and release before the update, a health gate, a zero-downtime surge
@@ -30,6 +30,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import plan as compose_plan
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import v1 as compose_v1
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import worker
 
 
 class DeployFailed(Exception):
@@ -92,14 +93,18 @@ class ActionModule(ActionBase):
 
     # ------------------------------------------------------------------ target-side worker
 
-    def _worker(self, op: str, **job: Any) -> dict[str, Any]:
-        """One step run by the compose_deploy module on the target (Docker SDK or compose CLI), with a
-        job checked against its operation's spec (WORKER_OPS) before it leaves."""
-        job.update(op=op)
-        problem = compose_plan.worker_job_problem(job)
-        if problem:  # a defect of this plugin: say so instead of sending a job the module would misread
-            raise AnsibleError("compose_deploy: %s" % problem)
-        args = {"project_src": self.params["project_src"], "worker": job}
+    def _worker(self, op: str, **fields: Any) -> dict[str, Any]:
+        """One step run by the compose_deploy module on the target (Docker SDK or compose CLI). The
+        request is checked against its operation's spec (module_utils/compose/worker.py) before it
+        leaves: an unknown, missing or mistyped field is a defect of this plugin, said as such.
+        Read only: prepare, facts, wait, ports, backups, proxy_config, v1_plan; the others change
+        state on the target (cleanup, surge_create, expose, hide, proxy_exec, v1_up, v1_down,
+        v1_restart, v1_stop, v1_run)."""
+        try:
+            request = worker.build_request(op, **fields)
+        except worker.WorkerProtocolError as exc:
+            raise AnsibleError("compose_deploy: %s" % exc)
+        args = {"project_src": self.params["project_src"], worker.OPTION: request}
         result = self._module("dbops.migrations.compose_deploy", args, check=False, ignore_errors=True)
         if result.get("failed"):
             msg = result.get("msg") or "compose_deploy %s failed" % op
@@ -108,15 +113,15 @@ class ActionModule(ActionBase):
             raise DeployFailed(msg)
         return result
 
-    def _v1(self, op: str, **job: Any) -> dict[str, Any]:
+    def _v1(self, op: str, **fields: Any) -> dict[str, Any]:
         """One docker-compose v1 step through the compose_deploy module (what docker_compose_v2
         does for the compose plugin), with the project's global options."""
-        base = {"docker": self.docker, "project": self.project, "files": self.params["files"],
-                "env_files": self.env_files, "profiles": self.params["profiles"], "pull": self.params["pull"],
-                "build": self.params["build"], "deps": self.deps, "targets": self.targets,
-                "specs": {n: s.__dict__ for n, s in self.specs.items()}}
-        base.update(job)
-        return self._worker(op, **base)
+        project_options = {"docker": self.docker, "project": self.project, "files": self.params["files"],
+                           "env_files": self.env_files, "profiles": self.params["profiles"], "pull": self.params["pull"],
+                           "build": self.params["build"], "deps": self.deps, "targets": self.targets,
+                           "specs": worker.spec_dicts(self.specs)}
+        project_options.update(fields)
+        return self._worker(op, **project_options)
 
     def _all_profiles(self) -> list[str]:
         return sorted({p for spec in self.specs.values() for p in spec.profiles})
@@ -176,7 +181,7 @@ class ActionModule(ActionBase):
         ``url`` replaces the health URL (the deep health URL of a hidden container)."""
         h = self.health
         res = self._worker(
-            "wait", project=self.project, specs={n: s.__dict__ for n, s in self.specs.items()},
+            "wait", project=self.project, specs=worker.spec_dicts(self.specs),
             targets=list(targets), timeout=h["timeout"], interval=h["interval"], settle=settle,
             url=url or (h.get("url") if use_url else None), status_code=h["status_code"], successes=h["successes"],
             containers=h["containers"], exclude_ids=list(exclude_ids), watch_ids=list(watch_ids),
@@ -270,7 +275,7 @@ class ActionModule(ActionBase):
                                    build=self.params["build"], docker=self.docker, files=self.params["files"],
                                    env_files=self.env_files, profiles=self.params["profiles"],
                                    cli=compose_v1.STANDALONE if self.v1 else compose_v1.PLUGIN, deps=self.deps,
-                                   specs={n: s.__dict__ for n, s in self.specs.items()})
+                                   specs=worker.spec_dicts(self.specs))
         except EngineLost:
             raise
         except DeployFailed as exc:

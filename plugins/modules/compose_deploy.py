@@ -262,14 +262,6 @@ options:
     type: str
     choices: [auto, plugin, standalone]
     default: auto
-  worker:
-    description:
-      - Internal. The action plugin sets it to run one step on the target with the Docker SDK or the compose CLI,
-        engine facts, the health wait and logs, and the changes community.docker has no module for (the hidden
-        start and exposure of a surged container, taking a retired one out of the service name, a proxy reload,
-        C(docker-compose) v1 commands).
-        Each operation has a fixed set of typed keys, checked on both sides. Do not set it in a task.
-    type: dict
 attributes:
   check_mode:
     support: full
@@ -530,6 +522,9 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # no
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import plan as compose  # noqa: E402
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import engine  # noqa: E402
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import v1 as compose_v1  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.compose import worker  # noqa: E402
+
+PROXY_CONFIG_DUMP = ["nginx", "-T"]
 
 try:
     import docker  # noqa: F401  # pylint: disable=unused-import
@@ -558,31 +553,31 @@ def _choose_compose(module, requested):
         module.fail_json(msg=str(exc))
 
 
-def _prepare(module, job):
+def _prepare(module, request):
     """Env file, engine, the compose CLI and the rendered compose config, in one call."""
     _client(module)
-    choice, binary = _choose_compose(module, job.get("compose_command") or compose_v1.AUTO)
-    src = job["project_src"]
+    choice, binary = _choose_compose(module, request["compose_command"] or compose_v1.AUTO)
+    src = request["project_src"]
     if not os.path.isdir(src):
         module.fail_json(msg="project_src %s is not a directory on the target; copy the compose project there first."
                          % src)
     dot_env = os.path.join(src, ".env")
     if choice.kind == compose_v1.STANDALONE:
-        _prepare_standalone(module, job, choice, binary, dot_env)  # exits; v1 normalises names itself
-    problem = compose.project_name_problem(job.get("project_name"))
+        _prepare_standalone(module, request, choice, binary, dot_env)  # exits; v1 normalises names itself
+    problem = compose.project_name_problem(request["project_name"])
     if problem:
         module.fail_json(msg=problem)
     env_files = []
     if os.path.isfile(dot_env):
         env_files.append(dot_env)
     tmpdir = None
-    if job.get("env"):
+    if request["env"]:
         try:
-            tmpdir, path = engine.write_env_file(job["env"])
+            tmpdir, path = engine.write_env_file(request["env"])
         except compose.ComposeError as exc:
             module.fail_json(msg=str(exc))
         env_files.append(path)
-    argv = compose.compose_argv(binary, src, job.get("project_name"), job.get("files"), env_files, ["*"],
+    argv = compose.compose_argv(binary, src, request["project_name"], request["files"], env_files, ["*"],
                                 "config", "--format", "json")
     rc, out, err = module.run_command(argv, cwd=src)
     if rc != 0:
@@ -595,25 +590,25 @@ def _prepare(module, job):
         module.fail_json(msg=compose.explain_config_failure(str(exc)))
     module.exit_json(changed=False, compose_version=choice.version, compose_command=choice.label,
                      compose_cli=choice.kind, tmpdir=tmpdir, env_files=env_files,
-                     project=job.get("project_name") or project, docker=binary,
-                     specs={name: spec.__dict__ for name, spec in specs.items()})
+                     project=request["project_name"] or project, docker=binary,
+                     specs=worker.spec_dicts(specs))
 
 
-def _prepare_standalone(module, job, choice, binary, dot_env):
+def _prepare_standalone(module, request, choice, binary, dot_env):
     """docker-compose v1: one env file (the project's .env, then ``env``), the project name it
     will use, and its YAML config with each service's dependencies."""
-    src = job["project_src"]
+    src = request["project_src"]
     dotenv = ""
     if os.path.isfile(dot_env):
         with open(dot_env, encoding="utf-8", errors="replace") as handle:
             dotenv = handle.read()
     tmpdir, env_files = None, []
     try:
-        project = compose_v1.project_name(job.get("project_name"), src, job.get("env"), dotenv)
-        if job.get("env"):
-            tmpdir, path = engine.write_env_file(job["env"], dotenv)
+        project = compose_v1.project_name(request["project_name"], src, request["env"], dotenv)
+        if request["env"]:
+            tmpdir, path = engine.write_env_file(request["env"], dotenv)
             env_files.append(path)
-        argv = compose_v1.argv(binary, src, project, job.get("files"), env_files, [], "config")
+        argv = compose_v1.argv(binary, src, project, request["files"], env_files, [], "config")
     except compose.ComposeError as exc:
         _remove_tmpdir(tmpdir)
         module.fail_json(msg=str(exc))
@@ -628,7 +623,7 @@ def _prepare_standalone(module, job, choice, binary, dot_env):
         module.fail_json(msg=compose.explain_config_failure(str(exc), "docker-compose"))
     module.exit_json(changed=False, compose_version=choice.version, compose_command=choice.label,
                      compose_cli=choice.kind, tmpdir=tmpdir, env_files=env_files, project=project,
-                     docker=binary, deps=deps, specs={name: spec.__dict__ for name, spec in specs.items()})
+                     docker=binary, deps=deps, specs=worker.spec_dicts(specs))
 
 
 def _remove_tmpdir(tmpdir):
@@ -636,95 +631,95 @@ def _remove_tmpdir(tmpdir):
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _facts(module, job):
+def _facts(module, request):
     client = _client(module)
-    current = engine.containers(client, job["project"], with_aliases=True)
+    current = engine.containers(client, request["project"], with_aliases=True)
     running_ids = [c.image_id for c in current if c.running and not c.oneoff]
     module.exit_json(changed=False, containers=[compose.container_dict(c) for c in current],
-                     image_ids=engine.image_ids(client, job.get("refs") or []),
+                     image_ids=engine.image_ids(client, request["refs"] or []),
                      image_tags=engine.image_tags(client, running_ids))
 
 
-def _backups(module, job):
+def _backups(module, request):
     """Backup tags of the project per repository, for a rollback."""
     client = _client(module)
-    module.exit_json(changed=False, candidates={repo: engine.backup_candidates(client, repo, job["tag_prefix"])
-                                                for repo in job.get("repositories") or []})
+    module.exit_json(changed=False, candidates={repo: engine.backup_candidates(client, repo, request["tag_prefix"])
+                                                for repo in request["repositories"] or []})
 
 
-def _proxy_container(module, client, job):
-    found = engine.running_container_of(client, job["project"], job["service"])
+def _proxy_container(module, client, request):
+    found = engine.running_container_of(client, request["project"], request["service"])
     if found is None:
         module.fail_json(msg="the proxy service %s has no running container in project %s; start the stack, or set "
-                             "proxy.mode (resolving, caching or none) instead of auto." % (job["service"], job["project"]))
+                             "proxy.mode (resolving, caching or none) instead of auto." % (request["service"], request["project"]))
     return found
 
 
-def _proxy_config(module, job):
+def _proxy_config(module, request):
     """The proxy's effective configuration (``nginx -T``), read inside its container."""
     client = _client(module)
-    container = engine.running_container_of(client, job["project"], job["service"])
+    container = engine.running_container_of(client, request["project"], request["service"])
     if container is None:
         module.exit_json(changed=False, running=False, rc=None, config="", error="")
     try:
-        rc, text = engine.exec_in(client, container.id, job.get("dump_command") or ["nginx", "-T"])
+        rc, text = engine.exec_in(client, container.id, PROXY_CONFIG_DUMP)
     except Exception as exc:
         rc, text = -1, str(exc)
     module.exit_json(changed=False, running=True, rc=rc, config=text if rc == 0 else "",
                      error="" if rc == 0 else text[-2000:])
 
 
-def _proxy_exec(module, job):
+def _proxy_exec(module, request):
     """The proxy's graceful reload (for nginx ``nginx -s reload``), run inside its container."""
     client = _client(module)
-    container = _proxy_container(module, client, job)
+    container = _proxy_container(module, client, request)
     try:
-        rc, text = engine.exec_in(client, container.id, job["command"])
+        rc, text = engine.exec_in(client, container.id, request["command"])
     except Exception as exc:
         rc, text = -1, str(exc)
     if rc != 0:
         module.fail_json(msg="the proxy reload (%s in %s) failed with exit code %s: %s" % (
-            " ".join(job["command"]), container.name, rc, text.strip()[-500:]))
+            " ".join(request["command"]), container.name, rc, text.strip()[-500:]))
     module.exit_json(changed=True, rc=rc)
 
 
-def _hide(module, job):
+def _hide(module, request):
     """Take running containers out of their service name (a release retires them): reconnected
     without the service alias, at the same address, they serve on for whoever still knows it."""
     client = _client(module)
     hidden = {}
-    for container_id in job["ids"]:
+    for container_id in request["ids"]:
         try:
-            hidden[container_id] = engine.hide(client, container_id, job["service"])
+            hidden[container_id] = engine.hide(client, container_id, request["service"])
         except Exception as exc:
             module.fail_json(msg="could not take container %s out of the service name %s: %s; it still serves "
-                                 "under that name" % (container_id[:12], job["service"], exc), hidden=hidden)
+                                 "under that name" % (container_id[:12], request["service"], exc), hidden=hidden)
     module.exit_json(changed=True, hidden=hidden)
 
 
-def _wait(module, job):
+def _wait(module, request):
     client = _client(module)
-    specs = {name: compose.spec_from_dict(raw) for name, raw in job["specs"].items()}
+    specs = {name: compose.spec_from_dict(raw) for name, raw in request["specs"].items()}
     verdict = engine.wait_healthy(
-        client, job["project"], specs, job["targets"], timeout=job["timeout"], interval=job["interval"],
-        settle=job.get("settle", 0), url=job.get("url"), status_codes=job.get("status_code") or [200],
-        successes=job.get("successes", 1), wait_containers=job.get("containers", True),
-        exclude_ids=job.get("exclude_ids") or [], watch_ids=job.get("watch_ids") or [])
+        client, request["project"], specs, request["targets"], timeout=request["timeout"], interval=request["interval"],
+        settle=request["settle"], url=request["url"], status_codes=request["status_code"] or [200],
+        successes=request["successes"], wait_containers=request["containers"],
+        exclude_ids=request["exclude_ids"] or [], watch_ids=request["watch_ids"] or [])
     if verdict["state"] != "ok":
-        verdict["logs"] = _logs_for(client, job, verdict)
+        verdict["logs"] = _logs_for(client, request, verdict)
     module.exit_json(changed=False, verdict=verdict)
 
 
-def _logs_for(client, job, verdict):
-    lines = job.get("log_lines", 40)
-    current = engine.containers(client, job["project"])
+def _logs_for(client, request, verdict):
+    lines = request["log_lines"]
+    current = engine.containers(client, request["project"])
     chosen = None
     if verdict.get("container"):
         chosen = next((c for c in current if c.name == verdict["container"] or c.id.startswith(verdict["container"])),
                       None)
-    service = verdict.get("service") or job.get("log_service")
+    service = verdict.get("service") or request["log_service"]
     if chosen is None and service:
-        candidates = [c for c in current if c.service == service and c.id not in set(job.get("exclude_ids") or [])]
+        candidates = [c for c in current if c.service == service and c.id not in set(request["exclude_ids"] or [])]
         chosen = candidates[-1] if candidates else None
     if chosen is None:
         return []
@@ -733,13 +728,13 @@ def _logs_for(client, job, verdict):
     return engine.health_log(client, chosen.id) + engine.container_logs(client, chosen.id, lines)
 
 
-def _ports(module, job):
+def _ports(module, request):
     """Which wanted host ports are taken by someone other than the service that will own them."""
     import socket
     client = _client(module)
-    current = engine.containers(client, job["project"])
+    current = engine.containers(client, request["project"])
     busy = {}
-    for port, service in (job.get("ports") or {}).items():
+    for port, service in (request["ports"] or {}).items():
         if compose.ports_owned_by(port, service, current):
             continue
         host, number = compose.split_host_port(port)
@@ -756,31 +751,31 @@ def _ports(module, job):
     module.exit_json(changed=False, busy=busy)
 
 
-def _surge_create(module, job):
+def _surge_create(module, request):
     """Create one more container of a service (new release) and start it hidden from its
     service name; the old containers keep all traffic until the new one is healthy."""
     client = _client(module)
-    service = job["service"]
-    before = {c.id for c in engine.containers(client, job["project"])}
-    if job.get("cli") == compose_v1.STANDALONE:
-        _v1_pull(module, client, job, [service])
-        argv = _v1_argv(module, job, *compose_v1.surge_args(service, job["scale"], job["build"]))
+    service = request["service"]
+    before = {c.id for c in engine.containers(client, request["project"])}
+    if request["cli"] == compose_v1.STANDALONE:
+        _v1_pull(module, client, request, [service])
+        argv = _v1_argv(module, request, *compose_v1.surge_args(service, request["scale"], request["build"]))
     else:
-        tail = ["create", "--no-recreate", "--scale", "%s=%d" % (service, job["scale"]), "--pull", job["pull"]]
-        if job["build"] == "never":
+        tail = ["create", "--no-recreate", "--scale", "%s=%d" % (service, request["scale"]), "--pull", request["pull"]]
+        if request["build"] == "never":
             tail.append("--no-build")
-        elif job["build"] == "always":
+        elif request["build"] == "always":
             tail.append("--build")
-        argv = compose.compose_argv(job["docker"], job["project_src"], job["project"], job.get("files"),
-                                    job.get("env_files") or [], job.get("profiles") or [], *tail, service)
-    rc, out, err = module.run_command(argv, cwd=job["project_src"])
+        argv = compose.compose_argv(request["docker"], request["project_src"], request["project"], request["files"],
+                                    request["env_files"] or [], request["profiles"] or [], *tail, service)
+    rc, out, err = module.run_command(argv, cwd=request["project_src"])
     if rc != 0:
         module.fail_json(msg="compose create failed: %s" % compose.explain_compose_failure(err or out))
-    new = [c for c in engine.containers(client, job["project"]) if c.id not in before and c.service == service]
+    new = [c for c in engine.containers(client, request["project"]) if c.id not in before and c.service == service]
     if not new:
         module.fail_json(msg="compose created no new %s container (asked for %d in all); look for stray containers "
                              "of the service with `docker compose -p %s ps -a`, remove them, and run again."
-                             % (service, job["scale"], job["project"]))
+                             % (service, request["scale"], request["project"]))
     aliases = {}
     try:
         for container in new:
@@ -802,16 +797,16 @@ def _surge_create(module, job):
 # reads from docker_compose_v2 / docker_compose_v2_run; the decisions live in _compose_v1.
 
 
-def _v1_argv(module, job, *tail, profiles=None):
+def _v1_argv(module, request, *tail, profiles=None):
     try:
-        return compose_v1.argv(job["docker"], job["project_src"], job["project"], job.get("files"), job.get("env_files"),
-                               job.get("profiles") if profiles is None else profiles, *tail)
+        return compose_v1.argv(request["docker"], request["project_src"], request["project"], request["files"], request["env_files"],
+                               request["profiles"] if profiles is None else profiles, *tail)
     except compose.ComposeError as exc:
         module.fail_json(msg=str(exc))
 
 
-def _v1_run(module, job, tail, profiles=None):
-    return module.run_command(_v1_argv(module, job, *tail, profiles=profiles), cwd=job["project_src"])
+def _v1_run(module, request, tail, profiles=None):
+    return module.run_command(_v1_argv(module, request, *tail, profiles=profiles), cwd=request["project_src"])
 
 
 def _v1_failed(module, what, rc, out, err):
@@ -819,120 +814,127 @@ def _v1_failed(module, what, rc, out, err):
                      stderr=compose.tail_lines(err, 40))
 
 
-def _v1_pull(module, client, job, services):
+def _v1_pull(module, client, request, services):
     """v1 ``up`` has no ``--pull``: pull=always pulls first, pull=never checks the images are here."""
-    if job.get("pull") == "always":
-        rc, out, err = _v1_run(module, job, compose_v1.pull_args(services))
+    if request["pull"] == "always":
+        rc, out, err = _v1_run(module, request, compose_v1.pull_args(services))
         if rc != 0:
             _v1_failed(module, "docker-compose pull failed: ", rc, out, err)
-    elif job.get("pull") == "never":
-        specs = {name: compose.spec_from_dict(raw) for name, raw in (job.get("specs") or {}).items()}
-        wanted = compose_v1.with_dependencies(services, job.get("deps") or {})
+    elif request["pull"] == "never":
+        specs = {name: compose.spec_from_dict(raw) for name, raw in (request["specs"] or {}).items()}
+        wanted = compose_v1.with_dependencies(services, request["deps"] or {})
         refs = [specs[s].image for s in wanted if s in specs and specs[s].image]
         missing = compose_v1.missing_images(specs, wanted, engine.image_ids(client, refs))
         if missing:
             module.fail_json(msg=compose_v1.missing_images_message(missing))
 
 
-def _v1_plan(module, job):
+def _v1_plan(module, request):
     """What `docker-compose up -d SERVICES` would do (v1 has no --dry-run), as check-mode actions."""
     client = _client(module)
-    rc, out, err = _v1_run(module, job, compose_v1.hash_args(job["all_services"]), profiles=[])
+    rc, out, err = _v1_run(module, request, compose_v1.hash_args(request["all_services"]), profiles=[])
     if rc != 0:
         _v1_failed(module, "docker-compose config --hash failed: ", rc, out, err)
     hashes = compose_v1.parse_hashes(out)
-    actions = compose_v1.plan_up(job["services"], job.get("deps") or {}, hashes, engine.containers(client, job["project"]))
+    actions = compose_v1.plan_up(request["services"], request["deps"] or {}, hashes, engine.containers(client, request["project"]))
     module.exit_json(changed=bool(actions), actions=actions)
 
 
-def _v1_up(module, job):
+def _v1_up(module, request):
     client = _client(module)
-    services = job.get("services") or []
-    _v1_pull(module, client, job, services or job.get("targets") or [])
-    rc, out, err = _v1_run(module, job, compose_v1.up_args(services, job["build"]))
+    services = request["services"] or []
+    _v1_pull(module, client, request, services or request["targets"] or [])
+    rc, out, err = _v1_run(module, request, compose_v1.up_args(services, request["build"]))
     if rc != 0:
         _v1_failed(module, "", rc, out, err)
     actions = compose_v1.parse_events(err + "\n" + out)
     module.exit_json(changed=bool(actions), actions=actions)
 
 
-def _v1_down(module, job):
+def _v1_down(module, request):
     """`docker-compose down`; changed only when the project had containers or networks (v1
     prints "Removing network" even for a network that is gone)."""
     client = _client(module)
-    current = [{"name": c.name, "service": c.service} for c in engine.containers(client, job["project"])]
-    volumes = engine.project_volumes(client, job["project"]) if job.get("remove_volumes") else []
-    actions = compose_v1.down_actions(current, engine.project_networks(client, job["project"]), volumes,
-                                      job["all_services"], bool(job.get("remove_volumes")))
-    if actions and not job.get("check"):
-        rc, out, err = _v1_run(module, job, compose_v1.down_args(bool(job.get("remove_volumes"))),
-                               profiles=job.get("all_profiles") or [])
+    current = [{"name": c.name, "service": c.service} for c in engine.containers(client, request["project"])]
+    volumes = engine.project_volumes(client, request["project"]) if request["remove_volumes"] else []
+    actions = compose_v1.down_actions(current, engine.project_networks(client, request["project"]), volumes,
+                                      request["all_services"], bool(request["remove_volumes"]))
+    if actions and not request["check"]:
+        rc, out, err = _v1_run(module, request, compose_v1.down_args(bool(request["remove_volumes"])),
+                               profiles=request["all_profiles"] or [])
         if rc != 0:
             _v1_failed(module, "docker-compose down failed: ", rc, out, err)
     module.exit_json(changed=bool(actions), actions=actions)
 
 
-def _v1_services_command(module, job, args):
+def _v1_services_command(module, request, args):
     """``docker-compose restart|stop [-- SERVICES]``, reported as the actions it printed."""
-    rc, out, err = _v1_run(module, job, args)
+    rc, out, err = _v1_run(module, request, args)
     if rc != 0:
         _v1_failed(module, "docker-compose %s failed: " % args[0], rc, out, err)
     module.exit_json(changed=True, actions=compose_v1.parse_events(err + "\n" + out))
 
 
-def _v1_restart(module, job):
-    if job.get("check"):
+def _v1_restart(module, request):
+    if request["check"]:
         module.exit_json(changed=True, actions=[])
-    _v1_services_command(module, job, compose_v1.restart_args(job.get("services")))
+    _v1_services_command(module, request, compose_v1.restart_args(request["services"]))
 
 
-def _v1_stop(module, job):
-    _v1_services_command(module, job, compose_v1.stop_args(job.get("services")))
+def _v1_stop(module, request):
+    _v1_services_command(module, request, compose_v1.stop_args(request["services"]))
 
 
-def _v1_oneoff(module, job):
+def _v1_oneoff(module, request):
     """`docker-compose run --rm -T SERVICE [COMMAND]`; the container's exit code is data, not a failure."""
-    rc, out, err = _v1_run(module, job, compose_v1.run_args(job["service"], job.get("command")))
+    rc, out, err = _v1_run(module, request, compose_v1.run_args(request["service"], request["command"]))
     module.exit_json(changed=True, exit_code=rc, stdout=out, stderr=err)
 
 
-def _expose(module, job):
+def _expose(module, request):
     client = _client(module)
-    for container_id, original in (job.get("aliases") or {}).items():
-        engine.expose(client, container_id, job["service"], original)
+    for container_id, original in (request["aliases"] or {}).items():
+        engine.expose(client, container_id, request["service"], original)
     module.exit_json(changed=True)
 
 
-def _cleanup(module, job):
-    path = job.get("tmpdir")
+def _cleanup(module, request):
+    path = request["tmpdir"]
     if path and os.path.basename(path).startswith("dbops-compose-"):
         shutil.rmtree(path, ignore_errors=True)
     module.exit_json(changed=False)
 
 
+# One handler per worker operation (module_utils/compose/worker.py). Read only: prepare (it writes
+# the env file, a private temporary file that cleanup removes), facts, wait, ports, backups,
+# proxy_config, v1_plan. They change state: cleanup, surge_create (creates and starts a container),
+# expose and hide (reconnect a container to its networks), proxy_exec (reloads the proxy) and
+# v1_up, v1_down, v1_restart, v1_stop, v1_run (docker-compose v1 commands).
+HANDLERS = {
+    "prepare": _prepare, "facts": _facts, "wait": _wait, "ports": _ports, "backups": _backups,
+    "proxy_config": _proxy_config, "v1_plan": _v1_plan, "cleanup": _cleanup, "surge_create": _surge_create,
+    "expose": _expose, "hide": _hide, "proxy_exec": _proxy_exec, "v1_up": _v1_up, "v1_down": _v1_down,
+    "v1_restart": _v1_restart, "v1_stop": _v1_stop, "v1_run": _v1_oneoff,
+}
+
+
 def main():
     # The action plugin of the same name does the orchestration; it calls this module on the
-    # target with ``worker`` for one step at a time (see WORKER_OPS in module_utils/compose/plan.py).
-    module = AnsibleModule(argument_spec=dict(compose.ARGUMENT_SPEC, worker=dict(type="dict")),
+    # target with the hidden option _worker, one operation per call (module_utils/compose/worker.py).
+    module = AnsibleModule(argument_spec=dict(compose.ARGUMENT_SPEC, **{worker.OPTION: dict(type="dict")}),
                            supports_check_mode=True)
-    job = module.params["worker"] or {}
-    if job:
-        problem = compose.worker_job_problem(job)
-        if problem:
-            module.fail_json(msg="compose_deploy: %s; the module and its action plugin come from different versions "
-                                 "of the collection?" % problem)
-    job["project_src"] = module.params["project_src"]
-    handlers = {"prepare": _prepare, "facts": _facts, "wait": _wait, "ports": _ports, "cleanup": _cleanup,
-                "surge_create": _surge_create, "expose": _expose, "backups": _backups,
-                "proxy_config": _proxy_config, "proxy_exec": _proxy_exec, "hide": _hide, "v1_plan": _v1_plan,
-                "v1_up": _v1_up,
-                "v1_down": _v1_down, "v1_restart": _v1_restart, "v1_stop": _v1_stop,
-                "v1_run": _v1_oneoff}
-    handler = handlers.get(job.get("op"))
-    if handler is None:
+    # the request stays out of the result's invocation (it carries the env values)
+    raw = module.params.pop(worker.OPTION, None)
+    if not raw:
         module.fail_json(msg="dbops.migrations.compose_deploy runs through its action plugin; call it as a task "
                              "with the documented options.")
-    handler(module, job)
+    try:
+        operation, request = worker.read_request(raw)
+    except worker.WorkerProtocolError as exc:
+        module.fail_json(msg="compose_deploy: %s; the module and its action plugin come from different versions "
+                             "of the collection?" % exc)
+    request["project_src"] = module.params["project_src"]
+    HANDLERS[operation.name](module, request)
 
 
 if __name__ == "__main__":

@@ -528,19 +528,6 @@ def test_project_name_problem_says_what_compose_accepts(name, suggested):
         assert compose_plan.project_name_problem(suggested) is None
 
 
-def test_worker_jobs_are_checked_against_their_operation():
-    job = {"op": "hide", "service": "app", "ids": ["abc"]}
-    assert compose_plan.worker_job_problem(job) is None
-    assert "unknown worker operation 'nope'" in compose_plan.worker_job_problem({"op": "nope"})
-    partial = {k: v for k, v in job.items() if k != "ids"}
-    assert compose_plan.worker_job_problem(partial) == "worker operation hide: missing key ids"
-    assert "unexpected key id" in compose_plan.worker_job_problem(dict(job, id="abc"))
-    assert "ids must be list, not str" in compose_plan.worker_job_problem(dict(job, ids="abc"))
-    assert "service is None" in compose_plan.worker_job_problem(dict(job, service=None))
-    assert compose_plan.worker_job_problem({"op": "prepare", "env": {}, "project_name": None, "files": None,
-                                  "compose_command": "auto"}) is None
-
-
 @pytest.mark.parametrize("resolvers, seconds", [
     (["127.0.0.11 valid=1s ipv6=off"], 1.0),
     (["127.0.0.11 valid=30"], 30.0),
