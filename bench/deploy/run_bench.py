@@ -188,9 +188,12 @@ def measure_kind(kind: str, releases: Releases, results: dict, args) -> None:
                 nxt = "b" if current == "a" else "a"
                 action = plain_up(stack, nxt) if strategy == "S0" else with_module(stack, nxt)
                 summary, duration, outcome, _ = probe_during(stack, action, VERSIONS[nxt])
-                failed_task = bool(getattr(outcome, "result", {}).get("failed"))
+                task = getattr(outcome, "result", {})
+                failed_task = bool(task.get("failed"))
                 row = {"strategy": strategy, "run": index + 1, "to": VERSIONS[nxt], "duration_s": round(duration, 2),
                        "task_failed": failed_task, "load1": load1(), **summary}
+                if failed_task:
+                    row["task_msg"] = str(task.get("msg"))[:2000]
                 results["max_load1"] = max(results["max_load1"], row["load1"])
                 entry["runs"].append(row)
                 print(json.dumps(dict(row, proxy=kind)), flush=True)
@@ -316,6 +319,11 @@ def kind_section(kind: str, entry: dict, planned: int) -> list[str]:
             r["strategy"], r["run"], r["to"], r["failed"], r["total"],
             ", ".join("%s %d" % kv for kv in sorted(r.get("errors", {}).items())) or "-",
             *(phase_cell(phases.get(p) or {}) for p in ("before", "during", "after")), r["duration_s"], r.get("load1")))
+    failed_tasks = [r for r in rows if r.get("task_failed")]
+    if failed_tasks:
+        lines += ["", "Releases whose task failed:", ""]
+        lines += ["- %s run %d: %s" % (r["strategy"], r["run"], " ".join(str(r.get("task_msg", "-")).split())[:400])
+                  for r in failed_tasks]
     if entry["faults"]:
         lines += ["", "Broken releases through compose_deploy (health timeout %d s; the crash-after-5-s release is "
                   "judged with `settle: 8`):" % HEALTH_TIMEOUT, "",
