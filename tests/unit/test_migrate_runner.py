@@ -15,7 +15,7 @@ from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner im
     validate_url_form)
 from ansible_collections.dbops.migrations.plugins.module_utils.migrate.monitor import (
     BlockedTracker, ControllerWatch, Row, controller_chain, describe_lock, descendants, gone_process,
-    write_timeline)
+    sample_sql, write_timeline)
 from ansible_collections.dbops.migrations.plugins.module_utils.pg import parse_db_url
 
 PASSWORD = "Sup3r-S3cret-pw-7731"
@@ -93,6 +93,15 @@ def test_describe_lock():
     assert describe_lock("AccessExclusiveLock relation orders") == "ACCESS EXCLUSIVE lock on relation orders"
     assert describe_lock("ShareLock transactionid 812") == "SHARE lock on transactionid 812"
     assert describe_lock(None) is None
+
+
+def test_sample_query_dates_waits_with_what_the_server_has():
+    """pg_locks.waitstart exists from PostgreSQL 14; before, the waiting statement's start dates the wait."""
+    for version_num in (140000, 150004, 170002):
+        assert "l.waitstart" in sample_sql(version_num) and "{" not in sample_sql(version_num)
+    for version_num in (120010, 130016):
+        assert "waitstart)" not in sample_sql(version_num) and "l.waitstart" not in sample_sql(version_num)
+        assert "clock_timestamp() - a.query_start" in sample_sql(version_num)
 
 
 def row(pid, app="", state="active", blocking=(), waited=None, waitstart=None, lock=None, query="", xact_age=1.0):

@@ -32,8 +32,8 @@ SELECT a.pid,
        w.lock
   FROM pg_stat_activity a
   LEFT JOIN LATERAL (
-       SELECT extract(epoch FROM clock_timestamp() - l.waitstart)::float8 AS waited,
-              extract(epoch FROM l.waitstart)::float8 AS waitstart,
+       SELECT extract(epoch FROM clock_timestamp() - {wait_start})::float8 AS waited,
+              extract(epoch FROM {wait_start})::float8 AS waitstart,
               l.mode || ' ' || l.locktype
                 || coalesce(' ' || l.relation::regclass::text, '')
                 || CASE WHEN l.locktype = 'transactionid' THEN ' ' || l.transactionid::text ELSE '' END AS lock
@@ -44,6 +44,13 @@ SELECT a.pid,
    AND a.pid <> pg_backend_pid()
    AND a.backend_type = 'client backend'
 """
+
+
+def sample_sql(version_num: int) -> str:
+    """The sampling query for a server: pg_locks.waitstart (PostgreSQL 14+) says when a wait began;
+    before 14 the waiting statement's start stands in for it (an upper bound of the wait)."""
+    return SAMPLE_SQL.format(wait_start="l.waitstart" if version_num >= 140000 else "a.query_start")
+
 
 _MODE_NAMES = {
     "AccessShareLock": "ACCESS SHARE", "RowShareLock": "ROW SHARE", "RowExclusiveLock": "ROW EXCLUSIVE",
@@ -178,6 +185,7 @@ class Monitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dbops-migrate-monitor", daemon=True)
         self._conn = None
+        self._sql = ""
 
     def start(self) -> "Monitor":
         self._thread.start()
@@ -193,8 +201,11 @@ class Monitor:
     def sample_once(self) -> None:
         if self._conn is None or self._conn.closed:
             self._conn = self.connect()
+            with self._conn.cursor() as cur:
+                cur.execute("SHOW server_version_num")
+                self._sql = sample_sql(int(cur.fetchone()[0]))
         with self._conn.cursor() as cur:
-            cur.execute(SAMPLE_SQL)
+            cur.execute(self._sql)
             rows = [Row.from_tuple(r) for r in cur.fetchall()]
         self.tracker.add(rows)
 
