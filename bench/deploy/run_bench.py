@@ -86,8 +86,33 @@ def load1() -> float:
 
 
 def plain_up(stack: DeployStack, tag: str):
+    """`docker compose up -d` with the stack's own compose files (the caching proxy's override too)."""
     stack.env["APP_VERSION"] = tag
-    return lambda: stack.compose("up", "-d")
+    extra = [arg for name in stack.files[1:] for arg in ("-f", name)]
+    return lambda: stack.compose(*extra, "up", "-d")
+
+
+def serving(stack: DeployStack, version: str, timeout: float) -> bool:
+    """Wait until the stack answers /version with ``version``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status, body = stack.get("/version", timeout=5)
+            if status == 200 and isinstance(body, dict) and body.get("version") == version:
+                return True
+        except OSError:
+            pass
+        time.sleep(1)
+    return False
+
+
+def recover(stack: DeployStack, version: str) -> bool:
+    """After a release that did not end serving ``version``: give the app time to boot, and restart
+    a caching proxy, which never learns the address `up -d` gave the app."""
+    if serving(stack, version, 60):
+        return True
+    stack.compose("restart", "nginx", check=False)
+    return serving(stack, version, 240)
 
 
 CACHING_NGINX = """services:
@@ -198,11 +223,13 @@ def measure_kind(kind: str, releases: Releases, results: dict, args) -> None:
                 entry["runs"].append(row)
                 print(json.dumps(dict(row, proxy=kind)), flush=True)
                 save(results, args)  # a stopped run still leaves the rows it measured
-                if summary["last_version"] != VERSIONS[nxt]:
-                    # a caching proxy never learns the address `up -d` gave the app: restart it
-                    stack.compose("restart", "nginx")
-                    stack.wait_for("/version")
-                current = nxt
+                served = VERSIONS[nxt] if not failed_task else VERSIONS[current]
+                if summary["last_version"] != served and not recover(stack, served):
+                    entry["stopped"] = "the stack did not serve %s again within 300 s after %s run %d" % (
+                        served, strategy, index + 1)
+                    save(results, args)
+                    return
+                current = nxt if not failed_task else current
                 time.sleep(2)
         for fault, health in (() if args.skip_faults else (("unhealthy", {}), ("crash_after", {"settle": 8}))):
             before = VERSIONS[current]
@@ -293,6 +320,8 @@ def kind_section(kind: str, entry: dict, planned: int) -> list[str]:
     lines = ["", "## Proxy: %s" % kind, "",
              "Baseline without a release (10 s, load average %s): p50 / p99 / max %s ms."
              % (entry.get("baseline_load1"), phase_cell(base)), ""]
+    if entry.get("stopped"):
+        lines += ["**Stopped**: %s." % entry["stopped"], ""]
     if done < entry.get("planned_runs", planned):
         lines += ["**Incomplete**: %d of %d planned runs per strategy; the rows below are all that was measured."
                   % (done, entry.get("planned_runs", planned)), ""]
