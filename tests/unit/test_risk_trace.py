@@ -7,7 +7,7 @@ import pytest
 
 from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import RiskInputError, analyse_sql
 from ansible_collections.dbops.migrations.plugins.module_utils.risk.trace import (
-    _cannot_run_in_transaction, _compare, find_tool)
+    _cannot_run_in_transaction, _compare, _version_advice, find_tool)
 from pglast import parser
 
 
@@ -60,3 +60,20 @@ def test_statements_that_cannot_be_traced_in_a_transaction(sql, expected):
 def test_missing_tool_in_given_folder(tmp_path):
     with pytest.raises(RiskInputError, match="pg_dump not found"):
         find_tool("pg_dump", str(tmp_path))
+
+
+@pytest.mark.parametrize("err", [
+    # pg_dump 15's wording, then 16's and 17's
+    "pg_dump: error: server version: 17.6 (Debian 17.6-0+deb13u1); pg_dump version: 15.14 (Debian 15.14-0+deb12u1)\n"
+    "pg_dump: error: aborting because of server version mismatch",
+    "pg_dump: error: aborting because of server version mismatch\n"
+    "pg_dump: detail: server version: 17.6; pg_dump version: 16.4",
+])
+def test_a_server_newer_than_pg_dump_names_the_client_to_install(err):
+    advice = _version_advice(err)
+    assert "postgresql-client-17" in advice and "trace_bin_dir" in advice and "/usr/lib/postgresql/17/bin" in advice
+
+
+def test_other_pg_dump_failures_get_no_version_advice():
+    assert _version_advice('pg_dump: error: connection to server failed: FATAL:  password authentication failed') == ""
+    assert _version_advice("") == ""

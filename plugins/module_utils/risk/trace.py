@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -65,6 +66,16 @@ def find_tool(name: str, bin_dir: Optional[str] = None) -> str:
     raise RiskInputError("trace needs %s: install the PostgreSQL client tools or set trace_bin_dir" % name)
 
 
+def _version_advice(err: str) -> str:
+    """pg_dump refuses servers newer than itself: say which client the trace needs and where to point it."""
+    match = re.search(r"server version: (\d+)", err or "")
+    if "server version mismatch" not in (err or "") or not match:
+        return ""
+    major = match.group(1)
+    return (". The trace needs pg_dump and pg_restore %s or newer: install postgresql-client-%s on this host and "
+            "set trace_bin_dir to its bin folder (e.g. /usr/lib/postgresql/%s/bin)" % (major, major, major))
+
+
 def _cannot_run_in_transaction(kind: str, node: Dict[str, Any]) -> bool:
     if kind in ("IndexStmt", "DropStmt", "RefreshMatViewStmt") and node.get("concurrent"):
         return True
@@ -103,8 +114,8 @@ class _Scratch:
                          "--file", dump_path]
             rc, _out, err = self.runner(dump_argv, env)
             if rc != 0:
-                raise RiskInputError("trace: pg_dump --schema-only failed: %s"
-                                     % mask_secrets(err.strip()[-500:], self.info.password))
+                raise RiskInputError("trace: pg_dump --schema-only failed: %s%s"
+                                     % (mask_secrets(err.strip()[-500:], self.info.password), _version_advice(err)))
             admin = connect(self.info, autocommit=True, application_name="dbops.migration_risk.trace")
             try:
                 with admin.cursor() as cur:
