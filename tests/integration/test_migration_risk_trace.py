@@ -4,16 +4,27 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import RiskRequest, run_request
-from tests.conftest import EXAMPLE_APP
+from tests.conftest import EXAMPLE_APP, DbHandle
+from tests.helpers import postgres as pgh
 from tests.helpers.ansible import run_module
 from tests.helpers.postgres import TEST_PASSWORD
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pg_db(pg_db):
+    """The trace copies the schema with the host's pg_dump, which refuses servers newer than itself."""
+    reason = pgh.host_client_cannot_dump(pg_db.server)
+    if reason:
+        pytest.skip("the trace runs the host's pg_dump: " + reason)
+    return pg_db
 
 
 def _scratch_databases(pg_db):
@@ -80,3 +91,26 @@ def test_module_trace_on_example_app_pending_revisions(pg_db):
     assert pg_db.scalar("SELECT version_num FROM alembic_version") == "0003"
     assert _scratch_databases(pg_db) == []
     assert TEST_PASSWORD not in run.output
+
+
+def test_trace_on_a_server_newer_than_pg_dump_names_the_client_it_needs(pg_server):
+    reason = pgh.host_client_cannot_dump(pg_server)
+    if not reason:
+        pytest.skip("the host's pg_dump %d dumps this PostgreSQL %d server: the mismatch shows with a newer server "
+                    "(DBOPS_TEST_PG_VERSION=17)" % (pgh.host_client_major(), pg_server.version_num // 10000))
+    major = pg_server.version_num // 10000
+    name = "t_newer_" + uuid.uuid4().hex[:8]
+    pgh.create_database(pg_server, name)
+    db = DbHandle(pg_server, name)
+    try:
+        db.execute("CREATE TABLE orders (id int PRIMARY KEY, qty int)")
+        run = run_module("migration_risk", dict(db.login_args(), sql="ALTER TABLE orders ALTER COLUMN qty TYPE bigint",
+                                                trace=True))
+        assert run.result.get("failed"), run.output[-3000:]
+        msg = run.result["msg"]
+        assert "server version mismatch" in msg and "postgresql-client-%d" % major in msg, msg
+        assert "trace_bin_dir" in msg and "/usr/lib/postgresql/%d/bin" % major in msg
+        assert _scratch_databases(db) == []
+        assert TEST_PASSWORD not in run.output
+    finally:
+        pgh.drop_database(pg_server, name)
