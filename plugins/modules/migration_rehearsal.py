@@ -23,7 +23,7 @@ description:
     size change of every table and its indexes.
   - It runs M(dbops.migrations.migration_risk) on the same revisions against the restored copy, before migrating,
     and puts the measured lock time beside C(estimated_lock_seconds) per revision and per table
-    (RV(calibration)); rows where one is more than O(factor) times the other are RV(calibration.disagreements).
+    (RV(calibration)); rows where one is more than O(factor) times the other are its C(disagreements).
   - The scratch database is always dropped, also on failure, SIGINT, SIGTERM and when C(ansible-playbook) dies.
     A run killed with C(kill -9) leaves it behind; every run first drops the scratch databases of runs on this
     host that are gone (RV(cleaned_up)) and reports those of other hosts (RV(leftovers)).
@@ -62,7 +62,7 @@ options:
     default: false
   config:
     description:
-      - The project's C(alembic.ini) (O(executor=local): on this host; O(executor=compose): inside the image).
+      - The project's C(alembic.ini); with O(executor=local) on this host, with O(executor=compose) inside the image.
     type: path
   target:
     description: The Alembic target to rehearse.

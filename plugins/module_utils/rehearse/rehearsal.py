@@ -508,14 +508,16 @@ class Rehearsal:
             "started_at": result.get("started_at"), "finished_at": result.get("finished_at"),
             "duration_s": result.get("duration_s"),
             "lock_timeout": str(req.migrate.lock_timeout), "retries": req.migrate.retries,
-            "measurements": [{k: m.get(k) for k in ("revision", "duration_s", "lock_s", "rewritten_tables",
-                                                   "wal_bytes", "locks")} for m in self.measurements],
+            "measurements": [{k: m.get(k) for k in _RECORDED} for m in self.measurements],
             "calibration": result.get("calibration"),
         }
         result["record"] = record
         result["summary"] = records.summary_line(record)
         if req.record_dir:
             result["record_path"] = records.write_record(req.record_dir, record)
+
+
+_RECORDED = ("revision", "duration_s", "lock_s", "rewritten_tables", "wal_bytes", "locks")
 
 
 def _migration_summary(outcome: Dict[str, Any]) -> Dict[str, Any]:
