@@ -94,7 +94,7 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
         services=_f("list", "str", nullable=True), check=_f("bool"), **_V1_PROJECT),
     _op("v1_stop", True, "docker-compose v1 stop", services=_f("list", "str", nullable=True), **_V1_PROJECT),
     _op("v1_run", True, "docker-compose v1 run --rm of a one-off service", service=_f("str"),
-        command=_f("list", "str"), **dict(_V1_PROJECT, profiles=_f("list", "str"))),
+        command=_f("list", "str"), **_V1_PROJECT),  # profiles: the project's and the service's own
 )}
 
 READ_ONLY = frozenset(name for name, op in OPERATIONS.items() if not op.changes)
