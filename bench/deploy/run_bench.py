@@ -109,9 +109,10 @@ def serving(stack: DeployStack, version: str, timeout: float) -> bool:
 def recover(stack: DeployStack, version: str) -> bool:
     """After a release that did not end serving ``version``: give the app time to boot, and restart
     a caching proxy, which never learns the address `up -d` gave the app."""
-    if serving(stack, version, 60):
+    if not stack.proxy_args and serving(stack, version, 60):
         return True
-    stack.compose("restart", "nginx", check=False)
+    extra = [arg for name in stack.files[1:] for arg in ("-f", name)]
+    stack.compose(*extra, "restart", "nginx", check=False)
     return serving(stack, version, 240)
 
 
