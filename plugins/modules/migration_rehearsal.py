@@ -8,7 +8,7 @@ DOCUMENTATION = r'''
 ---
 module: migration_rehearsal
 short_description: Rehearse pending migrations on a restored copy of the data and measure them
-version_added: 0.2.0
+version_added: 0.1.0
 author: dbops developers (@dbops)
 description:
   - Restores the newest verified M(dbops.migrations.pg_backup) archive of O(login_db) (no older than

@@ -12,7 +12,7 @@ import yaml
 from tests.helpers.ansible import REPO_ROOT, ansible_env
 
 BIN = Path(sys.executable).parent
-MODULES = ["alembic_migrate", "compose_deploy", "migration_risk", "pg_backup", "release_lock", "release_verify"]
+MODULES = ["alembic_migrate", "compose_deploy", "migration_rehearsal", "migration_risk", "pg_backup", "release_lock", "release_verify"]
 
 
 def test_the_modules_are_the_capabilities():
