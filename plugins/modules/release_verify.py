@@ -14,7 +14,7 @@ description:
   - Counts the rows of every user table of every schema (the same tables M(dbops.migrations.pg_backup) counts for
     its manifest; tables of extensions are left out). Tables of C(public) are named bare (C(orders)), others
     C(schema.table).
-  - With O(before), compares the counts with those: a protected table (O(protected_tables), every table counted
+  - With O(before), compares the counts with those; a protected table (O(protected_tables), every table counted
     before when empty) that is gone or has fewer rows fails the task.
   - Runs each of O(queries) and compares the first column of its first row with C(expect); numbers compare as
     numbers. A query that fails or answers something else fails the task, naming it.
