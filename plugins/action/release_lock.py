@@ -79,10 +79,10 @@ class ActionModule(ActionBase):
         while True:
             answer = self._target(path=path, state="present", _owner_text=text)
             if self._task.check_mode:
-                holder = release_lock.parse_owner(answer.get("holder_text") or "")
-                result.update(changed=answer["free"], held=False, holder=holder or None,
-                              msg="the lock %s is %s" % (path, "free" if answer["free"] else
-                                                          "held: %s" % (answer.get("holder_text") or "owner unknown")))
+                holder_text = answer.get("holder_text") or ""
+                state = "free" if answer["free"] else "held: %s" % (holder_text or "owner unknown")
+                result.update(changed=answer["free"], held=False, holder=release_lock.parse_owner(holder_text) or None,
+                              msg="the lock %s is %s" % (path, state))
                 return result
             if answer["acquired"]:
                 break
@@ -110,8 +110,9 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         self._task_vars = task_vars or {}
-        _, params = self.validate_argument_spec(argument_spec=release_lock.ARGUMENT_SPEC,
-                                                required_if=[("state", "absent", ["owner_digest"])])
+        validation, params = self.validate_argument_spec(argument_spec=release_lock.ARGUMENT_SPEC,
+                                                         required_if=[("state", "absent", ["owner_digest"])])
+        del validation
         self.params = dict(params)
         try:
             if self.params["state"] == "present":

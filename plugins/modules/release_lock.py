@@ -32,6 +32,10 @@ attributes:
     details: Reports whether the lock is free and who holds it; makes and removes nothing.
   diff_mode:
     support: none
+  idempotent:
+    support: none
+    details: Taking the lock changes state every time (a second take by the same run waits for the first);
+      releasing a lock that is already gone changes nothing.
 options:
   path:
     description: The lock directory. Its parent is created (mode C(0750)) when missing.
