@@ -149,8 +149,8 @@ def host_client_cannot_dump(server: PgServer) -> str:
     client = host_client_major()
     if server_major <= client:
         return ""
-    return (f"the host's pg_dump {client} refuses a PostgreSQL {server_major} server (a client at least as new "
-            f"as the server is required); this test runs pg_dump on the host")
+    return (f"the host's pg_dump {client} refuses a PostgreSQL {server_major} server (pg_dump dumps only servers "
+            f"of its own version or older)")
 
 
 def _run_as(user: str | None, argv: list[str]) -> None:

@@ -38,9 +38,10 @@ def runner(argv, env):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def engine(url, **extra) -> Backup:
+def engine(server, url, **extra) -> Backup:
     """The module's engine in this process (real programs, real server)."""
-    return Backup(info=parse_db_url(url), executor=Executor(runner=runner, which=shutil.which), **extra)
+    executor = Executor(runner=runner, which=shutil.which, **pgh.client_options(server))
+    return Backup(info=parse_db_url(url), executor=executor, **extra)
 
 
 def databases(server) -> set:
@@ -59,7 +60,7 @@ def admin(server, statement, params=None, dbname="postgres"):
 def source(pg_db, tmp_path):
     """A database with data and large objects, and a verified backup of it."""
     pg_db.execute(DATA)
-    made = engine(pg_db.url).create(str(tmp_path / "b"), backup_archive.DumpOptions(compress=1), "list", None)
+    made = engine(pg_db.server, pg_db.url).create(str(tmp_path / "b"), backup_archive.DumpOptions(compress=1), "list", None)
     return pg_db, made
 
 
@@ -74,7 +75,8 @@ def target(pg_server):
 
 
 def restore_args(db, made, target, **extra):
-    return dict(db.server.login_args(), state="restored", src=made["manifest_path"], target_db=target, **extra)
+    return dict(db.server.login_args(), state="restored", src=made["manifest_path"], target_db=target,
+                **pgh.client_options(db.server), **extra)
 
 
 def count(server, dbname, table="accounts"):
@@ -144,7 +146,7 @@ def test_a_database_without_tables_is_not_empty(source, target, kind, setup):
         admin(db.server, setup, dbname=target)
     except Exception as exc:  # pgcrypto is part of PostgreSQL's contrib, normally installed
         pytest.skip("cannot create %s here: %s" % (kind, exc))
-    restorer = engine(db.server.url("postgres"))
+    restorer = engine(db.server, db.server.url("postgres"))
     with pytest.raises(backup_archive.BackupError) as err:
         restorer.restore(made["manifest_path"], target, False, 1, None, False)
     assert "not empty" in str(err.value) and kind + "(s)" in str(err.value)
@@ -155,7 +157,7 @@ def test_a_really_empty_database_is_replaced_without_force(source, target):
     db, made = source
     pgh.create_database(db.server, target)
     admin(db.server, sql.SQL("COMMENT ON DATABASE {} IS 'empty but named'").format(sql.Identifier(target)))
-    result = engine(db.server.url("postgres")).restore(made["manifest_path"], target, False, 1, None, False)
+    result = engine(db.server, db.server.url("postgres")).restore(made["manifest_path"], target, False, 1, None, False)
     assert result["replaced_database"] is None and count(db.server, target) == 200
     assert not [d for d in databases(db.server) if "_replaced_" in d and d.startswith(backup_archive.plain_name(target))]
     assert admin(db.server, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
@@ -218,11 +220,11 @@ def test_force_restore_keeps_owner_grants_settings_and_comment(pg_server, target
     user = owner if as_owner else server.user
     execute_as(server, user, target, "CREATE TABLE accounts (id int PRIMARY KEY, name text);"
                                      "INSERT INTO accounts SELECT g, 'a' || g FROM generate_series(1, 200) g")
-    made = engine(url_as(server, user, target)).create(str(tmp_path), backup_archive.DumpOptions(), "none", None)
+    made = engine(server, url_as(server, user, target)).create(str(tmp_path), backup_archive.DumpOptions(), "none", None)
     execute_as(server, user, target, "CREATE TABLE live_only (id int); DELETE FROM accounts WHERE id > 150")
     before = database_state(server, target)
     args = dict(server.login_args(), login_user=user, state="restored", src=made["manifest_path"], target_db=target,
-                force=True)
+                force=True, **pgh.client_options(server))
     run = run_module("pg_backup", args)
     assert not run.result.get("failed"), run.output[-3000:]
     assert database_state(server, target) == before
@@ -244,7 +246,7 @@ def test_a_role_that_cannot_create_databases_fails_before_any_change(source, tar
     admin(server, sql.SQL("ALTER ROLE {} NOCREATEDB").format(sql.Identifier(owner)))
     before = databases(server)
     args = dict(server.login_args(), login_user=owner, state="restored", src=made["manifest_path"], target_db=target,
-                force=True)
+                force=True, **pgh.client_options(server))
     msg = failure_message(run_module("pg_backup", args))
     assert "may not create databases" in msg and "CREATEDB" in msg and "Nothing was changed" in msg
     assert databases(server) == before
@@ -254,30 +256,30 @@ def test_a_role_that_cannot_create_databases_fails_before_any_change(source, tar
 def test_large_objects_are_counted_and_verified(source, tmp_path):
     db, made = source
     assert made["manifest"]["large_objects"] == 2
-    assert backup_archive.toc_large_object_problems(engine(db.url).list_archive(made["path"]), 2) == []
-    checked = engine(db.url).verify_existing(made["manifest_path"], "restore")
+    assert backup_archive.toc_large_object_problems(engine(db.server, db.url).list_archive(made["path"]), 2) == []
+    checked = engine(db.server, db.url).verify_existing(made["manifest_path"], "restore")
     assert checked["verified"] and checked["verification"]["restored_large_objects"] == 2
     # a manifest that counted a large object more than the archive holds fails verification
     manifest = dict(made["manifest"], large_objects=3)
     with pytest.raises(backup_archive.BackupError, match="large objects: 3 expected, 2 restored"):
-        engine(db.url).verify_path(made["path"], manifest, "restore", checksum=False)
+        engine(db.server, db.url).verify_path(made["path"], manifest, "restore", checksum=False)
 
 
 def test_version_table_option_and_a_missing_version_table(pg_db, tmp_path):
     pg_db.execute("CREATE SCHEMA meta; CREATE TABLE meta.schema_version (version_num varchar(32) PRIMARY KEY);"
                   "INSERT INTO meta.schema_version VALUES ('ab12cd34');"
                   "CREATE TABLE alembic_version (version_num varchar(32)); INSERT INTO alembic_version VALUES ('zz')")
-    found = engine(pg_db.url, version_table="schema_version", version_table_schema="meta").create(
+    found = engine(pg_db.server, pg_db.url, version_table="schema_version", version_table_schema="meta").create(
         str(tmp_path / "a"), backup_archive.DumpOptions(), "none", None)["manifest"]
     assert found["alembic_revision"] == "ab12cd34" and found["alembic_version_table"] == "meta.schema_version"
     assert found["alembic_version_table_missing"] is False
     missing = run_module("pg_backup", dict(pg_db.login_args(), dest=str(tmp_path / "b"), verify="none",
-                                           version_table="no_such_table"))
+                                           version_table="no_such_table", **pgh.client_options(pg_db.server)))
     assert not missing.result.get("failed"), missing.output[-3000:]
     manifest = missing.result["manifest"]
     assert manifest["alembic_revision"] is None and manifest["alembic_version_table_missing"] is True
     assert manifest["alembic_version_table"] == "no_such_table"
-    default = engine(pg_db.url).create(str(tmp_path / "c"), backup_archive.DumpOptions(), "none", None)["manifest"]
+    default = engine(pg_db.server, pg_db.url).create(str(tmp_path / "c"), backup_archive.DumpOptions(), "none", None)["manifest"]
     assert default["alembic_revision"] == "zz" and default["alembic_version_table"] == "public.alembic_version"
 
 
@@ -304,10 +306,11 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_run(pg_db, tmp_path):
         admin(server, sql.SQL("COMMENT ON DATABASE {} IS {}").format(
             sql.Identifier(name), sql.Literal(backup_archive.owner_record("scratch", owner, name=name, purpose="verify"))))
     try:
-        check = run_module("pg_backup", dict(pg_db.login_args(), dest=str(dest), verify="none"), check=True)
+        client = pgh.client_options(server)
+        check = run_module("pg_backup", dict(pg_db.login_args(), dest=str(dest), verify="none", **client), check=True)
         assert any(scratch in line and "would remove" in line for line in check.result["cleaned_up"]), check.result
         assert scratch in databases(server) and os.path.isdir(stale)
-        run = run_module("pg_backup", dict(pg_db.login_args(), dest=str(dest), verify="none"))
+        run = run_module("pg_backup", dict(pg_db.login_args(), dest=str(dest), verify="none", **client))
         assert not run.result.get("failed"), run.output[-3000:]
         cleaned = run.result["cleaned_up"]
         assert any(scratch in line for line in cleaned) and any(stale in line for line in cleaned), cleaned
@@ -336,7 +339,7 @@ def test_a_restore_killed_after_setting_the_live_database_aside_is_undone(source
     admin(server, sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(scratch), sql.Literal(
         backup_archive.owner_record("scratch", dead, name=scratch, purpose="restore"))))
     assert target not in databases(server)
-    result = engine(server.url("postgres")).restore(made["manifest_path"], target + " other", False, 1, None, False)
+    result = engine(server, server.url("postgres")).restore(made["manifest_path"], target + " other", False, 1, None, False)
     try:
         assert any("renamed back to " + target in line for line in result["cleaned_up"]), result["cleaned_up"]
         assert target in databases(server) and aside not in databases(server) and scratch not in databases(server)
