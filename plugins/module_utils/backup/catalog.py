@@ -49,7 +49,7 @@ WITH objects(kind, name) AS (
   FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
   WHERE t.typrelid = 0 AND {ns_n} AND {member_type}
     AND NOT EXISTS (SELECT 1 FROM pg_type a WHERE a.typarray = t.oid)
-    AND NOT EXISTS (SELECT 1 FROM pg_range r WHERE r.rngmultitypid = t.oid)
+    AND t.typtype <> 'm'  -- the multirange of a range type (PostgreSQL 14+), made with it
   UNION ALL
   SELECT 'schema', n.nspname FROM pg_namespace n WHERE n.nspname <> 'public' AND {ns_n} AND {member_ns}
   UNION ALL
