@@ -7,10 +7,12 @@ and says so when it does not hold.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
 
+from ansible_collections.dbops.migrations.plugins.module_utils.backup import catalog
 from tests.helpers import postgres as pgh
 from tests.helpers.ansible import failure_message, run_module
 
@@ -113,3 +115,13 @@ def test_an_archive_of_a_newer_pg_dump_is_refused_by_the_host_pg_restore(newer_c
     assert "pg_restore %d." % client in msg and "pg_dump %d." % server in msg, msg
     assert "use pg_restore %d or newer" % server in msg and "container" in msg
     assert target not in databases(db.server)
+
+
+def test_what_a_database_holds_is_read_on_every_version(pg_db):
+    """The catalog inventory behind "refuses to restore over a non-empty database": a range type is one
+    type on every version (its multirange, PostgreSQL 14+, comes with it; pg_range has no
+    rngmultitypid before 14)."""
+    pg_db.execute("CREATE TYPE span AS RANGE (subtype = int); CREATE TYPE mood AS ENUM ('ok', 'sad')")
+    with contextlib.closing(pg_db.connect()) as conn, conn.cursor() as cur:
+        objects = catalog.user_objects(cur)
+    assert objects["type"] == (2, ["public.mood", "public.span"])
