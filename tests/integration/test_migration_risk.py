@@ -1,6 +1,7 @@
 """migration_risk against a real PostgreSQL: live facts change the verdict; Alembic projects; the module."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -8,6 +9,8 @@ import textwrap
 import uuid
 from pathlib import Path
 
+import psycopg2
+import psycopg2.errors
 import pytest
 
 from ansible_collections.dbops.migrations.plugins.module_utils.risk.service import RiskRequest, run_request
@@ -85,6 +88,27 @@ def test_set_not_null_proven_by_validated_check(sized_tables):
     assert finding(proven, "set-not-null-proven")
     # PostgreSQL 11 rules would still scan, but the live server version (12 or newer) wins over server_version.
     assert proven["server_version"] == sized_tables.server.version_num // 10000
+
+
+def test_detach_partition_concurrently_is_judged_by_the_live_server(pg_db):
+    """DETACH PARTITION ... CONCURRENTLY exists from PostgreSQL 14: the verdict follows the server the
+    migration will meet, whatever server_version says, and the server agrees."""
+    pg_db.execute("CREATE TABLE events (id int, at date) PARTITION BY RANGE (at);"
+                  "CREATE TABLE events_2020 PARTITION OF events FOR VALUES FROM ('2020-01-01') TO ('2021-01-01')")
+    statement = "ALTER TABLE events DETACH PARTITION events_2020 CONCURRENTLY"
+    live = pg_db.server.version_num // 10000
+    result = risk_of(pg_db, statement, server_version=13 if live >= 14 else 15)
+    assert result["server_version"] == live
+    with contextlib.closing(pg_db.connect()) as conn, conn.cursor() as cur:  # outside a transaction block
+        if live >= 14:
+            assert result["risk"] == "low" and finding(result, "detach-partition-concurrently")["blocks"] == "none"
+            cur.execute(statement)
+            cur.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass")
+            assert cur.fetchone()[0] == 0
+        else:
+            assert result["risk"] == "high" and finding(result, "detach-partition-concurrently-unsupported")
+            with pytest.raises(psycopg2.errors.SyntaxError):
+                cur.execute(statement)
 
 
 def test_data_change_on_small_table_is_medium(sized_tables):
