@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 def _db_vars(db, dest):
     return {"backup_hosts": "localhost", "backup_dest": str(dest), "backup_login_host": db.server.host,
             "backup_login_port": db.server.port, "backup_login_user": db.server.user,
-            "backup_login_password": db.server.password, "backup_login_db": db.name}
+            "backup_login_password": db.server.password, "backup_login_db": db.name,
+            **{"backup_" + k: v for k, v in pgh.client_options(db.server).items()}}
 
 
 def test_playbook_backs_up_verifies_and_prunes(pg_db, tmp_path):
@@ -32,7 +33,11 @@ def test_playbook_backs_up_verifies_and_prunes(pg_db, tmp_path):
     manifest = json.loads((dest / (dumps[-1] + ".manifest.json")).read_text())
     assert manifest["tables"]["public.t"] == 1234 and manifest["alembic_revision"] == "0002"
     assert manifest["verification"]["mode"] == "restore" and manifest["verification"]["verified"]
-    assert (manifest["format"], manifest["jobs"], manifest["compress"]) == ("directory", 2, 1)
+    # The module's default compression: gzip level 1, or zstd at its own level with a pg_dump of 16 or newer
+    # (the one in the server's container when the host's is too old for the server).
+    dumped_with = int(manifest["tools"]["pg_dump"].split()[2].split(".")[0])
+    expected = ("directory", 2, 1, "gzip") if dumped_with < 16 else ("directory", 2, None, "zstd")
+    assert (manifest["format"], manifest["jobs"], manifest["compress"], manifest["compress_method"]) == expected
     assert "alembic revision 0002" in run.output
     assert pgh.TEST_PASSWORD not in run.output
 
@@ -50,7 +55,8 @@ def test_playbook_reads_the_database_from_the_inventory(pg_db, tmp_path):
     (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump({
         "dbops_db_host": login["login_host"], "dbops_db_port": login["login_port"],
         "dbops_db_user": login["login_user"], "dbops_db_password": login["login_password"],
-        "dbops_db_name": login["login_db"], "dbops_backup_dest": str(dest), "dbops_backup_verify": "list"}))
+        "dbops_db_name": login["login_db"], "dbops_backup_dest": str(dest), "dbops_backup_verify": "list",
+        **{"dbops_backup_" + k: v for k, v in pgh.client_options(pg_db.server).items()}}))
     run = run_playbook(REPO_ROOT / "playbooks" / "backup.yml", inventory=inventory)
     assert run.rc == 0, run.output[-3000:]
     [manifest_file] = sorted(dest.glob("*.manifest.json"))
