@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import glob
 import os
 import re
@@ -62,6 +63,7 @@ def find_pg_bin() -> str:
     return os.path.dirname(candidates[-1])
 
 
+@functools.lru_cache(maxsize=None)
 def host_client_major() -> int:
     """Major version of the host's pg_dump, the one pg_backup and the lock trace find on PATH."""
     found = shutil.which("pg_dump") or os.path.join(find_pg_bin(), "pg_dump")
