@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 PARALLEL := $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-.PHONY: help bootstrap images images-pg-matrix test-pg-matrix demo demo-down test test-all test-unit test-integration test-interrupt test-nightly test-exclusive lint build clean bench-lint bench-gate bench-backup bench-downtime bench-deploy
+.PHONY: help bootstrap images images-pg-matrix test-pg-matrix test-pg-matrix-sample demo demo-down test test-all test-unit test-integration test-interrupt test-nightly test-exclusive lint build clean bench-lint bench-gate bench-backup bench-downtime bench-deploy
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,6 +30,14 @@ PG_MATRIX ?= 13 17
 PG_MATRIX_TESTS ?= tests/integration/test_postgres_fixture.py tests/integration/test_migration_risk*.py \
 	tests/integration/test_pg_backup*.py tests/integration/test_alembic_migrate.py \
 	tests/integration/test_alembic_migrate_safety.py
+
+# What CI runs on 13 and 17 (.ci/run): each version-dependent path once, about a minute per version.
+PG_MATRIX_SAMPLE ?= tests/integration/test_postgres_fixture.py::test_private_cluster_answers \
+	tests/integration/test_migration_risk.py::test_detach_partition_concurrently_is_judged_by_the_live_server \
+	tests/integration/test_migration_risk_dbfacts.py tests/integration/test_migration_risk_trace.py \
+	tests/integration/test_pg_backup_versions.py \
+	tests/integration/test_pg_backup_restore.py::test_force_restore_keeps_owner_grants_settings_and_comment \
+	tests/integration/test_alembic_migrate.py::test_lock_queue_naive_stalls_writers_ours_gives_up_then_succeeds
 
 images-pg-matrix: ## (re)build dbops/postgres:13 and :17 (Debian bullseye and trixie) when their inputs changed
 	PG_VERSIONS="$(PG_MATRIX)" scripts/build-images
@@ -50,9 +58,13 @@ test-all: bootstrap ## every test, the nightly stories included (about an hour a
 
 test-pg-matrix: bootstrap images-pg-matrix ## the migration_risk, pg_backup and alembic_migrate tests on PostgreSQL 13 and 17
 	rc=0; for major in $(PG_MATRIX); do \
-	  echo "== PostgreSQL $$major"; \
+	  echo "== PostgreSQL $$major"; started=$$(date +%s); \
 	  DBOPS_TEST_PG_VERSION=$$major $(PY) -m pytest $(PARALLEL) $(PG_MATRIX_TESTS) $(PYTEST_ARGS) || rc=1; \
+	  echo "== PostgreSQL $$major: tests took $$(( $$(date +%s) - started )) s"; \
 	done; exit $$rc
+
+test-pg-matrix-sample: ## the sample of test-pg-matrix that CI runs (each version-dependent path once)
+	$(MAKE) test-pg-matrix PG_MATRIX_TESTS="$(PG_MATRIX_SAMPLE)"
 
 test-exclusive: bootstrap ## the tests that restart the Docker engine, alone
 	$(PY) -m pytest -m exclusive $(PYTEST_ARGS)
