@@ -99,7 +99,8 @@ def _corrupt_middle(path):
 @pytest.mark.fault("corrupted archive at verify", kind="fault",
                    holds="state=verified fails with a checksum mismatch naming the file; the file is left as it is")
 def test_corrupted_archive_at_verify(data_db, tmp_path):
-    made = backup(data_db, tmp_path, verify="none")
+    # One archive file to corrupt: the custom format (a directory archive is a folder of files).
+    made = backup(data_db, tmp_path, format="custom", verify="none")
     assert not made.result.get("failed"), made.output
     _corrupt_middle(made.result["path"])
     before = os.stat(made.result["path"]).st_mtime_ns
@@ -112,7 +113,7 @@ def test_corrupted_archive_at_verify(data_db, tmp_path):
 @pytest.mark.fault("corrupted archive at restore (with and without its manifest)", kind="fault",
                    holds="restore fails; no target or scratch database is created; an existing target is untouched")
 def test_corrupted_archive_at_restore(data_db, pg_server, tmp_path):
-    made = backup(data_db, tmp_path, verify="none", compress=0)
+    made = backup(data_db, tmp_path, format="custom", verify="none", compress=0)
     assert not made.result.get("failed"), made.output
     path = made.result["path"]
     target = "restore_" + uuid.uuid4().hex[:8]
@@ -190,7 +191,7 @@ def test_client_older_than_server(data_db, tmp_path):
 @pytest.mark.fault("bad option combinations", kind="bad_input",
                    holds="jobs with custom format, compressed plain, keep 0 each fail with what to set instead")
 def test_bad_options(data_db, tmp_path):
-    assert "format: directory" in failure_message(backup(data_db, tmp_path, jobs=2))
+    assert "format: directory" in failure_message(backup(data_db, tmp_path, format="custom", jobs=2))
     assert "format: plain" in failure_message(backup(data_db, tmp_path, format="plain", compress=6))
     assert "at least 1" in failure_message(backup(data_db, tmp_path, keep=0))
     assert os.listdir(tmp_path) == []
