@@ -218,6 +218,26 @@ def _docker(*args: str, env: dict | None = None) -> str:
     return proc.stdout.strip()
 
 
+def _process_started(pid: int) -> str:
+    """Start time of a process (field 22 of /proc/PID/stat), or "" when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _remove_orphaned_servers() -> None:
+    """Containers of test runs that were killed before their teardown (their process is gone)."""
+    listed = _docker("ps", "-a", "--filter", "label=dbops.test=pg-server",
+                     "--format", '{{.ID}} {{.Label "dbops.test.pid"}} {{.Label "dbops.test.started"}}')
+    for line in listed.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1].isdigit() and _process_started(int(parts[1])) != parts[2]:
+            with contextlib.suppress(RuntimeError):
+                _docker("rm", "-f", "-v", parts[0])
+
+
 @contextlib.contextmanager
 def container_cluster(major: int) -> Iterator[PgServer]:
     """A server of the image dbops/postgres:MAJOR on a free loopback port; removed with its data afterwards."""
@@ -225,11 +245,13 @@ def container_cluster(major: int) -> Iterator[PgServer]:
     if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
         raise RuntimeError(f"image {image} not found: build it with `PG_VERSIONS={major} scripts/build-images` "
                            f"(make images-pg-matrix)")
+    _remove_orphaned_servers()
     name = f"dbops-test-pg{major}-{os.getpid()}-{os.urandom(3).hex()}"
     port = free_port()
     settings = [arg for key, value in SERVER_SETTINGS.items() for arg in ("-c", f"{key}={value}")]
     # POSTGRES_PASSWORD reaches the container from docker's environment, not its argv.
-    _docker("run", "-d", "--name", name, "--label", "dbops.test=pg-server", "--shm-size", "256m",
+    _docker("run", "-d", "--name", name, "--label", "dbops.test=pg-server", "--label", f"dbops.test.pid={os.getpid()}",
+            "--label", f"dbops.test.started={_process_started(os.getpid())}", "--shm-size", "256m",
             "-e", f"POSTGRES_USER={TEST_USER}", "-e", "POSTGRES_PASSWORD", "-e", "POSTGRES_DB=postgres",
             "-e", "POSTGRES_INITDB_ARGS=--no-sync",
             "-p", f"127.0.0.1:{port}:5432", image, "postgres", *settings,

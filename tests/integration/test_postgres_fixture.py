@@ -1,5 +1,6 @@
 import contextlib
 import os
+import subprocess
 
 import pytest
 
@@ -40,3 +41,28 @@ def test_client_options_follow_the_host_client(pg_server):
     else:
         assert "refuses a PostgreSQL" in cannot
         assert pgh.client_options(pg_server) == {"container": pg_server.container}
+
+
+@pytest.mark.docker
+def test_servers_of_killed_runs_are_removed_by_the_next_one(docker_client, tmp_path):
+    """A run killed before its teardown leaves its server container; the next container server removes it."""
+    image = pgh.server_image(pgh.requested_version() or 15)
+    try:
+        docker_client.images.get(image)
+    except Exception:
+        pytest.skip("image %s not built; run `make images`" % image)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = docker_client.containers.create(image, labels={
+        "dbops.test": "pg-server", "dbops.test.pid": str(dead.pid), "dbops.test.started": "0"})
+    alive = docker_client.containers.create(image, labels={
+        "dbops.test": "pg-server", "dbops.test.pid": str(os.getpid()),
+        "dbops.test.started": pgh._process_started(os.getpid())})
+    try:
+        pgh._remove_orphaned_servers()
+        ids = {c.id for c in docker_client.containers.list(all=True, filters={"label": "dbops.test=pg-server"})}
+        assert orphan.id not in ids and alive.id in ids
+    finally:
+        for container in (orphan, alive):
+            with contextlib.suppress(Exception):
+                container.remove(force=True, v=True)
