@@ -262,6 +262,11 @@ options:
     type: str
     choices: [auto, plugin, standalone]
     default: auto
+  _worker:
+    description:
+      - Internal. One step of a deploy, sent by this module's action plugin to the target. A task that sets it
+        is refused; use the options above.
+    type: dict
 attributes:
   check_mode:
     support: full

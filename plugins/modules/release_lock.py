@@ -68,6 +68,11 @@ options:
   owner_digest:
     description: With O(state=absent), the RV(owner_digest) returned when the lock was taken.
     type: str
+  _owner_text:
+    description:
+      - Internal. The owner record the action plugin computed on the controller for O(state=present). A task
+        that sets it is refused.
+    type: str
 notes:
   - The identity of the run is the parent of the worker process that runs the action plugin, which is the
     C(ansible-playbook) process itself.

@@ -31,9 +31,10 @@ CACHING_NGINX = """services:
       - %s:/etc/nginx/conf.d/default.conf:ro
 """ % FIXTURE
 
-# What a request sent to a vanished address waits: the example nginx's proxy_connect_timeout,
-# and for an ordinary nginx (60 s connect timeout) the kernel's first SYN retransmission (1 s).
-CONNECT_WAIT_S = 0.5
+# What a request sent to a vanished address waits: the example nginx's proxy_connect_timeout (500 ms),
+# and for an ordinary nginx (60 s connect timeout) the kernel's first SYN retransmission (1 s). A
+# slower answer below that is the machine's load, not a connect wait.
+CONNECT_WAIT_S = {"resolving": 0.5, "caching": 0.95}
 PROBE_RATE = 10.0  # modest: the machine may be shared
 # The reconnect (disconnect + connect) ends when the watcher sees the alias gone; it starts up to
 # this long before on a loaded engine.
@@ -136,6 +137,6 @@ def test_old_container_leaves_the_name_before_it_stops_and_no_request_waits(prox
     # connection opened exactly then waits for TCP's second SYN. At this rate that is one request
     # now and then, never more than a couple, and only there.
     slow = [{"latency_s": round(s.latency, 3), "sent_after_old_left_name_s": round(s.t - watch.t0 - left, 3)}
-            for s in samples if started <= s.t <= ended and s.latency >= CONNECT_WAIT_S]
+            for s in samples if started <= s.t <= ended and s.latency >= CONNECT_WAIT_S[stack.kind]]
     outside_reconnect = [s for s in slow if not -RECONNECT_WINDOW_S <= s["sent_after_old_left_name_s"] <= 0.5]
     assert not outside_reconnect and len(slow) <= 2, json.dumps(slow) + detail

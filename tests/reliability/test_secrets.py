@@ -67,7 +67,7 @@ def test_alembic_migrate_keeps_the_password(pg_db, tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.fault("pg_backup backup, verify and restore", holds="password in no result, argv or manifest; "
-                   "backup 0600, folder not world-readable", kind="secret")
+                   "backup files 0600 (a directory archive 0700), folder not world-readable", kind="secret")
 def test_pg_backup_keeps_the_password(pg_db, tmp_path):
     pg_db.execute("CREATE TABLE t (id int primary key, v text); INSERT INTO t SELECT g, 'x' FROM generate_series(1, 500) g")
     dest = tmp_path / "backups"
@@ -75,7 +75,14 @@ def test_pg_backup_keeps_the_password(pg_db, tmp_path):
     assert run.result.get("failed") is not True, run.result.get("msg")
     assert_no_leak(run, watcher)
     assert files_containing(TEST_PASSWORD, str(dest)) == []
-    assert stat.S_IMODE(os.stat(run.result["path"]).st_mode) == 0o600
+    archive = run.result["path"]
+    if os.path.isdir(archive):
+        assert stat.S_IMODE(os.stat(archive).st_mode) == 0o700
+        inside = [os.path.join(archive, name) for name in os.listdir(archive)]
+        assert inside and all(stat.S_IMODE(os.stat(f).st_mode) == 0o600 for f in inside), \
+            {f: oct(stat.S_IMODE(os.stat(f).st_mode)) for f in inside}
+    else:
+        assert stat.S_IMODE(os.stat(archive).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(dest).st_mode) & 0o007 == 0
     target = "r_" + uuid.uuid4().hex[:8]
     restore, watcher = run_watched("pg_backup", {"db_url": pg_db.url, "state": "restored",
