@@ -525,6 +525,7 @@ import traceback  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import plan as compose  # noqa: E402
+from ansible_collections.dbops.migrations.plugins.module_utils.compose.command import project_argv  # noqa: E402
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import engine  # noqa: E402
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import v1 as compose_v1  # noqa: E402
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import worker  # noqa: E402
@@ -582,8 +583,8 @@ def _prepare(module, request):
         except compose.ComposeError as exc:
             module.fail_json(msg=str(exc))
         env_files.append(path)
-    argv = compose.compose_argv(binary, src, request["project_name"], request["files"], env_files, ["*"],
-                                "config", "--format", "json")
+    argv = project_argv(binary, src, request["project_name"], request["files"], env_files, ["*"],
+                        "config", "--format", "json")
     rc, out, err = module.run_command(argv, cwd=src)
     if rc != 0:
         _remove_tmpdir(tmpdir)
@@ -613,7 +614,7 @@ def _prepare_standalone(module, request, choice, binary, dot_env):
         if request["env"]:
             tmpdir, path = engine.write_env_file(request["env"], dotenv)
             env_files.append(path)
-        argv = compose_v1.argv(binary, src, project, request["files"], env_files, [], "config")
+        argv = project_argv(binary, src, project, request["files"], env_files, [], "config", standalone=True)
     except compose.ComposeError as exc:
         _remove_tmpdir(tmpdir)
         module.fail_json(msg=str(exc))
@@ -771,8 +772,8 @@ def _surge_create(module, request):
             tail.append("--no-build")
         elif request["build"] == "always":
             tail.append("--build")
-        argv = compose.compose_argv(request["docker"], request["project_src"], request["project"], request["files"],
-                                    request["env_files"] or [], request["profiles"] or [], *tail, service)
+        argv = project_argv(request["docker"], request["project_src"], request["project"], request["files"],
+                            request["env_files"], request["profiles"], *tail, service)
     rc, out, err = module.run_command(argv, cwd=request["project_src"])
     if rc != 0:
         module.fail_json(msg="compose create failed: %s" % compose.explain_compose_failure(err or out))
@@ -804,8 +805,9 @@ def _surge_create(module, request):
 
 def _v1_argv(module, request, *tail, profiles=None):
     try:
-        return compose_v1.argv(request["docker"], request["project_src"], request["project"], request["files"], request["env_files"],
-                               request["profiles"] if profiles is None else profiles, *tail)
+        return project_argv(request["docker"], request["project_src"], request["project"], request["files"],
+                            request["env_files"], request["profiles"] if profiles is None else profiles, *tail,
+                            standalone=True)
     except compose.ComposeError as exc:
         module.fail_json(msg=str(exc))
 

@@ -40,6 +40,7 @@ def test_setup_at_0004(release):
     assert release.revision() == "0004"
 
 
+@pytest.mark.nightly
 def test_gate_off_keeps_the_high_path_as_it_was(release):
     run = release.play("deploy", {"risk": "auto", "approve": True}, check=True)
     assert run.rc == 0, explain(run, release)

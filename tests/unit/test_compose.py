@@ -7,6 +7,7 @@ import pytest
 
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import plan as compose_plan
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import engine
+from ansible_collections.dbops.migrations.plugins.module_utils.compose.command import project_argv
 
 # Recorded from `docker compose -f docker-compose.prod.yml --profile '*' config --format json`
 # (compose 2.26), trimmed to the keys compose_deploy reads.
@@ -364,8 +365,8 @@ def test_ports_owned_by_the_replaced_service_are_not_conflicts():
 
 
 def test_compose_argv_resolves_relative_files():
-    argv = compose_plan.compose_argv("docker", "/srv/app/", "p", ["docker-compose.prod.yml", "/etc/extra.yml"],
-                           ["/tmp/x/deploy.env"], ["migration"], "config")
+    argv = project_argv("docker", "/srv/app/", "p", ["docker-compose.prod.yml", "/etc/extra.yml"],
+                        ["/tmp/x/deploy.env"], ["migration"], "config")
     assert argv == ["docker", "compose", "--project-directory", "/srv/app", "-p", "p",
                     "-f", "/srv/app/docker-compose.prod.yml", "-f", "/etc/extra.yml",
                     "--env-file", "/tmp/x/deploy.env", "--profile", "migration", "config"]
@@ -561,3 +562,16 @@ def test_classify_proxy_reports_how_long_nginx_keeps_an_address():
 ])
 def test_retire_wait_covers_dns_caches_and_requests_in_flight(drain, proxy, reloaded, wait):
     assert compose_plan.retire_wait(drain, proxy, reloaded) == wait
+
+
+def test_project_argv_is_the_same_for_both_clis_but_the_subcommand():
+    plugin = project_argv("docker", "/srv/app", None, ["c.yml"], None, ["migration"], "run", "--rm", "migration")
+    standalone = project_argv("docker-compose", "/srv/app", None, ["c.yml"], None, ["migration"], "run", "--rm",
+                              "migration", standalone=True)
+    assert plugin[:2] == ["docker", "compose"] and standalone[:1] == ["docker-compose"]
+    assert plugin[2:] == standalone[1:] == ["--project-directory", "/srv/app", "-f", "/srv/app/c.yml",
+                                            "--profile", "migration", "run", "--rm", "migration"]
+
+
+def test_project_argv_without_a_project_folder_keeps_files_as_given():
+    assert project_argv("docker", None, "p", ["c.yml"], [], []) == ["docker", "compose", "-p", "p", "-f", "c.yml"]

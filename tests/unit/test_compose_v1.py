@@ -9,6 +9,7 @@ import pytest
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import plan as compose_plan
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import engine
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import v1 as compose_v1
+from ansible_collections.dbops.migrations.plugins.module_utils.compose.command import project_argv
 
 # Recorded from `docker-compose -p p -f docker-compose.prod.yml config` (1.29.2), secrets replaced.
 CONFIG_YAML = """services:
@@ -224,8 +225,9 @@ def test_env_file_for_v1_is_private_and_merged(tmp_path):
 
 
 def test_argv_has_global_options_and_no_shell():
-    argv = compose_v1.argv("/usr/bin/docker-compose", "/srv/app/", "p", ["docker-compose.prod.yml", "/tmp/o.yml"],
-                    ["/tmp/dbops-compose-x/deploy.env"], ["migration"], *compose_v1.up_args(["app"], "never"))
+    argv = project_argv("/usr/bin/docker-compose", "/srv/app/", "p", ["docker-compose.prod.yml", "/tmp/o.yml"],
+                        ["/tmp/dbops-compose-x/deploy.env"], ["migration"], *compose_v1.up_args(["app"], "never"),
+                        standalone=True)
     assert argv == ["/usr/bin/docker-compose", "--project-directory", "/srv/app", "-p", "p",
                     "-f", "/srv/app/docker-compose.prod.yml", "-f", "/tmp/o.yml",
                     "--env-file", "/tmp/dbops-compose-x/deploy.env", "--profile", "migration",
@@ -234,9 +236,9 @@ def test_argv_has_global_options_and_no_shell():
 
 def test_argv_refuses_what_v1_cannot_take():
     with pytest.raises(compose_plan.ComposeError):
-        compose_v1.argv("dc", "/srv", "p", None, ["/a.env", "/b.env"], [])
+        project_argv("dc", "/srv", "p", None, ["/a.env", "/b.env"], [], standalone=True)
     with pytest.raises(compose_plan.ComposeError):
-        compose_v1.argv("dc", "/srv", "p", None, [], ["*"])
+        project_argv("dc", "/srv", "p", None, [], ["*"], standalone=True)
 
 
 @pytest.mark.parametrize("args,expected", [

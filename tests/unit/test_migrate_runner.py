@@ -56,8 +56,8 @@ def test_compose_command_passes_secrets_by_name_only():
                              alembic_db=parse_db_url("postgresql://app:%s@db:5432/shop" % PASSWORD))
     cmd = AlembicCommand(request, DB, "dbops-migrate-x")
     argv, cwd = cmd.argv("downgrade", "0001")
-    assert argv == ["/usr/bin/docker", "compose", "-f", "docker-compose.prod.yml", "--project-directory", "/srv/app",
-                    "-p", "shop", "--profile", "migration", "run", "--rm", "-T",
+    assert argv == ["/usr/bin/docker", "compose", "--project-directory", "/srv/app", "-p", "shop",
+                    "-f", "/srv/app/docker-compose.prod.yml", "--profile", "migration", "run", "--rm", "-T",
                     "--name", "dbops-migrate-shop-x-1",
                     "-e", "DATABASE_URL", "-e", "PGAPPNAME", "-e", "PGOPTIONS", "-e", "PGPASSWORD",
                     "migration", "alembic", "-c", "/app/alembic.ini", "downgrade", "0001"]
@@ -71,8 +71,8 @@ def test_compose_v1_takes_the_same_arguments_without_the_subcommand():
                              compose=ComposeSpec(project_src="/srv/app", files=["docker-compose.prod.yml"],
                                                  docker_bin="/usr/bin/docker-compose", standalone=True))
     argv, cwd = AlembicCommand(request, DB, "dbops-migrate-x").argv("upgrade", "0002")
-    assert argv[:6] == ["/usr/bin/docker-compose", "-f", "docker-compose.prod.yml", "--project-directory",
-                        "/srv/app", "--profile"]
+    assert argv[:6] == ["/usr/bin/docker-compose", "--project-directory", "/srv/app",
+                        "-f", "/srv/app/docker-compose.prod.yml", "--profile"]
     assert argv[-5:] == ["alembic", "-c", "/app/alembic.ini", "upgrade", "0002"] and cwd == "/srv/app"
 
 

@@ -806,22 +806,6 @@ def dump_plan(plan: Sequence[ServiceChange]) -> list[dict[str, Any]]:
     return [dataclasses.asdict(change) for change in plan]
 
 
-def compose_argv(docker: str, project_src: str, project: str | None, files: Sequence[str] | None,
-                 env_files: Sequence[str], profiles: Sequence[str], *tail: str) -> list[str]:
-    """``docker compose`` global flags for a project; relative files resolve against project_src."""
-    base = project_src.rstrip("/") or "/"
-    argv = [docker, "compose", "--project-directory", base]
-    if project:
-        argv += ["-p", project]
-    for name in files or []:
-        argv += ["-f", name if name.startswith("/") else base + "/" + name]
-    for env_file in env_files:
-        argv += ["--env-file", env_file]
-    for profile in profiles:
-        argv += ["--profile", profile]
-    return argv + list(tail)
-
-
 def container_dict(container: Container) -> dict[str, Any]:
     return dataclasses.asdict(container)
 

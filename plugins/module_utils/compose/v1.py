@@ -185,25 +185,6 @@ def merged_env_text(dotenv: str, env: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- argv
 
 
-def argv(binary: str, project_src: str, project: str, files: Sequence[str] | None,
-         env_files: Sequence[str] | None, profiles: Sequence[str] | None, *tail: str) -> list[str]:
-    """``docker-compose`` global options for a project; relative files resolve against project_src."""
-    env_files = list(env_files or [])
-    if len(env_files) > 1:
-        raise compose.ComposeError("docker-compose v1 reads one env file; got %d" % len(env_files))
-    base = project_src.rstrip("/") or "/"
-    out = [binary, "--project-directory", base, "-p", project]
-    for name in files or []:
-        out += ["-f", name if name.startswith("/") else base + "/" + name]
-    for env_file in env_files:
-        out += ["--env-file", env_file]
-    for profile in profiles or []:
-        if profile == "*":
-            raise compose.ComposeError("docker-compose v1 has no profile wildcard `*`; name the profiles")
-        out += ["--profile", profile]
-    return out + list(tail)
-
-
 def up_args(services: Sequence[str] | None, build: str) -> list[str]:
     """``up -d`` with the build policy (pull is handled before: v1 ``up`` has no ``--pull``)."""
     out = ["up", "-d", "--no-color"] + _build_flag(build)

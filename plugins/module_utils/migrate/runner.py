@@ -38,6 +38,7 @@ try:
 except ImportError:  # pragma: no cover - the module reports missing psycopg2 before getting here
     psycopg2 = None
 
+from ansible_collections.dbops.migrations.plugins.module_utils.compose.command import project_argv
 from ansible_collections.dbops.migrations.plugins.module_utils.migrate.alembic_cli import (
     AlembicPlanError, CONNECTION_LOST, ERROR, KILLED, LOCK_TIMEOUT, RETRYABLE, STATEMENT_TIMEOUT,
     RevisionGraph, Step, classify_failure, duration_ms, error_name, error_tail, executor_problem,
@@ -250,18 +251,12 @@ class AlembicCommand:
         return env
 
     def compose_base(self) -> List[str]:
-        """``docker compose -f ... -p ... --profile ...`` of the compose executor."""
+        """``docker compose --project-directory ... -p ... -f ... --profile ...`` of the compose executor."""
         spec = self.request.compose or ComposeSpec()
-        argv = [spec.docker_bin] if spec.standalone else [spec.docker_bin, "compose"]
-        for path in spec.files:
-            argv += ["-f", path]
-        if spec.project_src:
-            argv += ["--project-directory", spec.project_src]
-        if spec.project_name:
-            argv += ["-p", spec.project_name]
-        for profile in spec.profiles:
-            argv += ["--profile", profile]
-        return argv
+        # absolute: the compose files are named from it, and the command also runs inside it
+        project_src = os.path.abspath(spec.project_src) if spec.project_src else None
+        return project_argv(spec.docker_bin, project_src, spec.project_name, spec.files, None, spec.profiles,
+                            standalone=spec.standalone)
 
     def argv(self, *args: str) -> Tuple[List[str], Optional[str]]:
         req = self.request

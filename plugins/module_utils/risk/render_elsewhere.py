@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import plan as compose
 from ansible_collections.dbops.migrations.plugins.module_utils.compose import v1 as compose_v1
+from ansible_collections.dbops.migrations.plugins.module_utils.compose.command import project_argv
 from ansible_collections.dbops.migrations.plugins.module_utils.risk import render
 from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import RiskInputError
 
@@ -85,13 +86,13 @@ def compose_command(spec: RenderSpec, args: List[str]) -> Tuple[List[str], Optio
     if spec.standalone:
         try:
             project = compose_v1.project_name(spec.project_name, spec.project_src, spec.env)
-            argv = compose_v1.argv(spec.docker_bin, spec.project_src, project, list(spec.files), None,
-                                   list(spec.profiles), *(tail + ["--", spec.service] + command))
+            argv = project_argv(spec.docker_bin, spec.project_src, project, spec.files, None, spec.profiles,
+                                *(tail + ["--", spec.service] + command), standalone=True)
         except compose.ComposeError as exc:
             raise RiskInputError(str(exc))
     else:
-        argv = compose.compose_argv(spec.docker_bin, spec.project_src, spec.project_name, list(spec.files), [],
-                                    list(spec.profiles), *(tail + [spec.service] + command))
+        argv = project_argv(spec.docker_bin, spec.project_src, spec.project_name, spec.files, None, spec.profiles,
+                            *(tail + [spec.service] + command))
     return argv, spec.project_src
 
 
