@@ -9,9 +9,10 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 # Test modules run side by side, one module per worker at a time (each stack has its own
-# project name, ports and image repository); TEST_WORKERS=1 runs them one after another.
+# project name, ports and image repository); TEST_WORKERS=1 runs them one after another. Modules
+# start in the order tests/conftest.py gives (longest first), not xdist's (most tests first).
 TEST_WORKERS ?= 2
-PARALLEL := $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+PARALLEL := $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: help bootstrap images images-pg-matrix test-pg-matrix test-pg-matrix-sample demo demo-down test test-all test-unit test-integration test-interrupt test-nightly test-exclusive lint build clean bench-lint bench-gate bench-backup bench-downtime bench-deploy
 

@@ -28,15 +28,22 @@ NIGHTLY = os.environ.get("DBOPS_NIGHTLY") == "1"
 PARALLEL = bool(os.environ.get("PYTEST_XDIST_WORKER"))
 
 # The longest modules start first, so that a parallel run (one module per worker at a time,
-# --dist loadfile) does not end with one worker alone on a long story.
+# --dist loadfile --no-loadscope-reorder) does not end with one worker alone on a long story.
 LONGEST_FIRST = (
     "tests/integration/test_playbooks_deploy.py",
     "tests/integration/test_ledger.py",
     "tests/reliability/test_deploy_playbook.py",
-    "tests/integration/test_compose_deploy.py",
     "tests/molecule/test_scenarios.py",
-    "tests/integration/test_alembic_migrate.py",
+    "tests/integration/test_compose_deploy.py",
+    "tests/integration/test_rehearse_gate.py",
+    "tests/integration/test_rehearse.py",
     "tests/reliability/test_interrupt.py",
+    "tests/integration/test_alembic_migrate.py",
+    "tests/reliability/test_backup_faults.py",
+    "tests/integration/test_compose_deploy_retire.py",
+    "tests/integration/test_alembic_migrate_safety.py",
+    "tests/integration/test_compose_deploy_v1.py",
+    "tests/integration/test_compose_deploy_proxy.py",
 )
 
 

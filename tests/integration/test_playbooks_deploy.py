@@ -51,6 +51,7 @@ class TestLowPathFromFreshStack:
         assert release.reports()[-1]["revisions_applied"] == []
         assert release.container_ids("app") == app_before
 
+    @pytest.mark.nightly
     def test_two_app_hosts_migrate_once_and_roll_one_at_a_time(self, release):
         release.write_inventory("1.0.0", app_hosts=("app1", "app2"))
         try:
@@ -125,6 +126,7 @@ class TestHighPathGateAndRollback:
         assert run.rc != 0 and "never migrates without a verified backup" in run.output
         assert release.revision() == "0004"
 
+    @pytest.mark.nightly
     def test_high_path_without_a_maintenance_method_asks_for_maintenance_false(self, release):
         run = release.deploy(risk="high", approve=True, dbops_maintenance_method="none")
         assert run.rc != 0
@@ -214,6 +216,7 @@ class TestHighPathGateAndRollback:
         assert release.stack.get("/api/stats")[0] == 200
         assert not (release.report_dir / "maintenance.json").exists()
 
+    @pytest.mark.nightly
     def test_restore_with_confirm_puts_the_backup_back_and_serves_again(self, release):
         manifest = release.backups()[-1]
         expected = json.loads(manifest.read_text())

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.molecule, pytest.mark.docker, pytest.mark.slow, pytest
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p.parent.name for p in (REPO / "molecule").glob("*/molecule.yml"))
 MOLECULE = Path(sys.executable).parent / "molecule"
-SAMPLED = ("low", "risk_gate", "rollback_database")
+SAMPLED = ("low",)
 NIGHTLY = os.environ.get("DBOPS_NIGHTLY") == "1"
 SELECTED = SCENARIOS if NIGHTLY else [name for name in SCENARIOS if name in SAMPLED]
 

@@ -1,6 +1,7 @@
 """The collection as a whole: metadata, documentation of every module, the release tarball."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tarfile
@@ -13,11 +14,34 @@ from tests.helpers.ansible import REPO_ROOT, ansible_env
 
 BIN = Path(sys.executable).parent
 MODULES = ["alembic_migrate", "compose_deploy", "migration_rehearsal", "migration_risk", "pg_backup", "release_lock", "release_verify"]
+# plugins/filter/release.py; each filter is documented in plugins/filter/<name>.yml
+FILTERS = ["release_failure_after_maintenance", "release_failure_facts", "release_failure_lines", "release_failure_report",
+           "release_rollback_commands", "release_summary", "release_summary_lines"]
 
 
 def test_the_modules_are_the_capabilities():
     found = sorted(p.stem for p in (REPO_ROOT / "plugins" / "modules").glob("*.py") if not p.stem.startswith("_"))
     assert found == MODULES
+
+
+def test_the_filters_are_the_release_filters():
+    from ansible_collections.dbops.migrations.plugins.filter import release
+
+    assert sorted(release.FilterModule().filters()) == FILTERS
+    documented = sorted(p.stem for p in (REPO_ROOT / "plugins" / "filter").glob("*.yml"))
+    assert documented == FILTERS
+
+
+def test_filter_documentation_renders():
+    proc = subprocess.run([str(BIN / "ansible-doc"), "-t", "filter", "--json"]
+                          + [f"dbops.migrations.{name}" for name in FILTERS],
+                          env=ansible_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    docs = json.loads(proc.stdout)
+    assert sorted(docs) == [f"dbops.migrations.{name}" for name in FILTERS]
+    for name, doc in docs.items():
+        assert doc["doc"]["short_description"] and doc["examples"] and doc["return"]["_value"], name
+        assert doc["doc"]["version_added"] == "0.1.0" and doc["doc"]["options"]["_input"]["type"] == "dict", name
 
 
 def test_galaxy_metadata():
@@ -57,5 +81,6 @@ def test_collection_builds(tmp_path):
     tarball = next(tmp_path.glob("dbops-migrations-*.tar.gz"))
     names = tarfile.open(tarball).getnames()
     assert {f"plugins/modules/{module}.py" for module in MODULES} <= set(names)
+    assert {"plugins/filter/release.py"} | {f"plugins/filter/{name}.yml" for name in FILTERS} <= set(names)
     assert not [n for n in names if n.startswith((".venv", ".collections", "examples/auto_trader/.wheels", "examples/ledger/.wheels",
                                                   "reports", "dist"))]
