@@ -10,7 +10,8 @@ import pytest
 from ansible_collections.dbops.migrations.plugins.module_utils.rehearse import records
 from tests.helpers.release import compose_ps, new_release
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+# Three runs of deploy.yml: a nightly story (the gate's decisions are unit tests in test_rehearse_logic.py).
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.nightly]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,6 @@ def test_setup_at_0004(release):
     assert release.revision() == "0004"
 
 
-@pytest.mark.nightly
 def test_gate_off_keeps_the_high_path_as_it_was(release):
     run = release.play("deploy", {"risk": "auto", "approve": True}, check=True)
     assert run.rc == 0, explain(run, release)
