@@ -13,9 +13,10 @@ author: dbops developers (@dbops)
 description:
   - Restores the newest verified M(dbops.migrations.pg_backup) archive of O(login_db) (no older than
     O(max_archive_age_hours)), or O(archive), into a scratch database C(dbops_rehearsal_<db>_<random>) on the
-    same server, runs C(VACUUM (ANALYZE)) there, and migrates it to O(target) with the runner of
-    M(dbops.migrations.alembic_migrate) (same O(lock_timeout), O(retries), one revision per Alembic invocation),
-    its E(DATABASE_URL) pointing at the scratch database.
+    same server, or with O(scratch_container) on a throw-away PostgreSQL container, runs C(VACUUM (ANALYZE))
+    there, and migrates it to O(target) with the runner of M(dbops.migrations.alembic_migrate) (same
+    O(lock_timeout), O(retries), one revision per Alembic invocation), its E(DATABASE_URL) pointing at the
+    scratch database.
   - Per revision it records the wall time, the strong locks (C(SHARE) and stronger, which block writes) the
     migration held and for how long (C(pg_locks) sampled every O(sample_interval_ms)), the statements that ran,
     the tables rewritten (C(relfilenode) before and after) and indexes rebuilt, the WAL written
@@ -24,11 +25,14 @@ description:
   - It runs M(dbops.migrations.migration_risk) on the same revisions against the restored copy, before migrating,
     and puts the measured lock time beside C(estimated_lock_seconds) per revision and per table
     (RV(calibration)); rows where one is more than O(factor) times the other are its C(disagreements).
-  - The scratch database is always dropped, also on failure, SIGINT, SIGTERM and when C(ansible-playbook) dies.
-    A run killed with C(kill -9) leaves it behind; every run first drops the scratch databases of runs on this
-    host that are gone (RV(cleaned_up)) and reports those of other hosts (RV(leftovers)).
+  - The scratch database (or container) is always removed, also on failure, SIGINT, SIGTERM and when
+    C(ansible-playbook) dies. A run killed with C(kill -9) leaves it behind; every run first removes the scratch
+    databases (or containers) of runs on this host that are gone (RV(cleaned_up)) and reports those of other
+    hosts (RV(leftovers)).
   - Restoring on the production server costs disk (the database's size again), CPU, I/O and WAL, so it runs
-    only with O(allow_production_server=true).
+    only with O(allow_production_server=true). With O(scratch_container) the module never connects to the server
+    of the connection options; the load is the container's, on the host where the module runs.
+  - RV(scratch) says where the rehearsal ran; the record says it too, and so does RV(summary) for a container.
   - With O(record_dir) it writes a rehearsal record (C(<id>.json) and C(last.json)), which the release gate of
     C(playbooks/deploy.yml) reads with O(state=checked).
   - O(state=checked) is read-only; it looks in O(record_dir) for a passing rehearsal of exactly O(revisions) no
@@ -56,10 +60,46 @@ options:
     default: 24
   allow_production_server:
     description:
-      - Restore and migrate the copy on the server of the connection options. Required; without it the module
-        fails before anything changes.
+      - Restore and migrate the copy on the server of the connection options. Required without
+        O(scratch_container); without either the module fails before anything changes.
+      - Not needed, and ignored, with O(scratch_container).
     type: bool
     default: false
+  scratch_container:
+    description:
+      - Rehearse on a throw-away PostgreSQL container on the host where the module runs (its Docker engine)
+        instead of the server of the connection options, which is then never connected to. The connection options
+        only name the database (whose archives O(backup_dir) holds, and which the record names); with O(archive)
+        they may be left out, and the database is the one the archive's manifest names.
+      - The container is started detached with a random password in its environment (never in argv, results or
+        logs), the labels C(dbops.migrations.rehearsal=1) and the owner record of this run, port 5432 published on
+        a random port of 127.0.0.1, and a superuser named like O(login_user) (C(postgres) without one). It must run
+        the same PostgreSQL major version as the server the archive was taken from, otherwise the module refuses.
+      - The archive is restored with C(pg_restore) of this host (O(bin_dir)) through the published port.
+      - The container is removed with its anonymous volumes at the end, also on failure, SIGINT, SIGTERM and when
+        C(ansible-playbook) dies; the containers of runs of this host killed with C(kill -9) are removed by the
+        next run.
+      - Roles other than the superuser do not exist in the container; a migration that grants to them fails there.
+    type: dict
+    suboptions:
+      image:
+        description:
+          - A PostgreSQL image whose entrypoint honours E(POSTGRES_USER) and E(POSTGRES_PASSWORD) like the official
+            C(postgres) image (C(dbops/postgres:15) of C(make images) does), ideally the release's database image.
+          - Pulled first when it is not on the host.
+        type: str
+        required: true
+      network:
+        description:
+          - A user-defined Docker network the container joins under an alias (its name), so that the migration
+            container of O(executor=compose) reaches it; then Alembic connects to that alias on port 5432 and
+            O(executor_login_host) and O(executor_login_port) are ignored. Required with O(executor=compose),
+            usually the compose project's C(<project>_default).
+        type: str
+      start_timeout:
+        description: Seconds the container has to accept connections (the image's first start runs C(initdb)).
+        type: float
+        default: 120
   config:
     description:
       - The project's C(alembic.ini); with O(executor=local) on this host, with O(executor=compose) inside the image.
@@ -139,10 +179,12 @@ options:
     choices: [auto, plugin, standalone]
     default: auto
   executor_login_host:
-    description: How Alembic in the container reaches the server (O(executor=compose)), e.g. V(db).
+    description:
+      - How Alembic in the container reaches the server (O(executor=compose)), e.g. V(db).
+      - Ignored with O(scratch_container) (its O(scratch_container.network) alias is used).
     type: str
   executor_login_port:
-    description: The server's port as the container sees it.
+    description: The server's port as the container sees it (ignored with O(scratch_container)).
     type: int
   sample_interval_ms:
     description: How often the migration's locks and statements are sampled; lock times are accurate to about this.
@@ -189,15 +231,18 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Says which archive it would restore into which scratch database; drops and restores nothing.
+    details: Says which archive it would restore into which scratch database (and where); drops, removes, starts
+      and restores nothing.
   diff_mode:
     support: none
   idempotent:
     support: none
     details: Every run rehearses again (the data may have changed); the only lasting change is the record.
-notes:
-  - A container of the release's PostgreSQL image as the scratch server is not available yet; the rehearsal
-    runs on the server of the connection options.
+requirements:
+  - psycopg2
+  - The PostgreSQL client programs (C(pg_restore)) where the module runs.
+  - With O(scratch_container), the Docker SDK for Python (C(pip install docker)) and a Docker engine where the
+    module runs.
 seealso:
   - module: dbops.migrations.migration_risk
   - module: dbops.migrations.alembic_migrate
@@ -217,6 +262,27 @@ EXAMPLES = r'''
     lock_timeout: 500ms
     record_dir: /var/lib/dbops/reports/rehearsals
   register: rehearsal
+
+- name: Rehearse on a throw-away container of the release's database image; production is not touched
+  dbops.migrations.migration_rehearsal:
+    login_db: auto_trader_prod
+    backup_dir: /var/backups/postgres
+    scratch_container:
+      image: postgres:15
+    config: /srv/auto_trader/alembic.ini
+    record_dir: /var/lib/dbops/reports/rehearsals
+  register: rehearsal
+
+- name: The same with the compose executor (Alembic runs in the release image, on the project's network)
+  dbops.migrations.migration_rehearsal:
+    archive: /var/backups/postgres/auto_trader_prod_20261209T020000Z.dir.manifest.json
+    scratch_container:
+      image: postgres:15
+      network: auto_trader_default
+    executor: compose
+    project_src: /srv/auto_trader
+    config: alembic.ini
+    record_dir: /var/lib/dbops/reports/rehearsals
 
 - name: Is there a passing rehearsal of what the release applies?
   dbops.migrations.migration_rehearsal:
@@ -266,9 +332,21 @@ scratch_db:
   returned: when state is rehearsed
   type: str
 scratch_dropped:
-  description: Whether the scratch database was dropped (false only when the server refused; see warnings).
+  description:
+    - Whether the scratch database was dropped (false only when the server refused; see warnings).
+    - With O(scratch_container), whether its container was removed.
   returned: when a scratch database was made
   type: bool
+scratch:
+  description:
+    - Where the rehearsal ran (also in the record, as C(kind), C(image), C(server), C(server_version)).
+    - C(kind) V(database) (a scratch database on C(server), C(host:port)) or V(container); for a container
+      C(image), C(container) (its name), C(network), C(alias), C(server_version) and C(removed).
+    - C(server_version) is the PostgreSQL version that ran the migration (null in check mode with a container).
+  returned: when state is rehearsed
+  type: dict
+  sample: {kind: container, image: "postgres:15", container: dbops-rehearsal-shop-1a2b3c4d, network: null,
+           alias: null, server_version: "15.8", removed: true}
 revisions:
   description: The revisions the rehearsal applied (or planned to).
   returned: when state is rehearsed
@@ -305,12 +383,17 @@ restore:
   returned: when the restore ran
   type: dict
 cleaned_up:
-  description: Scratch databases of dead runs that were dropped (in check mode - would be).
+  description:
+    - Scratch databases of dead runs that were dropped (in check mode - would be).
+    - With O(scratch_container), the scratch containers of dead runs that were removed (C(container NAME (why))).
   returned: when state is rehearsed
   type: list
   elements: str
 leftovers:
-  description: Scratch databases of runs on other hosts, left alone (C(database), C(reason)).
+  description:
+    - Scratch databases of runs on other hosts, left alone (C(database), C(reason)).
+    - With O(scratch_container), the labelled containers of runs on other hosts or without an owner record
+      (C(container), C(reason)).
   returned: when state is rehearsed
   type: list
   elements: dict
@@ -327,8 +410,8 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
-    CONNECTION_MUTUALLY_EXCLUSIVE, HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR, ConnectionOptionsError,
-    connection_argument_spec, conninfo_from_params, mask_secrets)
+    CONNECTION_MUTUALLY_EXCLUSIVE, HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR, ConnectionOptionsError, ConnInfo,
+    connection_argument_spec, conninfo_from_params, has_connection_params, mask_secrets)
 
 try:
     from ansible_collections.dbops.migrations.plugins.module_utils.backup.archive import BackupError
@@ -339,6 +422,8 @@ try:
         AlembicPlanError, choose_launcher, duration_ms)
     from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import (
         ComposeSpec, MigrateRequest, validate_url_form)
+    from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.container import (
+        check_executor, container_spec)
     from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.records import (
         RehearsalError, find_record, summary_line)
     from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.rehearsal import (
@@ -356,6 +441,11 @@ def argument_spec():
         backup_dir=dict(type="path"),
         max_archive_age_hours=dict(type="float", default=24),
         allow_production_server=dict(type="bool", default=False),
+        scratch_container=dict(type="dict", options=dict(
+            image=dict(type="str", required=True),
+            network=dict(type="str"),
+            start_timeout=dict(type="float", default=120),
+        )),
         config=dict(type="path"),
         target=dict(type="str", default="head"),
         executor=dict(type="str", choices=["local", "compose"], default="local"),
@@ -448,6 +538,14 @@ def render_spec(params, request):
                       config_in_image=params["config"] or "alembic.ini")
 
 
+def source_server(params, container):
+    """The server of the connection options; with a scratch container they only name the database and
+    may be absent (the archive's manifest names it then)."""
+    if container is not None and not has_connection_params(params):
+        return ConnInfo(connect_timeout=params["connect_timeout"] or 10)
+    return conninfo_from_params(params)
+
+
 def checked(module):
     params = module.params
     if not params["record_dir"]:
@@ -470,7 +568,9 @@ def main():
         checked(module)
     secrets = [params.get("login_password")]
     try:
-        server = conninfo_from_params(params)
+        container = container_spec(params["scratch_container"])
+        check_executor(container, params["executor"])
+        server = source_server(params, container)
         secrets.append(server.password)
         migrate = migrate_request(module, params)
         if params["sample_interval_ms"] < 10:
@@ -484,22 +584,26 @@ def main():
             min_seconds=params["min_seconds"], estimate=params["estimate"], render=render_spec(params, migrate),
             vacuum_analyze=params["vacuum_analyze"], jobs=params["jobs"], bin_dir=params["bin_dir"],
             record_dir=params["record_dir"],
-            label=params["label"], check=module.check_mode)
-    except (ConnectionOptionsError, AlembicPlanError, ValueError) as exc:
+            label=params["label"], check=module.check_mode, container=container)
+
+        def runner(argv, env, cwd):
+            return module.run_command(argv, environ_update=env, cwd=cwd, check_rc=False)
+
+        rehearsal = Rehearsal(request, server, runner)
+    except (ConnectionOptionsError, AlembicPlanError, RehearsalError, ValueError) as exc:
         module.fail_json(msg=mask_secrets(exc, *secrets), changed=False)
 
-    def runner(argv, env, cwd):
-        return module.run_command(argv, environ_update=env, cwd=cwd, check_rc=False)
-
-    rehearsal = Rehearsal(request, server, runner)
     try:
         result = rehearsal.run()
     except (RehearsalError, BackupError) as exc:
-        module.fail_json(msg=mask_secrets(exc, *secrets), **_partial(rehearsal))
-    except BaseException as exc:  # interrupted, or unexpected: the scratch database is already dropped
-        module.fail_json(msg="the rehearsal stopped (%s): %s; its scratch database was dropped"
-                         % (type(exc).__name__, mask_secrets(exc, *secrets)),
-                         exception=mask_secrets(traceback.format_exc(), *secrets), **_partial(rehearsal))
+        module.fail_json(msg=mask_secrets(exc, *secrets, *rehearsal.secrets()), **_partial(rehearsal))
+    except BaseException as exc:  # interrupted, or unexpected: the scratch database (or container) is already gone
+        every = secrets + rehearsal.secrets()
+        module.fail_json(msg="the rehearsal stopped (%s): %s; its scratch %s"
+                         % (type(exc).__name__, mask_secrets(exc, *every),
+                            "container was removed" if rehearsal.container else "database was dropped"),
+                         exception=mask_secrets(traceback.format_exc(), *every), **_partial(rehearsal))
+    secrets += rehearsal.secrets()
     warnings = result.pop("warnings", [])
     for warning in warnings:
         module.warn(mask_secrets(warning, *secrets))
@@ -510,7 +614,7 @@ def main():
 
 
 def _partial(rehearsal):
-    keep = ("scratch_db", "scratch_dropped", "archive", "cleaned_up", "leftovers", "changed")
+    keep = ("scratch_db", "scratch_dropped", "scratch", "archive", "cleaned_up", "leftovers", "changed")
     return {k: v for k, v in rehearsal.result.items() if k in keep}
 
 

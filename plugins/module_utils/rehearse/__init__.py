@@ -6,6 +6,7 @@
 Public entry: :class:`rehearsal.Rehearsal` with a :class:`rehearsal.RehearsalRequest`.
 Behind it: ``measure`` (pure: what a revision did, from catalog snapshots and lock samples),
 ``calibrate`` (pure: measured lock time beside migration_risk's estimate), ``records``
-(archive choice, rehearsal records and their freshness) and ``scratch`` (scratch database
-names and the leftovers of killed runs).
+(archive choice, rehearsal records and their freshness), ``scratch`` (scratch database
+names and the leftovers of killed runs) and ``container`` (a throw-away PostgreSQL container as
+the scratch server, and the containers killed runs left).
 """

@@ -170,10 +170,19 @@ def summary_line(record: Dict[str, Any]) -> str:
             human_bytes(rev.get("wal_bytes"))))
     calibration = record.get("calibration") or {}
     disagreements = len(calibration.get("disagreements") or [])
-    return "rehearsed %s on %s (%s): %s; estimate %s" % (
+    return "rehearsed %s on %s (%s)%s: %s; estimate %s" % (
         ", ".join(record.get("revisions") or []) or "nothing", record.get("archive_finished_at") or "?",
-        record.get("finished_at") or "?", "; ".join(parts) or "nothing ran",
+        record.get("finished_at") or "?", where_line(record.get("scratch")), "; ".join(parts) or "nothing ran",
         "agrees" if disagreements == 0 else "disagrees in %d row(s)" % disagreements)
+
+
+def where_line(scratch: Optional[Dict[str, Any]]) -> str:
+    """`` in a container of IMAGE (PostgreSQL X)`` for a rehearsal on a scratch container; empty otherwise
+    (a scratch database on the database server, and records written before containers existed)."""
+    if not isinstance(scratch, dict) or scratch.get("kind") != "container":
+        return ""
+    version = scratch.get("server_version")
+    return " in a container of %s%s" % (scratch.get("image") or "?", " (PostgreSQL %s)" % version if version else "")
 
 
 def human_bytes(size: Optional[int]) -> str:

@@ -4,9 +4,13 @@
 """One rehearsal: restore a verified archive into a scratch database, migrate it with the real
 runner while measuring, compare with migration_risk's estimate, drop the scratch database.
 
-The scratch database is dropped in a ``finally`` (also on SIGINT and SIGTERM, and when the
-controller dies); a run killed with ``kill -9`` leaves it behind, and the next run drops it
-(see ``scratch``).
+The scratch database lives on the server of the connection options, or, with a
+``container.ContainerSpec``, on a throw-away PostgreSQL container that is removed instead (and
+the server of the connection options is never connected to).
+
+The scratch database (or container) is removed in a ``finally`` (also on SIGINT and SIGTERM, and
+when the controller dies); a run killed with ``kill -9`` leaves it behind, and the next run
+removes it (see ``scratch`` and ``container``).
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
     ConnInfo, connect, mask_secrets, server_version_num)
 from ansible_collections.dbops.migrations.plugins.module_utils.rehearse import calibrate as calib
 from ansible_collections.dbops.migrations.plugins.module_utils.rehearse import measure, records, scratch
+from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.container import (
+    ContainerSpec, ScratchContainer, archive_major, executor_address)
 from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.records import RehearsalError
 
 # (argv, environment additions, cwd) -> (rc, stdout, stderr)
@@ -81,6 +87,7 @@ class RehearsalRequest:
     record_dir: Optional[str] = None
     label: Optional[str] = None              # e.g. the release being rehearsed
     check: bool = False
+    container: Optional[ContainerSpec] = None  # a throw-away server instead of the connection options' one
 
 
 class Sampler:
@@ -182,11 +189,17 @@ def take_snapshot(cur) -> measure.Snapshot:
 class Rehearsal:
     def __init__(self, request: RehearsalRequest, server: ConnInfo, runner: Runner,
                  log: Callable[[str], None] = lambda _m: None):
-        if not server.dbname:
+        if not server.dbname and not (request.container and request.archive):
             raise RehearsalError("no database given: set login_db (or the database in db_url) to the database "
-                                 "whose backups are rehearsed")
+                                 "whose backups are rehearsed%s" % (
+                                     " (with scratch_container and archive it may be left out: the archive's "
+                                     "manifest names it)" if request.container else ""))
         self.request = request
         self.server = server
+        # Where the copy lives: the server of the connection options, or the scratch container once started.
+        self.scratch_server = server
+        self.database = server.dbname or ""
+        self.container: Optional[ScratchContainer] = None
         self.runner = runner
         self.log = log
         self.owner = backups.this_process()
@@ -200,24 +213,31 @@ class Rehearsal:
         self.result: Dict[str, Any] = {"changed": False, "warnings": []}
 
     # ------------------------------------------------------------ helpers
+    def secrets(self) -> List[Optional[str]]:
+        """Every password this rehearsal knows, for masking (the container's is made up here)."""
+        return [self.server.password, self.container.password if self.container else None]
+
     def mask(self, text: Any) -> str:
-        return mask_secrets(text, self.server.password)
+        return mask_secrets(text, *self.secrets())
 
     def admin_info(self) -> ConnInfo:
-        return self.server.with_dbname(self.server.options.get("maintenance_db", "postgres"))
+        return self.scratch_server.with_dbname(self.scratch_server.options.get("maintenance_db", "postgres"))
 
     def _admin(self):
         try:
             return connect(self.admin_info(), autocommit=True, application_name="dbops.migration_rehearsal")
         except Exception as exc:
-            raise RehearsalError("cannot connect to %s: %s; check db_url/login_* and that the server accepts "
-                                 "connections" % (self.admin_info().masked_url(), self.mask(exc).strip()))
+            hint = ("check db_url/login_* and that the server accepts connections" if self.container is None else
+                    "the scratch container %s stopped answering (docker logs %s)" % (self.container.name,
+                                                                                    self.container.name))
+            raise RehearsalError("cannot connect to %s: %s; %s" % (self.admin_info().masked_url(),
+                                                                    self.mask(exc).strip(), hint))
 
     def _backup(self) -> Backup:
         def run(argv: List[str], env: Dict[str, str]) -> Tuple[int, str, str]:
             return self.runner(argv, env, None)
         executor = Executor(runner=run, which=self._which, bin_dir=self.request.bin_dir)
-        return Backup(info=self.server, executor=executor, check_mode=False,
+        return Backup(info=self.scratch_server, executor=executor, check_mode=False,
                       version_table=self.request.migrate.version_table,
                       version_table_schema=self.request.migrate.version_table_schema)
 
@@ -256,41 +276,36 @@ class Rehearsal:
     # ------------------------------------------------------------ the run
     def run(self) -> Dict[str, Any]:
         req = self.request
-        if not req.allow_production_server:
+        if req.container is None and not req.allow_production_server:
             raise RehearsalError(
                 "the rehearsal restores a full copy of %s into a scratch database on the same server (%s:%s) and "
                 "migrates it there: that costs the server disk (the database's size again), CPU, I/O and WAL. "
-                "Set allow_production_server: true to do that, ideally in a quiet hour; nothing was changed."
+                "Set allow_production_server: true to do that, ideally in a quiet hour, or rehearse on a throw-away "
+                "server with scratch_container; nothing was changed."
                 % (self.server.dbname, self.server.host or "localhost", self.server.port))
         started = backups.utc_now()
         clock = time.monotonic()
         manifest_path, manifest, passed_over = self.archive()
+        self.database = self.server.dbname or str(manifest.get("database") or "db")
         self.result.update(archive=manifest_path, archive_finished_at=manifest.get("finished_at"),
                            archive_revision=manifest.get("alembic_revision"), archives_passed_over=passed_over)
-        admin = self._admin()
-        try:
-            server_num = server_version_num(admin)
-            with admin.cursor() as cur:
-                cleaned = scratch.clean_leftovers(cur, self.owner, server_num, check_mode=req.check)
-        finally:
-            admin.close()
+        if req.container is not None:
+            self.container = ScratchContainer(req.container, self.owner, self.database, self.server.user)
+        server_num, cleaned = self._clean_leftovers()
         self.result.update(cleaned_up=cleaned["dropped"], leftovers=cleaned["kept"],
                            changed=bool(cleaned["dropped"]) and not req.check)
+        self.result["scratch"] = self._where(server_num)
         if req.check:
-            name = scratch.scratch_db_name(self.server.dbname or "db")
-            self.result.update(
-                scratch_db=name, passed=None, revisions=[], measurements=[], calibration=None,
-                msg="would restore %s (revision %s) into the scratch database %s on %s, migrate it to %s with "
-                    "lock_timeout=%s and retries=%s while measuring, then drop it%s" % (
-                        manifest_path, manifest.get("alembic_revision") or "base", name, self.server.host or "localhost",
-                        req.migrate.target, req.migrate.lock_timeout, req.migrate.retries,
-                        "; would first drop %d leftover(s) of killed runs" % len(cleaned["dropped"])
-                        if cleaned["dropped"] else ""))
+            name = scratch.scratch_db_name(self.database)
+            self.result.update(scratch_db=name, passed=None, revisions=[], measurements=[], calibration=None,
+                               msg=self._check_message(manifest_path, manifest, name, cleaned["dropped"]))
             return self.result
         previous = self._install_signal_handlers()
         watch = ControllerWatch(self._controller_gone).start() if req.migrate.watch_controller else None
         self.result["changed"] = True
         try:
+            if self.container is not None:
+                server_num = self._start_container(self.container, manifest)
             self._rehearse(manifest_path, server_num)
         except MigrateError as exc:
             self.result["passed"] = False
@@ -299,7 +314,7 @@ class Rehearsal:
             self._cleaning = True
             if watch:
                 watch.stop()
-            self._drop_scratch(server_num)
+            self._remove_scratch(server_num)
             self._restore_signal_handlers(previous)
         self.result["started_at"] = started.isoformat()
         self.result["finished_at"] = backups.utc_now().isoformat()
@@ -307,9 +322,60 @@ class Rehearsal:
         self._finish()
         return self.result
 
+    def _clean_leftovers(self) -> Tuple[int, Dict[str, List[Any]]]:
+        """(server version, leftovers of killed runs removed and reported). With a container only
+        containers are looked at: the server of the connection options is never connected to."""
+        if self.container is not None:
+            return 0, self.container.clean_leftovers(self.owner, check_mode=self.request.check)
+        admin = self._admin()
+        try:
+            server_num = server_version_num(admin)
+            with admin.cursor() as cur:
+                return server_num, scratch.clean_leftovers(cur, self.owner, server_num, check_mode=self.request.check)
+        finally:
+            admin.close()
+
+    def _where(self, server_num: int) -> Dict[str, Any]:
+        """Where the copy is (or would be) migrated: result and record key ``scratch``."""
+        if self.container is not None:
+            return self.container.describe()
+        return {"kind": "database", "server": "%s:%s" % (self.server.host or "localhost", self.server.port),
+                "server_version": backups.server_version_text(server_num) if server_num else None}
+
+    def _check_message(self, manifest_path: str, manifest: Dict[str, Any], name: str, dropped: List[str]) -> str:
+        req = self.request
+        if self.container is not None:
+            spec = self.container.spec
+            where = "a new container of %s%s%s" % (
+                spec.image, "" if self.container.image_present() else " (pulled first)",
+                " on network %s as %s" % (spec.network, self.container.alias) if spec.network else "")
+            finish, leftovers = "remove the container", "container(s)"
+        else:
+            where = self.server.host or "localhost"
+            finish, leftovers = "drop it", "leftover(s)"
+        return ("would restore %s (revision %s) into the scratch database %s on %s, migrate it to %s with "
+                "lock_timeout=%s and retries=%s while measuring, then %s%s" % (
+                    manifest_path, manifest.get("alembic_revision") or "base", name, where, req.migrate.target,
+                    req.migrate.lock_timeout, req.migrate.retries, finish,
+                    "; would first remove %d %s of killed runs" % (len(dropped), leftovers) if dropped else ""))
+
+    def _start_container(self, container: ScratchContainer, manifest: Dict[str, Any]) -> int:
+        """Start the scratch container and refuse one of another major than the archive's server."""
+        self.log("starting a scratch container of %s" % container.spec.image)
+        self.scratch_server = container.start()
+        self.result["scratch"] = container.describe()
+        problem = container.version_problem(manifest)
+        if problem:
+            raise RehearsalError(problem)
+        if container.server_num and archive_major(manifest) is None:
+            self.result["warnings"].append(
+                "the archive's manifest does not say which PostgreSQL it comes from; the container runs %s"
+                % backups.server_version_text(container.server_num))
+        return container.server_num or 0
+
     def _rehearse(self, manifest_path: str, server_num: int) -> None:
         req = self.request
-        name = self.scratch_name = scratch.scratch_db_name(self.server.dbname or "db")
+        name = self.scratch_name = scratch.scratch_db_name(self.database)
         self.result["scratch_db"] = name
         self.log("restoring %s into %s" % (manifest_path, name))
         restored = self._backup().restore(manifest_path, name, force=False, jobs=max(1, req.jobs), fmt=None,
@@ -322,7 +388,7 @@ class Rehearsal:
             admin.close()
         self.result["restore"] = {"duration_s": restored.get("duration_s"),
                                   "rows": sum((restored.get("restored_tables") or {}).values())}
-        target = self.server.with_dbname(name)
+        target = self.scratch_server.with_dbname(name)
         if req.vacuum_analyze:
             began = time.monotonic()
             conn = connect(target, autocommit=True, application_name=APP_NAME)
@@ -333,9 +399,9 @@ class Rehearsal:
                 conn.close()
             self.result["vacuum_analyze_s"] = round(time.monotonic() - began, 3)
         migrate = dataclasses.replace(req.migrate, check=False, watch_controller=False)
-        if req.executor_host or req.executor_port:
-            migrate.alembic_db = dataclasses.replace(target, host=req.executor_host or target.host,
-                                                     port=req.executor_port or target.port)
+        host, port = self._executor_address()
+        if host or port:
+            migrate.alembic_db = dataclasses.replace(target, host=host or target.host, port=port or target.port)
         plan = self._plan(migrate, target)
         self.result["revisions"] = [step["revision"] for step in plan]
         estimates = self._estimates(plan, target) if req.estimate else {}
@@ -358,6 +424,14 @@ class Rehearsal:
             with contextlib.suppress(Exception):
                 self._snap_conn.close()
             self._calibrate(estimates)
+
+    def _executor_address(self) -> Tuple[Optional[str], Optional[int]]:
+        """How Alembic reaches the copy when it runs elsewhere (compose executor): a scratch container on a
+        network by its alias, otherwise executor_login_host/port."""
+        if self.container is not None:
+            # without a network the runner is local and reaches the published port like this module does
+            return executor_address(self.container.spec, self.container.alias) or (None, None)
+        return self.request.executor_host, self.request.executor_port
 
     def _plan(self, migrate: MigrateRequest, target: ConnInfo) -> List[Dict[str, Any]]:
         planner = Migrator(dataclasses.replace(migrate, check=True, show_sql=False, monitor=False), target, self.runner)
@@ -437,6 +511,22 @@ class Rehearsal:
         self.result["calibration"] = calib.calibrate(rows, self.request.factor, self.request.min_seconds)
 
     # ------------------------------------------------------------ cleanup and interruption
+    def _remove_scratch(self, server_num: int) -> None:
+        """The scratch database goes, or the whole container with it and its volumes."""
+        if self.container is None:
+            self._drop_scratch(server_num)
+            return
+        removed = self.container.remove()
+        if removed is None:
+            return  # never started
+        self.result.setdefault("scratch", self.container.describe())["removed"] = removed
+        if self.scratch_name:
+            self.result["scratch_dropped"] = removed
+        if not removed:
+            self.result["warnings"].append(
+                "could not remove the scratch container %s: %s; the next rehearsal on this host removes it, or "
+                "docker rm -f -v %s" % (self.container.name, self.container.remove_error, self.container.name))
+
     def _drop_scratch(self, server_num: int) -> None:
         name = self.scratch_name
         if not name:
@@ -499,7 +589,7 @@ class Rehearsal:
             "format_version": records.RECORD_FORMAT_VERSION,
             "id": "%s-%s" % (datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
                              uuid.uuid4().hex[:6]),
-            "database": self.server.dbname, "label": req.label, "passed": bool(result["passed"]),
+            "database": self.database, "label": req.label, "passed": bool(result["passed"]),
             "failure": result.get("failure"), "revisions": [m["revision"] for m in self.measurements if m.get("applied")]
             if result["passed"] else result["revisions"],
             "target": req.migrate.target, "archive": result.get("archive"),
@@ -510,6 +600,7 @@ class Rehearsal:
             "lock_timeout": str(req.migrate.lock_timeout), "retries": req.migrate.retries,
             "measurements": [{k: m.get(k) for k in _RECORDED} for m in self.measurements],
             "calibration": result.get("calibration"),
+            "scratch": {k: v for k, v in (result.get("scratch") or {}).items() if k in _RECORDED_SCRATCH} or None,
         }
         result["record"] = record
         result["summary"] = records.summary_line(record)
@@ -518,6 +609,8 @@ class Rehearsal:
 
 
 _RECORDED = ("revision", "duration_s", "lock_s", "rewritten_tables", "wal_bytes", "locks")
+# where it ran, for the gate and the approval message (never a password: none is in the result either)
+_RECORDED_SCRATCH = ("kind", "image", "server", "server_version")
 
 
 def _migration_summary(outcome: Dict[str, Any]) -> Dict[str, Any]:
