@@ -337,8 +337,8 @@ class ScratchContainer:
                     raise RehearsalError(
                         "the scratch container %s of %s answers but refuses the login (%s): its entrypoint does not "
                         "honour POSTGRES_USER and POSTGRES_PASSWORD; use an image that does, like the official "
-                        "postgres image; its last log lines: %s" % (self.name, self.spec.image, last,
-                                                                   self._logs(container)))
+                        "postgres image; its last log lines: %s"
+                        % (self.name, self.spec.image, last, self._logs(container)))
             try:
                 container.reload()
             except _not_found():

@@ -227,11 +227,13 @@ class Rehearsal:
         try:
             return connect(self.admin_info(), autocommit=True, application_name="dbops.migration_rehearsal")
         except Exception as exc:
-            hint = ("check db_url/login_* and that the server accepts connections" if self.container is None else
-                    "the scratch container %s stopped answering (docker logs %s)" % (self.container.name,
-                                                                                    self.container.name))
-            raise RehearsalError("cannot connect to %s: %s; %s" % (self.admin_info().masked_url(),
-                                                                    self.mask(exc).strip(), hint))
+            if self.container is None:
+                hint = "check db_url/login_* and that the server accepts connections"
+            else:
+                hint = "the scratch container %s stopped answering (docker logs %s)" % (
+                    self.container.name, self.container.name)
+            raise RehearsalError("cannot connect to %s: %s; %s" % (
+                self.admin_info().masked_url(), self.mask(exc).strip(), hint))
 
     def _backup(self) -> Backup:
         def run(argv: List[str], env: Dict[str, str]) -> Tuple[int, str, str]:
