@@ -24,6 +24,13 @@ def test_the_modules_are_the_capabilities():
     assert found == MODULES
 
 
+def test_test_modules_have_unique_basenames():
+    # tests/ has no __init__.py per folder: pytest imports each module by its basename, so two
+    # files with one name (say unit/ and integration/) break collection of the whole suite.
+    names = sorted(p.name for p in (REPO_ROOT / "tests").rglob("test_*.py") if ".venv" not in p.parts)
+    assert [n for i, n in enumerate(names) if i and names[i - 1] == n] == []
+
+
 def test_the_filters_are_the_release_filters():
     from ansible_collections.dbops.migrations.plugins.filter import release
 
