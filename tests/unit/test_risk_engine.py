@@ -108,8 +108,16 @@ def test_index_risk_follows_table_size(rows, expected):
 def test_lock_seconds_estimated_from_size():
     analysis = Engine(facts=facts(2000000, size=600 * 10 ** 6)).analyse(
         [MigrationUnit(sql="ALTER TABLE orders ALTER COLUMN a TYPE bigint")])
-    # a rewrite at 70 MB/s of relation bytes
-    assert analysis.checklist()["estimated_lock_seconds"] == pytest.approx(600 / 70, abs=0.05)
+    # a rewrite at 60 MB/s of relation bytes
+    assert analysis.checklist()["estimated_lock_seconds"] == pytest.approx(10.0, abs=0.05)
+
+
+def test_an_exclusion_constraint_builds_slower_than_an_index():
+    def seconds(sql):
+        return Engine(facts=facts(2000000, size=600 * 10 ** 6)).analyse([MigrationUnit(sql=sql)]).checklist()["estimated_lock_seconds"]
+
+    assert seconds("ALTER TABLE orders ADD CONSTRAINT uq UNIQUE (a)") == pytest.approx(5.0, abs=0.05)
+    assert seconds("ALTER TABLE orders ADD CONSTRAINT ex EXCLUDE USING btree (a WITH =)") == pytest.approx(15.0, abs=0.05)
 
 
 def test_varchar_widening_is_not_a_rewrite_with_facts():

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from ansible_collections.dbops.migrations.plugins.module_utils.risk import rules as risk_rules
 from ansible_collections.dbops.migrations.plugins.module_utils.risk.engine import (
-    BRIEF_LOCK_SECONDS, RATE_BYTES, RATE_ROWS_DATA)
+    BRIEF_LOCK_SECONDS, RATE_BYTES, RATE_ROWS_DATA, bytes_per_second)
 
 DEFAULT_FACTOR = 3.0
 DEFAULT_MIN_SECONDS = 1.0
@@ -32,7 +32,7 @@ def finding_seconds(rule_id: str, rows: Optional[int], size_bytes: Optional[int]
         return None if rows is None else rows / RATE_ROWS_DATA
     if size_bytes is None or rule.work not in RATE_BYTES:
         return None
-    return size_bytes / RATE_BYTES[rule.work]
+    return size_bytes / bytes_per_second(rule)
 
 
 def table_estimates(findings: Iterable[Dict[str, Any]], sizes: Dict[str, int],
