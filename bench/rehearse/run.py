@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,14 +34,13 @@ from tests.helpers.ansible import COLLECTIONS_PATH, ensure_collection_link  # no
 ensure_collection_link()
 sys.path.insert(0, str(COLLECTIONS_PATH))
 
-from ansible_collections.dbops.migrations.plugins.module_utils.backup.archive import DumpOptions  # noqa: E402
-from ansible_collections.dbops.migrations.plugins.module_utils.backup.operations import Backup, Executor  # noqa: E402
 from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import MigrateRequest  # noqa: E402
 from ansible_collections.dbops.migrations.plugins.module_utils.pg import parse_db_url  # noqa: E402
 from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.rehearsal import (  # noqa: E402
     Rehearsal, RehearsalRequest)
 from tests.helpers import postgres as pg  # noqa: E402
 from tests.helpers.migrate_project import alembic, make_project  # noqa: E402
+from tests.helpers.rehearsal import subprocess_runner, take_backup  # noqa: E402
 
 BASE = ("0001", "orders",
         '    op.execute("CREATE TABLE accounts (id int PRIMARY KEY)")\n'
@@ -76,13 +74,6 @@ OPERATIONS = [
 FIT_FLOOR_S = 0.3
 
 
-def runner(argv, env, cwd=None):
-    full = dict(os.environ)
-    full.update(env)
-    proc = subprocess.run(argv, env=full, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
 def one_size(server, rows: int, work: Path) -> list:
     name = "bench_" + uuid.uuid4().hex[:8]
     pg.create_database(server, name)
@@ -101,8 +92,7 @@ def one_size(server, rows: int, work: Path) -> list:
             # what migration_risk's live facts read as the table's size (indexes and TOAST included)
             cur.execute("SELECT pg_total_relation_size('orders')")
             relation_bytes = cur.fetchone()[0]
-        executor = Executor(runner=lambda argv, env: runner(argv, env), which=shutil.which, bin_dir=server.bin_dir or None)
-        Backup(info=db, executor=executor).create(str(work / (name + "-backups")), DumpOptions(fmt="custom"), "list", None)
+        take_backup(server.url(name), str(work / (name + "-backups")), server.bin_dir or None)
         versions = config.parent / "migrations" / "versions"
         for index, (label, kind, body) in enumerate(OPERATIONS, start=2):
             for old in versions.glob("0002_*.py"):
@@ -116,7 +106,7 @@ def one_size(server, rows: int, work: Path) -> list:
                 backup_dir=str(work / (name + "-backups")), allow_production_server=True,
                 bin_dir=server.bin_dir or None)
             began = time.monotonic()
-            result = Rehearsal(request, db, runner).run()
+            result = Rehearsal(request, db, subprocess_runner).run()
             row = next(r for r in result["calibration"]["rows"] if r["table"] is None)
             [measured] = result["measurements"]
             results.append({"rows": rows, "operation": label, "work": kind,

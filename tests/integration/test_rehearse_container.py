@@ -10,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,14 +21,14 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.dbops.migrations.plugins.module_utils.backup import archive as backups
-from ansible_collections.dbops.migrations.plugins.module_utils.backup.archive import DumpOptions
-from ansible_collections.dbops.migrations.plugins.module_utils.backup.operations import Backup, Executor
 from ansible_collections.dbops.migrations.plugins.module_utils.pg import parse_db_url
 from ansible_collections.dbops.migrations.plugins.module_utils.rehearse import container as box
 from tests.conftest import DbHandle
 from tests.helpers import postgres as pg
+from tests.helpers import rehearsal as rehearsal_helpers
 from tests.helpers.ansible import run_module
 from tests.helpers.migrate_project import alembic, find_processes, make_project
+from tests.helpers.rehearsal import SLOW_REVISIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.slow]
 
@@ -45,26 +44,8 @@ REVISIONS = [
      '    op.execute("SELECT pg_sleep(1)")',
      '    op.execute("ALTER TABLE orders ALTER COLUMN quantity TYPE int")'),
 ]
-SLOW_REVISIONS = [
-    ("0001", "orders", '    op.execute("CREATE TABLE orders (id bigserial PRIMARY KEY, quantity int)")', "    pass"),
-    ("0002", "slow", '    op.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")\n'
-                     '    op.execute("SELECT pg_sleep(60)")', "    pass"),
-]
-
-
-def subprocess_runner(argv, env, cwd=None):
-    full = dict(os.environ)
-    full.update(env)
-    proc = subprocess.run(argv, env=full, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
 def take_backup(db: DbHandle, dest: Path) -> str:
-    executor = Executor(runner=lambda argv, env: subprocess_runner(argv, env), which=shutil.which,
-                        bin_dir=db.server.bin_dir or None)
-    result = Backup(info=parse_db_url(db.url), executor=executor).create(str(dest), DumpOptions(fmt="custom"), "list", None)
-    assert result["verified"]
-    return result["manifest_path"]
+    return rehearsal_helpers.take_backup(db.url, str(dest), db.server.bin_dir or None)
 
 
 def image_present(name: str) -> bool:
