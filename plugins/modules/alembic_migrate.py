@@ -430,7 +430,6 @@ warnings_list:
 '''
 
 import os
-import sys
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -439,11 +438,9 @@ from ansible_collections.dbops.migrations.plugins.module_utils.migrate.alembic_c
 from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
     CONNECTION_MUTUALLY_EXCLUSIVE, HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR, ConnectionOptionsError,
     connection_argument_spec, conninfo_from_params, mask_secrets, parse_db_url)
-from ansible_collections.dbops.migrations.plugins.module_utils.compose.plan import ComposeError
-from ansible_collections.dbops.migrations.plugins.module_utils.compose.engine import choose_compose_cli
-from ansible_collections.dbops.migrations.plugins.module_utils.compose.v1 import STANDALONE
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.executor import executor_from_params
 from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import (
-    ComposeSpec, MigrateError, MigrateRequest, Migrator, migration_lock_status, validate_url_form)
+    MigrateError, MigrateRequest, Migrator, migration_lock_status, validate_url_form)
 
 
 def argument_spec():
@@ -516,31 +513,7 @@ def build_request(module, params):
         if params[name] not in (None, ""):
             duration_ms(params[name], name)
     validate_url_form(params["db_url_var"], params["db_url_scheme"])
-    compose = None
-    alembic_bin = "alembic"
-    if params["executor"] == "compose":
-        if not params["project_src"] and not params["compose_files"]:
-            raise AlembicPlanError("executor=compose needs project_src (the compose project directory) "
-                                   "or compose_files")
-        try:
-            choice, compose_bin = choose_compose_cli(module, params["compose_command"])
-        except ComposeError as exc:
-            raise AlembicPlanError(str(exc))
-        compose = ComposeSpec(project_src=params["project_src"], files=params["compose_files"],
-                              service=params["compose_service"], profiles=params["compose_profiles"],
-                              project_name=params["compose_project_name"], docker_bin=compose_bin,
-                              standalone=choice.kind == STANDALONE, docker_cli=module.get_bin_path("docker"))
-    else:
-        if not params["config"]:
-            raise AlembicPlanError("config is required with executor=local: the path of the project's alembic.ini")
-        alembic_bin = params["alembic_bin"] or module.get_bin_path(
-            "alembic", opt_dirs=[os.path.dirname(sys.executable)])
-        if not alembic_bin:
-            raise AlembicPlanError("alembic executable not found on PATH or beside %s; install alembic or set "
-                                   "alembic_bin" % sys.executable)
-        if not (os.path.isfile(alembic_bin) and os.access(alembic_bin, os.X_OK)):
-            raise AlembicPlanError("alembic_bin %s is not an executable file; set alembic_bin to the alembic of "
-                                   "the application's virtualenv (e.g. /srv/app/.venv/bin/alembic)" % alembic_bin)
+    compose, alembic_bin = executor_from_params(module, params)
     launcher = choose_launcher(params["launcher"], params["executor"], params["config"])
     python_bin = params["python"] or "python3"
     if launcher == "python" and params["executor"] == "local":

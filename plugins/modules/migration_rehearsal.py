@@ -403,7 +403,6 @@ duration_s:
   type: float
 '''
 
-import os
 import sys
 import traceback
 
@@ -415,13 +414,11 @@ from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
 
 try:
     from ansible_collections.dbops.migrations.plugins.module_utils.backup.archive import BackupError
-    from ansible_collections.dbops.migrations.plugins.module_utils.compose.engine import choose_compose_cli
-    from ansible_collections.dbops.migrations.plugins.module_utils.compose.plan import ComposeError
-    from ansible_collections.dbops.migrations.plugins.module_utils.compose.v1 import STANDALONE
     from ansible_collections.dbops.migrations.plugins.module_utils.migrate.alembic_cli import (
         AlembicPlanError, choose_launcher, duration_ms)
+    from ansible_collections.dbops.migrations.plugins.module_utils.migrate.executor import executor_from_params
     from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import (
-        ComposeSpec, MigrateRequest, validate_url_form)
+        MigrateRequest, validate_url_form)
     from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.container import (
         check_executor, container_spec)
     from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.records import (
@@ -491,29 +488,7 @@ def migrate_request(module, params):
     if params["retries"] < 0 or params["retry_delay"] < 0:
         raise AlembicPlanError("retries and retry_delay must not be negative")
     validate_url_form(params["db_url_var"], params["db_url_scheme"])
-    compose = None
-    alembic_bin = "alembic"
-    if params["executor"] == "compose":
-        if not params["project_src"] and not params["compose_files"]:
-            raise AlembicPlanError("executor=compose needs project_src (the compose project directory) or compose_files")
-        try:
-            choice, compose_bin = choose_compose_cli(module, params["compose_command"])
-        except ComposeError as exc:
-            raise AlembicPlanError(str(exc))
-        compose = ComposeSpec(project_src=params["project_src"], files=params["compose_files"],
-                              service=params["compose_service"], profiles=params["compose_profiles"],
-                              project_name=params["compose_project_name"], docker_bin=compose_bin,
-                              standalone=choice.kind == STANDALONE, docker_cli=module.get_bin_path("docker"))
-    else:
-        if not params["config"]:
-            raise AlembicPlanError("config is required with executor=local: the path of the project's alembic.ini")
-        if not os.path.isfile(params["config"]):
-            raise AlembicPlanError("config %s not found; set config to the project's alembic.ini" % params["config"])
-        alembic_bin = params["alembic_bin"] or module.get_bin_path(
-            "alembic", opt_dirs=[os.path.dirname(sys.executable)])
-        if not alembic_bin:
-            raise AlembicPlanError("alembic executable not found on PATH or beside %s; install alembic or set "
-                                   "alembic_bin" % sys.executable)
+    compose, alembic_bin = executor_from_params(module, params, config_must_exist=True)
     launcher = choose_launcher("auto", params["executor"], params["config"])
     python_bin = params["python"] or ("python3" if params["executor"] == "compose" else sys.executable)
     return MigrateRequest(
