@@ -176,53 +176,93 @@ def _public_wait(entry: Dict[str, Any]) -> Dict[str, Any]:
             "blocked_by": list(entry["blocked_by"].values())}
 
 
-class Monitor:
-    """Samples on its own connection in a daemon thread until stopped."""
+class SamplingThread:
+    """Calls sample() on its own connection every interval, in a daemon thread until stopped. A sample that
+    fails (the server restarting, a dropped connection) is counted and the next one reconnects."""
 
-    def __init__(self, connect: Callable[[], Any], tracker: BlockedTracker):
+    thread_name = "dbops-sampler"
+    retry_wait = 0.5
+
+    def __init__(self, connect: Callable[[], Any]):
         self.connect = connect
-        self.tracker = tracker
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dbops-migrate-monitor", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._conn = None
-        self._sql = ""
 
-    def start(self) -> "Monitor":
+    @property
+    def interval(self) -> float:
+        raise NotImplementedError
+
+    def count_error(self) -> None:
+        raise NotImplementedError
+
+    def on_connect(self, conn: Any) -> None:
+        """Called once per new connection, before its first sample."""
+
+    def sample(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def start(self):
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        with contextlib.suppress(Exception):
-            if self._conn is not None:
-                self._conn.close()
+        self._close()
 
     def sample_once(self) -> None:
         if self._conn is None or self._conn.closed:
             self._conn = self.connect()
-            with self._conn.cursor() as cur:
-                cur.execute("SHOW server_version_num")
-                self._sql = sample_sql(int(cur.fetchone()[0]))
-        with self._conn.cursor() as cur:
-            cur.execute(self._sql)
-            rows = [Row.from_tuple(r) for r in cur.fetchall()]
-        self.tracker.add(rows)
+            self.on_connect(self._conn)
+        self.sample(self._conn)
+
+    def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._conn is not None:
+                self._conn.close()
+        self._conn = None
 
     def _run(self) -> None:
         while not self._stop.is_set():
             began = time.monotonic()
             try:
                 self.sample_once()
-            except Exception:  # the server restarting or a dropped connection: reconnect next time
-                self.tracker.errors += 1
-                with contextlib.suppress(Exception):
-                    if self._conn is not None:
-                        self._conn.close()
-                self._conn = None
-                self._stop.wait(0.5)
+            except Exception:  # reconnect on the next sample
+                self.count_error()
+                self._close()
+                self._stop.wait(self.retry_wait)
                 continue
-            self._stop.wait(max(0.0, self.tracker.interval - (time.monotonic() - began)))
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
+
+
+class Monitor(SamplingThread):
+    """Samples who waits on whom into the tracker."""
+
+    thread_name = "dbops-migrate-monitor"
+
+    def __init__(self, connect: Callable[[], Any], tracker: BlockedTracker):
+        self.tracker = tracker
+        self._sql = ""
+        super().__init__(connect)
+
+    @property
+    def interval(self) -> float:
+        return self.tracker.interval
+
+    def count_error(self) -> None:
+        self.tracker.errors += 1
+
+    def on_connect(self, conn: Any) -> None:
+        with conn.cursor() as cur:
+            cur.execute("SHOW server_version_num")
+            self._sql = sample_sql(int(cur.fetchone()[0]))
+
+    def sample(self, conn: Any) -> None:
+        with conn.cursor() as cur:
+            cur.execute(self._sql)
+            rows = [Row.from_tuple(r) for r in cur.fetchall()]
+        self.tracker.add(rows)
 
 
 def write_timeline(path: str, tracker: BlockedTracker, extra: Optional[Dict[str, Any]] = None) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.dbops.migrations.plugins.module_utils.backup import archive as backups
 from ansible_collections.dbops.migrations.plugins.module_utils.backup.operations import Backup, Executor
-from ansible_collections.dbops.migrations.plugins.module_utils.migrate.monitor import ControllerWatch
+from ansible_collections.dbops.migrations.plugins.module_utils.migrate.monitor import ControllerWatch, SamplingThread
 from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner import (
     MigrateError, MigrateRequest, Migrator)
 from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
@@ -90,40 +90,34 @@ class RehearsalRequest:
     container: Optional[ContainerSpec] = None  # a throw-away server instead of the connection options' one
 
 
-class Sampler:
+class Sampler(SamplingThread):
     """Samples the migration sessions' strong locks and statements into the current ledger."""
 
+    thread_name = "dbops-rehearsal-sampler"
+    retry_wait = 0.2
+
     def __init__(self, connect_fn: Callable[[], Any], app_name: str, interval: float):
-        self.connect_fn = connect_fn
         self.app_name = app_name
-        self.interval = interval
+        self._interval = interval
         self.ledger: Optional[measure.LockLedger] = None
         self.errors = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dbops-rehearsal-sampler", daemon=True)
-        self._conn = None
+        super().__init__(connect_fn)
 
-    def start(self) -> "Sampler":
-        self._thread.start()
-        return self
+    @property
+    def interval(self) -> float:
+        return self._interval
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        with contextlib.suppress(Exception):
-            if self._conn is not None:
-                self._conn.close()
+    def count_error(self) -> None:
+        self.errors += 1
 
     def swap(self, ledger: Optional[measure.LockLedger]) -> Optional[measure.LockLedger]:
         with self._lock:
             previous, self.ledger = self.ledger, ledger
         return previous
 
-    def sample_once(self) -> None:
-        if self._conn is None or self._conn.closed:
-            self._conn = self.connect_fn()
-        with self._conn.cursor() as cur:
+    def sample(self, conn: Any) -> None:
+        with conn.cursor() as cur:
             cur.execute(LOCKS_SQL, (self.app_name, list(measure.STRONG_MODES)))
             lock_rows = cur.fetchall()
             cur.execute(STATEMENTS_SQL, (self.app_name,))
@@ -135,21 +129,6 @@ class Sampler:
         with self._lock:
             if self.ledger is not None:
                 self.ledger.add(at, locks, statements)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            began = time.monotonic()
-            try:
-                self.sample_once()
-            except Exception:  # a dropped connection: reconnect on the next sample
-                self.errors += 1
-                with contextlib.suppress(Exception):
-                    if self._conn is not None:
-                        self._conn.close()
-                self._conn = None
-                self._stop.wait(0.2)
-                continue
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
 
 
 class _RecordingMigrator(Migrator):
