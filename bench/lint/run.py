@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -131,10 +132,24 @@ def _alembic_notes(alembic_rows) -> list:
     return notes
 
 
-def timed(argv) -> float:
+def timed(argv, cpu: list = None) -> float:
+    """Wall seconds of one process; its CPU seconds (user + system, every thread) go to ``cpu``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return wall
+
+
+def compile_engine() -> None:
+    """Write the engine's bytecode, as an installed collection has it after its first run: timing a
+    process that compiles its sources first (PYTHONDONTWRITEBYTECODE) measures the compiler."""
+    import compileall
+    if not compileall.compile_dir(str(REPO / "plugins" / "module_utils"), quiet=1):
+        sys.exit("bench/lint: plugins/module_utils does not compile")
 
 
 def _counts_of_process(corpus_dir: Path, jobs: int) -> dict:
@@ -154,16 +169,19 @@ def run_speed(work: Path, files: int, repeat: int, jobs: int) -> dict:
     for n in (1, jobs):
         if _counts_of_process(corpus_dir, n) != counts:
             sys.exit("bench/lint: analyse.py --jobs %d gives other verdicts than the in-process analysis" % n)
+    compile_engine()
     ours_in, ours_proc, ours_proc_jobs, squawk = [], [], [], []
+    cpu = {"ours_process": [], "ours_process_jobs": [], "squawk_process": []}
     load = []
     for _ in range(repeat):
         load.append(os.getloadavg()[0])
         started = time.perf_counter()
         counts = analyse_directory(corpus_dir)
         ours_in.append(time.perf_counter() - started)
-        ours_proc.append(timed([sys.executable, ANALYSE, str(corpus_dir), "--jobs", "1"]))
-        ours_proc_jobs.append(timed([sys.executable, ANALYSE, str(corpus_dir), "--jobs", str(jobs)]))
-        squawk.append(timed([SQUAWK, "--reporter", "gcc"] + paths))
+        ours_proc.append(timed([sys.executable, ANALYSE, str(corpus_dir), "--jobs", "1"], cpu["ours_process"]))
+        ours_proc_jobs.append(timed([sys.executable, ANALYSE, str(corpus_dir), "--jobs", str(jobs)],
+                                    cpu["ours_process_jobs"]))
+        squawk.append(timed([SQUAWK, "--reporter", "gcc"] + paths, cpu["squawk_process"]))
     proc = subprocess.run([SQUAWK, "--reporter", "json"] + paths, capture_output=True, text=True)
     flagged = {item["file"] for item in json.loads(proc.stdout or "[]")}
     flagged_lock = {item["file"] for item in json.loads(proc.stdout or "[]")
@@ -172,8 +190,18 @@ def run_speed(work: Path, files: int, repeat: int, jobs: int) -> dict:
     return {"files": info["files"], "statements": info["statements"], "repeat": repeat, "load_1min": load,
             "commit": _commit(), "jobs": jobs, "ours_in_process_s": ours_in, "ours_process_s": ours_proc,
             "ours_process_jobs_s": ours_proc_jobs, "squawk_process_s": squawk,
+            "cpu_s": cpu, "json_decoder": _json_decoder(),
             "ours_risk_counts": counts, "squawk_files_flagged": len(flagged),
             "squawk_files_flagged_lock_rules": len(flagged_lock)}
+
+
+def _json_decoder() -> str:
+    """The engine decodes pglast's parse trees with orjson when it is installed, else with json."""
+    try:
+        import orjson
+    except ImportError:
+        return "json (standard library)"
+    return "orjson %s" % orjson.__version__
 
 
 def _version(argv) -> str:
@@ -181,6 +209,11 @@ def _version(argv) -> str:
         return subprocess.run(argv, capture_output=True, text=True).stdout.strip()
     except OSError:
         return "?"
+
+
+def _cpu(speed: dict, key: str) -> str:
+    samples = (speed.get("cpu_s") or {}).get(key)
+    return "%.3f" % statistics.median(samples) if samples else "-"
 
 
 def busy(load: float) -> bool:
@@ -262,20 +295,24 @@ def write_report(rows: list, speed: dict, alembic_rows: list = ()) -> str:
         "",
         "%d migration files, %d statements (`bench/lint/corpus.py`, fixed seed), %d interleaved runs, median. "
         "Whole processes run `bench/lint/analyse.py CORPUS --jobs N`, which imports only the engine; with N "
-        "processes each file is still analysed by itself and the verdicts are checked equal to one process's."
-        % (speed["files"], speed["statements"], speed["repeat"]),
+        "processes each file is still analysed by itself and the verdicts are checked equal to one process's. "
+        "The engine's bytecode is written before the runs (as an installed collection's is after its first "
+        "run); parse trees are decoded with %s. *CPU s* is the median of user + system seconds over all of a "
+        "process's threads and children."
+        % (speed["files"], speed["statements"], speed["repeat"], speed.get("json_decoder", "json")),
         "",
-        "| tool | median seconds | all runs |",
-        "|---|---|---|",
-        "| migration_risk, analysis inside one process | %.3f | %s |" % (
+        "| tool | median seconds | CPU s | all runs |",
+        "|---|---|---|---|",
+        "| migration_risk, analysis inside one process | %.3f | | %s |" % (
             med["ours_in_process_s"], ", ".join("%.3f" % v for v in speed["ours_in_process_s"])),
-        "| migration_risk, whole process (Python start-up + imports + analysis), 1 process | %.3f | %s |" % (
-            med["ours_process_s"], ", ".join("%.3f" % v for v in speed["ours_process_s"])),
-        "| migration_risk, whole process, `--jobs %d` (%d processes) | %.3f | %s |" % (
-            speed["jobs"], speed["jobs"], med["ours_process_jobs_s"],
+        "| migration_risk, whole process (Python start-up + imports + analysis), 1 process | %.3f | %s | %s |" % (
+            med["ours_process_s"], _cpu(speed, "ours_process"), ", ".join("%.3f" % v for v in speed["ours_process_s"])),
+        "| migration_risk, whole process, `--jobs %d` (%d processes) | %.3f | %s | %s |" % (
+            speed["jobs"], speed["jobs"], med["ours_process_jobs_s"], _cpu(speed, "ours_process_jobs"),
             ", ".join("%.3f" % v for v in speed["ours_process_jobs_s"])),
-        "| squawk, whole process (`--reporter gcc`) | %.3f | %s |" % (
-            med["squawk_process_s"], ", ".join("%.3f" % v for v in speed["squawk_process_s"])),
+        "| squawk, whole process (`--reporter gcc`) | %.3f | %s | %s |" % (
+            med["squawk_process_s"], _cpu(speed, "squawk_process"),
+            ", ".join("%.3f" % v for v in speed["squawk_process_s"])),
         "",
         "Single squawk runs took %.3f-%.3f s and single in-process migration_risk runs %.3f-%.3f s in this "
         "run. Runs are interleaved so both tools see the same load."

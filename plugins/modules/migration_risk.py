@@ -183,6 +183,7 @@ attributes:
     details: Read-only; C(changed) is always false.
 requirements:
   - pglast >= 6
+  - orjson (optional; decodes the parse trees faster)
   - alembic >= 1.11 (for O(alembic_config))
   - psycopg2 (with a database)
 seealso:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ansible_collections.dbops.migrations.plugins.module_utils.risk import engine as risk_engine
 from ansible_collections.dbops.migrations.plugins.module_utils.risk import reports as risk_reports
 from ansible_collections.dbops.migrations.plugins.module_utils.risk.live_facts import (
     ColumnFacts, DbFacts, TableFacts, type_modifiers)
@@ -45,6 +46,31 @@ def test_trailing_suppression_comment_applies_to_its_own_statement():
 def test_suppression_of_another_rule_does_not_hide_the_finding():
     sql = "-- migration-risk: ignore drop-column because planned\nCREATE INDEX ix ON orders (a);"
     assert analyse_sql(sql).as_result()["risk"] == "high"
+
+
+def test_a_suppression_stays_with_its_statement_and_file():
+    # Statements without a suppression comment share one empty table: a suppression must not leak into it.
+    suppressed = analyse_sql("CREATE INDEX ix ON orders (a); -- migration-risk: ignore create-index\n").as_result()
+    plain = analyse_sql("CREATE INDEX ix ON orders (a);").as_result()
+    assert suppressed["risk"] == "low" and plain["risk"] == "high"
+    assert risk_engine._NO_SUPPRESSIONS == {}
+
+
+def test_statement_text_and_line_are_cut_from_the_source_with_multibyte_text():
+    sql = "SELECT 'é';\n\nCREATE INDEX ix_é ON orders (a);\n"
+    second = risk_engine.parse_statements(sql, "x.sql")[1]
+    assert second.text == "CREATE INDEX ix_é ON orders (a)"  # the parser's length stops before the ;
+    assert second.line == 3
+    finding = analyse_sql(sql).findings[0]
+    assert finding.statement == "CREATE INDEX ix_é ON orders (a)" and finding.line == 3
+
+
+def test_the_standard_json_decoder_gives_the_same_analysis(monkeypatch):
+    sql = ("ALTER TABLE orders ADD COLUMN note text DEFAULT random()::text;\n"
+           "CREATE INDEX ix ON orders (a);\nUPDATE orders SET a = 1;\n")
+    with_default = analyse_sql(sql).as_result()
+    monkeypatch.setattr(risk_engine, "_json_loads", json.loads)
+    assert analyse_sql(sql).as_result() == with_default
 
 
 def test_python_file_suppressions():
