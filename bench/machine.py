@@ -1,0 +1,76 @@
+"""What else the machine did while a benchmark ran.
+
+A benchmark that keeps both cores busy itself (parallel dump jobs and the server they talk to) drives
+the load average past the core count on its own, so the load average cannot tell a quiet machine
+from a busy one. ``OtherCpu`` measures what matters: CPU time used by processes that are not the
+benchmark's (its own process tree and the server's) while a cell ran, in cores.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Dict, Iterable, List, Tuple
+
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def busy_ticks() -> int:
+    """CPU ticks spent on anything but idle and I/O wait, all cores together (/proc/stat)."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:9]]
+    return sum(fields) - fields[3] - fields[4]
+
+
+def _processes() -> Dict[int, Tuple[int, int]]:
+    """pid -> (parent pid, CPU ticks of the process and of its children it has reaped)."""
+    out: Dict[int, Tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, encoding="ascii", errors="replace") as handle:
+                stat = handle.read()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
+        # fields[1] is the parent; utime, stime, cutime, cstime are fields 14-17 of proc(5)
+        out[int(entry)] = (int(fields[1]), sum(int(value) for value in fields[11:15]))
+    return out
+
+
+def tree_ticks(roots: Iterable[int]) -> int:
+    """CPU ticks of the given processes and all their descendants, reaped children included."""
+    processes = _processes()
+    children: Dict[int, List[int]] = {}
+    for pid, (parent, _ticks) in processes.items():
+        children.setdefault(parent, []).append(pid)
+    seen = set()
+    stack = [pid for pid in roots if pid in processes]
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        stack.extend(children.get(pid, ()))
+    return sum(processes[pid][1] for pid in seen)
+
+
+class OtherCpu:
+    """``with OtherCpu(roots) as other: ...`` then ``other.cores``: the CPU, in cores, that processes
+    outside ``roots()`` (pids whose trees are the benchmark) used during the block."""
+
+    def __init__(self, roots: Callable[[], Iterable[int]]):
+        self.roots = roots
+        self.cores = 0.0
+
+    def __enter__(self) -> "OtherCpu":
+        self._started = time.monotonic()
+        self._busy = busy_ticks()
+        self._own = tree_ticks(self.roots())
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        wall = max(time.monotonic() - self._started, 1e-6)
+        own = tree_ticks(self.roots()) - self._own
+        other = max(busy_ticks() - self._busy - own, 0)
+        self.cores = round(other / TICKS_PER_SECOND / wall, 2)
