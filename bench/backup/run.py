@@ -250,7 +250,8 @@ def load_now():
 
 def measured(server, fn):
     """Run one cell; record the load average around it and the CPU other processes used meanwhile."""
-    roots = lambda: [os.getpid(), _postmaster_pid(server)]  # noqa: E731
+    def roots():
+        return [os.getpid(), _postmaster_pid(server)]
     load = load_now()
     with OtherCpu(roots) as other:
         cell = fn()
