@@ -32,7 +32,7 @@ PG_MATRIX_TESTS ?= tests/integration/test_postgres_fixture.py tests/integration/
 	tests/integration/test_pg_backup*.py tests/integration/test_alembic_migrate.py \
 	tests/integration/test_alembic_migrate_safety.py
 
-# What CI runs on 13 and 17 (.ci/run): each version-dependent path once, about a minute per version.
+# Each version-dependent path once, about a minute per version (a quick check; CI runs PG_MATRIX_TESTS).
 PG_MATRIX_SAMPLE ?= tests/integration/test_postgres_fixture.py::test_private_cluster_answers \
 	tests/integration/test_migration_risk.py::test_detach_partition_concurrently_is_judged_by_the_live_server \
 	tests/integration/test_migration_risk_dbfacts.py tests/integration/test_migration_risk_trace.py \
