@@ -190,6 +190,16 @@ options:
     description: How often the migration's locks and statements are sampled; lock times are accurate to about this.
     type: int
     default: 50
+  load_rate:
+    description:
+      - Queries per second of a light synthetic load on each table migration_risk names for the pending revisions,
+        on the copy, while the migration runs; V(0) runs none.
+      - Each table gets one session that alternates a one-row read and a one-row write that changes nothing, so
+        its queries queue behind the migration's locks as the application's would (and hold it up as they would).
+        Every query's latency is reported per revision in RV(measurements) (C(load)).
+      - Needs O(estimate=true) (the tables come from migration_risk). At most V(200).
+    type: float
+    default: 0
   factor:
     description: A measured and an estimated lock time disagree when one is more than this many times the other.
     type: float
@@ -360,6 +370,8 @@ measurements:
       C(rebuilt_indexes), C(created), C(dropped), C(size_changes) (per table bytes before, after and the change,
       for the table and its indexes), C(wal_bytes), C(samples), C(estimate) (migration_risk's C(risk),
       C(estimated_lock_s), C(table_estimates), C(findings)).
+    - With O(load_rate), C(load) per table - C(queries), C(errors), C(median_s), C(max_s) (the longest a query of
+      the synthetic load waited) and C(slow) (queries that took a second or more).
   returned: when state is rehearsed
   type: list
   elements: dict
@@ -378,6 +390,11 @@ failure:
   description: Why the migration failed on the copy.
   returned: when passed is false
   type: str
+load:
+  description: With O(load_rate) - C(rate_per_table), C(tables) (the tables that got load) and C(not_there_yet)
+    (tables named by migration_risk that the copy does not have before the migration, e.g. created by it).
+  returned: when load_rate is above 0 and the migration ran
+  type: dict
 restore:
   description: C(duration_s) and C(rows) of the restore.
   returned: when the restore ran
@@ -466,6 +483,7 @@ def argument_spec():
         executor_login_host=dict(type="str"),
         executor_login_port=dict(type="int"),
         sample_interval_ms=dict(type="int", default=50),
+        load_rate=dict(type="float", default=0.0),
         factor=dict(type="float", default=3),
         min_seconds=dict(type="float", default=1),
         estimate=dict(type="bool", default=True),
@@ -550,6 +568,9 @@ def main():
         migrate = migrate_request(module, params)
         if params["sample_interval_ms"] < 10:
             raise AlembicPlanError("sample_interval_ms must be at least 10")
+        if not 0 <= params["load_rate"] <= 200:
+            raise AlembicPlanError("load_rate must be between 0 (no load) and 200 queries per second per table, "
+                                   "got %s" % params["load_rate"])
         request = RehearsalRequest(
             migrate=migrate, archive=params["archive"], backup_dir=params["backup_dir"],
             max_archive_age_hours=params["max_archive_age_hours"],
@@ -559,7 +580,7 @@ def main():
             min_seconds=params["min_seconds"], estimate=params["estimate"], render=render_spec(params, migrate),
             vacuum_analyze=params["vacuum_analyze"], jobs=params["jobs"], bin_dir=params["bin_dir"],
             record_dir=params["record_dir"],
-            label=params["label"], check=module.check_mode, container=container)
+            label=params["label"], check=module.check_mode, container=container, load_rate=params["load_rate"])
 
         def runner(argv, env, cwd):
             return module.run_command(argv, environ_update=env, cwd=cwd, check_rc=False)

@@ -114,6 +114,22 @@ def test_rehearsal_measures_the_rewrite_and_drops_the_copy(big, tmp_path):
     assert pg.TEST_PASSWORD not in (records / "last.json").read_text()
 
 
+def test_a_synthetic_load_waits_behind_the_rewrite(big):
+    db, config, backups, _root = big
+    run = run_module("migration_rehearsal", module_args(db, config, backups, load_rate=20))
+    result = run.result
+    assert result.get("passed") is True, run.output[-4000:]
+    assert result["load"] == {"rate_per_table": 20.0, "tables": ["orders"], "not_there_yet": []}
+    [rev] = result["measurements"]
+    orders_lock = [lock for lock in rev["locks"] if lock["table"] == "orders"][0]
+    load = rev["load"]["orders"]
+    # reads and writes ran the whole revision long; one that came during the rewrite waited for its end
+    assert load["queries"] >= 5 and load["errors"] == 0
+    assert load["max_s"] >= orders_lock["held_s"] * 0.5 and load["max_s"] > 0.1
+    assert load["median_s"] < load["max_s"]
+    assert result["scratch_dropped"] is True and scratch_databases(db.server) == []
+
+
 def test_check_mode_changes_nothing(big):
     db, config, backups, _root = big
     run = run_module("migration_rehearsal", module_args(db, config, backups), check=True)

@@ -33,6 +33,7 @@ from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
     ConnInfo, connect, mask_secrets, server_version_num)
 from ansible_collections.dbops.migrations.plugins.module_utils.rehearse import calibrate as calib
 from ansible_collections.dbops.migrations.plugins.module_utils.rehearse import measure, records, scratch
+from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.load import SyntheticLoad, touched_tables
 from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.container import (
     ContainerSpec, ScratchContainer, archive_major, executor_address)
 from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.records import RehearsalError
@@ -40,6 +41,7 @@ from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.records 
 # (argv, environment additions, cwd) -> (rc, stdout, stderr)
 Runner = Callable[[List[str], Dict[str, str], Optional[str]], Tuple[int, str, str]]
 APP_NAME = "dbops-rehearsal-sampler"
+LOAD_APP_NAME = "dbops-rehearsal-load"  # the synthetic load's sessions
 
 _USER_SCHEMAS = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%'"
                  " AND n.nspname NOT LIKE 'pg\\_temp\\_%%'")
@@ -88,6 +90,7 @@ class RehearsalRequest:
     label: Optional[str] = None              # e.g. the release being rehearsed
     check: bool = False
     container: Optional[ContainerSpec] = None  # a throw-away server instead of the connection options' one
+    load_rate: float = 0.0                   # synthetic queries per second per touched table (0: no load)
 
 
 class Sampler(SamplingThread):
@@ -185,6 +188,7 @@ class Rehearsal:
         self.scratch_name: Optional[str] = None
         self.measurements: List[Dict[str, Any]] = []
         self.sampler: Optional[Sampler] = None
+        self.load: Optional[SyntheticLoad] = None
         self._snap_conn = None
         self._before: Optional[measure.Snapshot] = None
         self._interrupted = False
@@ -393,6 +397,7 @@ class Rehearsal:
         with self._snap_conn.cursor() as cur:
             cur.execute("SET lock_timeout = '5s'")  # sizes wait for nobody for long
         try:
+            self._start_load(estimates, target)
             try:
                 outcome = migrator.run()
             except MigrateError as exc:
@@ -401,10 +406,26 @@ class Rehearsal:
             self.result["migration"] = _migration_summary(outcome)
             self.result["passed"] = True
         finally:
+            if self.load is not None:
+                self.load.stop()
             self.sampler.stop()
             with contextlib.suppress(Exception):
                 self._snap_conn.close()
             self._calibrate(estimates)
+
+    def _start_load(self, estimates: Dict[str, Dict[str, Any]], target: ConnInfo) -> None:
+        """The synthetic load on the tables migration_risk names for the pending revisions (load_rate)."""
+        req = self.request
+        if req.load_rate <= 0:
+            return
+        if not req.estimate:
+            self.result["warnings"].append("load_rate needs estimate: true (migration_risk names the tables the "
+                                           "load runs on); the rehearsal ran without load")
+            return
+        self.load = SyntheticLoad(lambda: connect(target, autocommit=True, application_name=LOAD_APP_NAME),
+                                  req.load_rate).start(touched_tables(estimates))
+        self.result["load"] = {"rate_per_table": req.load_rate, "tables": self.load.tables,
+                               "not_there_yet": self.load.skipped}
 
     def _executor_address(self) -> Tuple[Optional[str], Optional[int]]:
         """How Alembic reaches the copy when it runs elsewhere (compose executor): a scratch container on a
@@ -458,6 +479,8 @@ class Rehearsal:
         with self._snap_conn.cursor() as cur:
             self._before = take_snapshot(cur)
         self.sampler.swap(measure.LockLedger(self.request.sample_interval))
+        if self.load is not None:
+            self.load.swap(begin=True)
         return time.monotonic()
 
     def end_revision(self, step, began: float, ok: bool) -> None:
@@ -465,6 +488,8 @@ class Rehearsal:
         ledger = self.sampler.swap(None) if self.sampler else None
         entry: Dict[str, Any] = {"revision": step.revision, "from_revision": step.from_rev,
                                  "applied": ok, "duration_s": round(duration, 3)}
+        if self.load is not None:
+            entry["load"] = self.load.swap(begin=False)
         if ok:  # a failed revision was rolled back (or its session still holds its locks): nothing to compare
             try:
                 with self._snap_conn.cursor() as cur:
