@@ -55,6 +55,19 @@ def tree_ticks(roots: Iterable[int]) -> int:
     return sum(processes[pid][1] for pid in seen)
 
 
+def postmaster_pid(data_dir: str) -> int:
+    """The pid of the PostgreSQL server of ``data_dir`` (-1 when it is not running)."""
+    try:
+        with open(os.path.join(data_dir, "postmaster.pid"), encoding="ascii") as handle:
+            return int(handle.readline())
+    except (OSError, ValueError):
+        return -1
+
+
+# Cores' worth of CPU that other processes may use during a cell before a run counts as busy.
+BUSY_OTHER_CORES = 0.3
+
+
 class OtherCpu:
     """``with OtherCpu(roots) as other: ...`` then ``other.cores``: the CPU, in cores, that processes
     outside ``roots()`` (pids whose trees are the benchmark) used during the block."""

@@ -42,10 +42,7 @@ sys.path.insert(0, str(REPO))
 from tests.helpers.ansible import COLLECTIONS_PATH, ensure_collection_link, run_module  # noqa: E402
 from tests.helpers import postgres as pgh  # noqa: E402
 sys.path.insert(0, str(REPO / "bench"))
-from machine import OtherCpu  # noqa: E402
-
-# Cores' worth of CPU that other processes may use during a cell before the run counts as busy.
-BUSY_OTHER_CORES = 0.3
+from machine import BUSY_OTHER_CORES, OtherCpu, postmaster_pid  # noqa: E402
 
 ensure_collection_link()
 sys.path.insert(0, str(COLLECTIONS_PATH))
@@ -251,20 +248,12 @@ def load_now():
 def measured(server, fn):
     """Run one cell; record the load average around it and the CPU other processes used meanwhile."""
     def roots():
-        return [os.getpid(), _postmaster_pid(server)]
+        return [os.getpid(), postmaster_pid(server.data_dir)]
     load = load_now()
     with OtherCpu(roots) as other:
         cell = fn()
     cell.update(load_before=load, load_after=load_now(), other_cores=other.cores)
     return cell
-
-
-def _postmaster_pid(server) -> int:
-    try:
-        with open(os.path.join(server.data_dir, "postmaster.pid"), encoding="ascii") as handle:
-            return int(handle.readline())
-    except (OSError, ValueError):
-        return -1
 
 
 def commit_measured():

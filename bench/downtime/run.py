@@ -40,6 +40,8 @@ import psycopg2
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from tests.helpers.ansible import COLLECTIONS_PATH, ensure_collection_link  # noqa: E402
+sys.path.insert(0, str(REPO / "bench"))
+from machine import BUSY_OTHER_CORES, OtherCpu, postmaster_pid  # noqa: E402
 
 ensure_collection_link()
 sys.path.insert(0, str(COLLECTIONS_PATH))
@@ -399,6 +401,15 @@ def environment_facts(server) -> dict:
             "loadavg_start": open("/proc/loadavg").read().split()[:3]}
 
 
+def _quiet_line(facts) -> str:
+    most = facts.get("other_cores_max")
+    if most is None:
+        return "CPU used by other processes not measured"
+    verdict = "**a busy machine: these numbers are not comparable with other runs**" if most > BUSY_OTHER_CORES \
+        else "a quiet machine"
+    return "other processes used at most %.2f cores during a case (%s)" % (most, verdict)
+
+
 def fmt_ratio(a, b):
     if b in (None, 0):
         return "∞" if a else "–"
@@ -410,8 +421,9 @@ def report(results, facts, out: Path, elapsed: float):
              "Reproduce: `.venv/bin/python bench/downtime/run.py` (about %d min on this box). All numbers below "
              "were measured in one run on %s." % (max(1, round(elapsed / 60)), facts["date"]), "",
              "## Setup", "",
-             "- Host: %s cores, %s GiB RAM, kernel %s; load average at start %s (other work shared the box)."
-             % (facts["nproc"], facts["ram_gib"], facts["kernel"], " ".join(facts["loadavg_start"])),
+             "- Host: %s cores, %s GiB RAM, kernel %s; load average at start %s, at the end %s; %s."
+             % (facts["nproc"], facts["ram_gib"], facts["kernel"], " ".join(facts["loadavg_start"]),
+                " ".join(facts.get("loadavg_end") or ["?"]), _quiet_line(facts)),
              "- %s, %s, alembic %s, collection commit %s." % (facts["postgres"], facts["pgbench"],
                                                               facts["alembic"].split()[-1], facts["commit"]),
              "- A private cluster (tests.helpers.postgres: fsync off, shared_buffers 256 MB); `pgbench -i -s %d`: "
@@ -514,8 +526,8 @@ def report(results, facts, out: Path, elapsed: float):
     ct_naive, ct_ours = keyed.get(("change_type", "none", "naive")), keyed.get(("change_type", "none", "ours"))
     if ct_naive and ct_ours:
         lines.append("- change_type/none runs the same table rewrite in naive and ours (%.2f s against %.2f s "
-                     "write-blocked): lock_timeout cannot shorten a rewrite; differences there are load on a shared "
-                     "box (single run per cell)." % (ct_naive["write_blocked_s"], ct_ours["write_blocked_s"]))
+                     "write-blocked): lock_timeout cannot shorten a rewrite; the difference is run-to-run noise "
+                     "(one run per cell)." % (ct_naive["write_blocked_s"], ct_ours["write_blocked_s"]))
     lines += ["- The per-case monitor summaries (sessions that waited on the migration, the migration's own "
               "waits) and every number above are in `results.json`."]
     (out / "REPORT.md").write_text("\n".join(lines) + "\n")
@@ -545,12 +557,16 @@ def main():
         results = []
         for mig, blocker, variant in matrix(args.quick):
             print("case %-13s %-15s %-9s" % (mig, blocker, variant), end=" ", flush=True)
-            result = run_case(server, url, Path(tmp), mig, blocker, variant)
+            with OtherCpu(lambda: [os.getpid(), postmaster_pid(server.data_dir)]) as other:
+                result = run_case(server, url, Path(tmp), mig, blocker, variant)
+            result["other_cores"] = other.cores
             print("ok=%s blocked=%.2fs gap=%.2fs attempts=%s" % (result["ok"], result["write_blocked_s"],
                                                                   result["longest_gap_s"], result["attempts"]),
                   flush=True)
             results.append(result)
         chart(results, out)
+        facts["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+        facts["other_cores_max"] = max(r["other_cores"] for r in results)
         elapsed = time.monotonic() - began
         public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
         (out / "results.json").write_text(json.dumps({"facts": facts, "settings": OURS, "elapsed_s": round(elapsed),

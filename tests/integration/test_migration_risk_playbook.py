@@ -1,9 +1,13 @@
 """playbooks/migration_check.yml: per-revision table, JSON/Markdown/SARIF reports, the max_risk gate."""
 from __future__ import annotations
 
+import datetime
 import json
+import sys
 
 import pytest
+
+from ansible_collections.dbops.migrations.plugins.module_utils.rehearse import records
 
 from tests.conftest import EXAMPLE_APP, REPO_ROOT
 from tests.helpers import postgres as pgh
@@ -47,6 +51,40 @@ def test_example_app_on_empty_database_is_low_and_passes(pg_db, tmp_path):
     assert "Migration risk low is within critical" in run.stdout
     assert TEST_PASSWORD not in run.output
     assert TEST_PASSWORD not in (out / "risk.json").read_text()
+
+
+@pytest.mark.skipif(not (EXAMPLE_APP / "alembic.ini").exists(), reason="example app not present")
+def test_a_rehearsal_of_exactly_the_pending_revisions_is_shown_for_the_approver(pg_db, tmp_path):
+    folder = tmp_path / "rehearsals"
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    base = {"format_version": records.RECORD_FORMAT_VERSION, "passed": True, "database": pg_db.name,
+            "finished_at": now, "archive_finished_at": now, "calibration": {"disagreements": []}}
+    records.write_record(str(folder), dict(base, id="older-plan", revisions=["0001", "0002"], measurements=[]))
+    args = {"migration_check_alembic_config": str(EXAMPLE_APP / "alembic.ini"), "migration_check_db_url": pg_db.url,
+            "migration_check_report_dir": str(tmp_path / "r"), "migration_check_rehearsal_dir": str(folder)}
+    run = run_playbook(PLAYBOOK, args)
+    assert run.rc == 0, run.output
+    assert "Rehearsal: none for these revisions (no passing rehearsal of 0001, 0002, 0003, 0004, 0005" in run.stdout
+    measured = {"revision": "0004", "duration_s": 3.25, "lock_s": 2.5, "rewritten_tables": ["orders"],
+                "wal_bytes": 52_428_800, "load": {"orders": {"queries": 40, "max_s": 2.4}}}
+    records.write_record(str(folder), dict(base, id="this-plan", revisions=["0001", "0002", "0003", "0004", "0005"],
+                                           measurements=[measured]))
+    run = run_playbook(PLAYBOOK, args)
+    assert run.rc == 0, run.output
+    shown = ("Rehearsal: rehearsed 0001, 0002, 0003, 0004, 0005 on %s (%s): 0004 3.2 s wall, strong locks 2.5 s, "
+             "rewrites orders, WAL 50.0 MB, queries waited up to 2.4 s; estimate agrees" % (now, now))
+    assert shown in run.stdout
+    # Without the folder given: the records rehearse.yml wrote on the inventory's first app host.
+    reports = tmp_path / "app-reports"
+    reports.mkdir()
+    folder.rename(reports / "rehearsals")
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[app]\napp1 ansible_connection=local ansible_python_interpreter=%s dbops_report_dir=%s\n"
+                         % (sys.executable, reports))
+    del args["migration_check_rehearsal_dir"]
+    run = run_playbook(PLAYBOOK, args, inventory=inventory)
+    assert run.rc == 0, run.output
+    assert "localhost -> app1" in run.stdout and shown in run.stdout
 
 
 def test_bad_variables_fail_before_anything_runs(tmp_path):

@@ -226,6 +226,13 @@ def test_summary_line_has_the_numbers_for_the_approval_message():
     line = records.summary_line(record())
     assert "0005 4.2 s wall, strong locks 3.9 s, rewrites orders, WAL 50.0 MB" in line
     assert line.endswith("estimate agrees")
+    assert "waited" not in line  # no synthetic load ran
+
+
+def test_summary_line_says_how_long_the_synthetic_load_waited():
+    loaded = record()
+    loaded["measurements"][0]["load"] = {"orders": {"queries": 80, "max_s": 3.84}, "items": {"queries": 3, "max_s": 0.2}}
+    assert "rewrites orders, WAL 50.0 MB, queries waited up to 3.8 s" in records.summary_line(loaded)
 
 
 # ---------------------------------------------------------------- scratch databases and leftovers

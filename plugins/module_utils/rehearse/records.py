@@ -165,9 +165,13 @@ def summary_line(record: Dict[str, Any]) -> str:
     parts = []
     for rev in record.get("measurements") or []:
         rewrites = ", ".join(rev.get("rewritten_tables") or []) or "none"
-        parts.append("%s %.1f s wall, strong locks %.1f s, rewrites %s, WAL %s" % (
+        part = "%s %.1f s wall, strong locks %.1f s, rewrites %s, WAL %s" % (
             rev.get("revision"), rev.get("duration_s") or 0.0, rev.get("lock_s") or 0.0, rewrites,
-            human_bytes(rev.get("wal_bytes"))))
+            human_bytes(rev.get("wal_bytes")))
+        waits = [load["max_s"] for load in (rev.get("load") or {}).values() if load.get("max_s") is not None]
+        if waits:  # the synthetic load (load_rate): what the application would have waited
+            part += ", queries waited up to %.1f s" % max(waits)
+        parts.append(part)
     calibration = record.get("calibration") or {}
     disagreements = len(calibration.get("disagreements") or [])
     return "rehearsed %s on %s (%s)%s: %s; estimate %s" % (
