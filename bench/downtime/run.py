@@ -211,7 +211,7 @@ def run_ours(url: str, config: Path, timeline: Path) -> dict:
         result = migrator.fail_result(exc)
         ok, message = False, exc.msg
     return {"ok": ok, "attempts": result.get("attempts"), "duration_s": round(time.monotonic() - began, 3),
-            "message": message[:300], "blocked": result.get("blocked"), "began": began}
+            "message": message[:2000], "blocked": result.get("blocked"), "began": began}
 
 
 def parse_pgbench_logs(prefix: Path, write_script: int | None = None):

@@ -15,7 +15,7 @@ from ansible_collections.dbops.migrations.plugins.module_utils.migrate.runner im
 from ansible_collections.dbops.migrations.plugins.module_utils.pg import parse_db_url
 from tests.helpers.ansible import failure_message, run_module
 from tests.helpers.migrate_project import (
-    ENV_PY, SLEEPY_HISTORY, alembic, assert_stopped_and_rolled_back, columns, find_processes, kill_session,
+    ENV_PY, SLEEPY_HISTORY, Holder, alembic, assert_stopped_and_rolled_back, columns, find_processes, kill_session,
     make_project, module_args, revision_of, start_playbook, wait_for_sleeping_migration)
 from tests.helpers.postgres import TEST_PASSWORD
 
@@ -147,6 +147,27 @@ def test_failed_autocommit_block_is_reported_truthfully(pg_db, tmp_path):
     message = failure_message(later)
     assert "DuplicateColumn" in message and "earlier attempt of r2" in message
     assert later.result["attempts"] == 1 and revision_of(pg_db) == "r1"
+
+
+FIRST_REVISION_NOT_VALID = ("r1", "a check constraint the safe way, as the history's first revision",
+                            '    with op.get_context().autocommit_block():\n'
+                            '        op.execute("ALTER TABLE accounts ADD CONSTRAINT ck_balance CHECK (balance >= 0) '
+                            'NOT VALID")\n'
+                            '        op.execute("ALTER TABLE accounts VALIDATE CONSTRAINT ck_balance")',
+                            '    op.execute("ALTER TABLE accounts DROP CONSTRAINT ck_balance")')
+
+
+def test_the_version_table_an_autocommit_block_commits_is_not_a_half_applied_revision(pg_db, tmp_path):
+    """From base, Alembic creates its version table (and its primary key index) in the transaction an
+    autocommit_block commits: a lock timeout after that is retried like any other."""
+    pg_db.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL)")
+    config = make_project(tmp_path / "proj", [FIRST_REVISION_NOT_VALID])
+    with Holder(pg_db, "SELECT count(*) FROM accounts", hold_s=5.0):  # outlasts ansible's start-up
+        run = run_module("alembic_migrate", module_args(pg_db, config, lock_timeout="100ms", retries=10,
+                                                        retry_delay=0.5))
+    assert not run.result.get("failed"), run.output
+    assert run.result["applied"][0]["attempts"] >= 2 and revision_of(pg_db) == "r1", run.result
+    assert pg_db.scalar("SELECT convalidated FROM pg_constraint WHERE conname = 'ck_balance'") is True
 
 
 def test_failed_concurrent_unique_index_alone_is_not_retried(pg_db, tmp_path):

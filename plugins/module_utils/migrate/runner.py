@@ -712,11 +712,16 @@ class Migrator:
         ``autocommit_block`` commits everything before it, so a revision can fail half-applied.
         """
         rows = self._query(
-            "SELECT format('%%s %%I.%%I', CASE WHEN c.relkind IN ('r', 'p') THEN 'table' WHEN c.relkind IN ('i', 'I')"
-            " THEN 'index' WHEN c.relkind = 'S' THEN 'sequence' WHEN c.relkind = 'm' THEN 'materialized view'"
+            "SELECT format('%%s %%I.%%I', CASE WHEN c.relkind IN ('r', 'p') THEN 'table'"
+            " WHEN c.relkind = 'S' THEN 'sequence' WHEN c.relkind = 'm' THEN 'materialized view'"
             " ELSE 'view' END, n.nspname, c.relname)"
             " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE c.relkind IN ('r', 'p', 'i', 'I', 'S', 'v', 'm') AND " + _USER_SCHEMAS +
+            " WHERE c.relkind IN ('r', 'p', 'S', 'v', 'm') AND " + _USER_SCHEMAS +
+            # an index names its table: the version table's primary key index is bookkeeping too
+            " UNION ALL SELECT format('index %%I.%%I on %%I.%%I', n.nspname, c.relname, tn.nspname, t.relname)"
+            " FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace"
+            " WHERE " + _USER_SCHEMAS +
             " UNION ALL SELECT format('column %%I.%%I.%%I', n.nspname, c.relname, a.attname)"
             " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND " + _USER_SCHEMAS +
@@ -730,9 +735,12 @@ class Migrator:
         (those are reported, dropped and retried on their own)."""
         version_table = self.request.version_table
         invalid = {"index %s.%s" % (_ident(e["schema"]), _ident(e["index"])) for e in self.result["invalid_indexes"]}
-        changes = ["%s added" % item for item in sorted(after - before - invalid)]
-        changes += ["%s removed" % item for item in sorted(before - after - invalid)]
-        return [c for c in changes if version_table not in re.split(r"[ .]", c)]
+
+        def reported(item: str) -> bool:
+            return item.split(" on ")[0] not in invalid and version_table not in re.split(r"[ .]", item)
+        changes = ["%s added" % item for item in sorted(after - before) if reported(item)]
+        changes += ["%s removed" % item for item in sorted(before - after) if reported(item)]
+        return changes
 
     # ------------------------------------------------------------ results
     def _record_applied(self, step: Step, attempts: int, began: float) -> None:
