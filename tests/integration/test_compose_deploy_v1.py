@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.ansible import run_module
+from tests.helpers.containers import project_containers
 from tests.helpers.release import new_release
 from tests.helpers.stack import APP_DIR, COMPOSE_FILE, ComposeStack
 
@@ -69,10 +70,7 @@ class V1Stack(ComposeStack):
         return body["version"]
 
     def containers(self, client, service: str | None = None):
-        labels = ["com.docker.compose.project=%s" % self.project]
-        if service:
-            labels.append("com.docker.compose.service=%s" % service)
-        return client.containers.list(all=True, filters={"label": labels})
+        return project_containers(client, self.project, service)
 
     def remove(self, client) -> None:
         """docker-compose down, then whatever of this project is left (only its own objects)."""

@@ -5,6 +5,7 @@ import subprocess
 import pytest
 
 from tests.helpers import postgres as pgh
+from tests.helpers.containers import labelled_containers
 
 
 def test_private_cluster_answers(pg_db):
@@ -60,7 +61,7 @@ def test_servers_of_killed_runs_are_removed_by_the_next_one(docker_client, tmp_p
         "dbops.test.started": pgh._process_started(os.getpid())})
     try:
         pgh._remove_orphaned_servers()
-        ids = {c.id for c in docker_client.containers.list(all=True, filters={"label": "dbops.test=pg-server"})}
+        ids = {c.id for c in labelled_containers(docker_client, "dbops.test=pg-server")}
         assert orphan.id not in ids and alive.id in ids
     finally:
         for container in (orphan, alive):

@@ -8,6 +8,7 @@ password appears in no result, record, output or command line.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from tests.conftest import DbHandle
 from tests.helpers import postgres as pg
 from tests.helpers import rehearsal as rehearsal_helpers
 from tests.helpers.ansible import run_module
+from tests.helpers.containers import labelled_containers
 from tests.helpers.migrate_project import alembic, find_processes, make_project
 from tests.helpers.rehearsal import SLOW_REVISIONS
 
@@ -59,8 +61,7 @@ def archive_major(manifest_path: str) -> int:
 def scratch_containers(client, database: str) -> list:
     """This database's scratch containers (the name says the database; other tests' are never looked at)."""
     prefix = box.NAME_PREFIX + backups.plain_name(database) + "-"
-    return [c for c in client.containers.list(all=True, filters={"label": "%s=1" % box.LABEL})
-            if c.name.startswith(prefix)]
+    return [c for c in labelled_containers(client, "%s=1" % box.LABEL) if c.name.startswith(prefix)]
 
 
 def scratch_databases(server) -> list[str]:
@@ -304,3 +305,28 @@ def test_kill_9_leaves_the_container_and_the_next_run_removes_it(slow, docker_cl
     assert run.result["scratch"]["removed"] is True
     assert scratch_containers(docker_client, db.name) == []
     assert scratch_databases(db.server) == []
+
+
+def test_leftover_cleanup_does_not_fail_while_another_rehearsal_removes_its_container(docker_client):
+    """Two rehearsals on one host: one removes its scratch container while the other looks for leftovers."""
+    image = pg.server_image(15)
+    owner = backups.this_process()
+    names = ["%sconcurrent-%s-%d" % (box.NAME_PREFIX, uuid.uuid4().hex[:8], i) for i in range(12)]
+    created = [docker_client.containers.create(image, name=name, labels=box.owner_labels(owner, name))
+               for name in names]
+    scratch = box.ScratchContainer(box.ContainerSpec(image=image), owner, "concurrent", None,
+                                   client_factory=lambda: docker_client)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            removing = pool.submit(lambda: [c.remove(force=True, v=True) for c in created])
+            rounds = 0
+            while not removing.done() or rounds == 0:
+                out = scratch.clean_leftovers(owner, check_mode=True)  # a live owner's containers are kept
+                assert out["dropped"] == [], out
+                rounds += 1
+            removing.result()
+        assert rounds > 1
+    finally:
+        for container in created:
+            with contextlib.suppress(Exception):
+                container.remove(force=True, v=True)

@@ -187,18 +187,41 @@ class FakeContainer:
         self.engine.items.pop(self.name)
 
 
+class FakeApi:
+    """The low-level calls leftovers use: one list answer with names and labels, removal by id."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.vanish_before_removal: set = set()
+
+    def containers(self, all=False, filters=None):
+        assert all and filters == {"label": "%s=1" % box.LABEL}
+        return [{"Id": "id-" + c.name, "Names": ["/" + c.name], "Labels": c.labels}
+                for c in self.engine.items.values() if c.labels.get(box.LABEL) == "1"]
+
+    def remove_container(self, container_id, force=False, v=False):
+        assert force and v, "a scratch container goes with force and its anonymous volumes"
+        name = container_id[len("id-"):]
+        if name in self.vanish_before_removal:
+            self.engine.items.pop(name, None)
+        if name not in self.engine.items:
+            raise docker.errors.NotFound("No such container: %s" % container_id)
+        self.engine.removed.append(name)
+        self.engine.items.pop(name)
+
+
 class FakeEngine:
-    """containers.list/get, images.get: enough for leftovers, check mode and removal."""
+    """containers.get, images.get and the low-level list/remove: enough for leftovers, check mode and removal."""
 
     def __init__(self, containers=(), images=("dbops/postgres:15",)):
         self.items = {name: FakeContainer(self, name, labels) for name, labels in containers}
         self.image_names = set(images)
         self.removed = []
         self.containers, self.images = self, self
+        self.api = FakeApi(self)
 
     def list(self, all=False, filters=None):
-        assert all and filters == {"label": "%s=1" % box.LABEL}
-        return [c for c in self.items.values() if c.labels.get(box.LABEL) == "1"]
+        raise AssertionError("containers.list inspects each container and fails on one removed meanwhile")
 
     def get(self, name):
         if name in self.items:
@@ -236,6 +259,19 @@ def test_only_leftovers_of_dead_runs_of_this_host_are_removed():
     out = scratch_box(engine).clean_leftovers(HERE, check_mode=False)
     assert engine.removed == ["dead"] and sorted(engine.items) == ["alive", "elsewhere", "unlabelled"]
     assert len(out["dropped"]) == 1 and len(out["kept"]) == 2
+
+
+def test_a_leftover_another_run_removes_meanwhile_is_not_an_error():
+    engine = FakeEngine(leftovers())
+    engine.api.vanish_before_removal.add("dead")
+    out = scratch_box(engine).clean_leftovers(HERE, check_mode=False)
+    assert engine.removed == [] and "dead" not in engine.items
+    assert [entry.split(" (")[0] for entry in out["dropped"]] == ["container dead"]
+
+
+def test_a_container_without_a_name_in_the_list_answer_is_named_by_its_id():
+    assert box.listed_name({"Id": "0123456789abcdef", "Names": []}) == "0123456789ab"
+    assert box.listed_name({"Id": "x", "Names": ["/dbops-rehearsal-shop-1"]}) == "dbops-rehearsal-shop-1"
 
 
 def test_removal_is_by_name_even_when_the_create_answer_never_came():

@@ -203,6 +203,12 @@ def docker_client(timeout: int = 60) -> Any:
     return client
 
 
+def listed_name(item: Mapping[str, Any]) -> str:
+    """A container's name from the engine's list answer (names there start with a slash)."""
+    names = item.get("Names") or []
+    return names[0].lstrip("/") if names else str(item.get("Id", ""))[:12]
+
+
 def _not_found() -> Tuple[type, ...]:
     import docker.errors
     return (docker.errors.NotFound,)
@@ -242,19 +248,25 @@ class ScratchContainer:
         """Remove the labelled containers of dead runs of this host; ``dropped`` and ``kept`` (name and reason)."""
         removed: List[str] = []
         kept: List[Dict[str, str]] = []
-        for container in self.client().containers.list(all=True, filters={"label": "%s=1" % LABEL}):
-            action, why = leftover_verdict(container.name, container.labels or {}, here)
+        for item in self._labelled_containers():
+            name = listed_name(item)
+            action, why = leftover_verdict(name, item.get("Labels") or {}, here)
             if action == REMOVE:
                 if not check_mode:
-                    self._remove_found(container)
-                removed.append("container %s (%s)" % (container.name, why))
+                    self._remove_found(item["Id"])
+                removed.append("container %s (%s)" % (name, why))
             elif action == REPORT:
-                kept.append({"container": container.name, "reason": why})
+                kept.append({"container": name, "reason": why})
         return {"dropped": removed, "kept": kept}
 
-    def _remove_found(self, container: Any) -> None:
+    def _labelled_containers(self) -> List[Dict[str, Any]]:
+        # One list call with names and labels: the SDK's containers.list inspects each container
+        # afterwards, and a scratch container another rehearsal removes in between fails it.
+        return self.client().api.containers(all=True, filters={"label": "%s=1" % LABEL}) or []
+
+    def _remove_found(self, container_id: str) -> None:
         try:
-            container.remove(force=True, v=True)
+            self.client().api.remove_container(container_id, force=True, v=True)
         except _not_found():
             pass  # another run removed it meanwhile
 
