@@ -8,6 +8,7 @@ benchmark's (its own process tree and the server's) while a cell ran, in cores.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from typing import Callable, Dict, Iterable, List, Tuple
 
@@ -87,3 +88,11 @@ class OtherCpu:
         own = tree_ticks(self.roots()) - self._own
         other = max(busy_ticks() - self._busy - own, 0)
         self.cores = round(other / TICKS_PER_SECOND / wall, 2)
+
+
+def commit_measured(repo: str, paths: Iterable[str] = ("plugins",)) -> str:
+    """The commit a report measures, and whether the measured paths had uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True).stdout.strip()
+    dirty = git("status", "--porcelain", "--", *paths)
+    return git("rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if dirty else "")

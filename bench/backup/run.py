@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from tests.helpers.ansible import COLLECTIONS_PATH, ensure_collection_link, run_module  # noqa: E402
 from tests.helpers import postgres as pgh  # noqa: E402
 sys.path.insert(0, str(REPO / "bench"))
-from machine import BUSY_OTHER_CORES, OtherCpu, postmaster_pid  # noqa: E402
+from machine import BUSY_OTHER_CORES, OtherCpu, commit_measured, postmaster_pid  # noqa: E402
 
 ensure_collection_link()
 sys.path.insert(0, str(COLLECTIONS_PATH))
@@ -256,13 +256,6 @@ def measured(server, fn):
     return cell
 
 
-def commit_measured():
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "plugins", "bench/backup"],
-                           capture_output=True, text=True).stdout.strip()
-    return head + (" (with uncommitted changes)" if dirty else "")
-
-
 def summarize(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
@@ -285,7 +278,7 @@ def main():
     work.mkdir(parents=True, mode=0o700)
     clock = time.monotonic()
     results = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "commit": commit_measured(), "quick": args.quick, "loads": [], "other_cores": [],
+               "commit": commit_measured(str(REPO), ("plugins", "bench/backup")), "quick": args.quick, "loads": [], "other_cores": [],
                "host": {"nproc": os.cpu_count(), "kernel": platform.release(),
                         "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
                         "pg_dump": sh(["pg_dump", "--version"]).strip(),

@@ -267,6 +267,7 @@ class ActionModule(ActionBase):
             self._mark("removed unfinished %s" % leftover.name)
         old = [c for c in old if not c.hidden]
         old_ids = tuple(c.id for c in old)
+        self._unpin_proxy(service, "left by a release that never finished")
         self._mark("surge %s" % service)
         try:
             # compose counts stopped containers towards the scale too
@@ -300,7 +301,7 @@ class ActionModule(ActionBase):
         if verdict.state != "ok":
             if exposed:
                 # it took traffic: it leaves the name before it stops, as a retired release does
-                self._retire(service, new, "new")
+                self._retire(service, new, "new", keep=old)
             else:
                 for container in new:
                     self._remove_container(container, graceful=False)
@@ -308,7 +309,7 @@ class ActionModule(ActionBase):
             raise DeployFailed("new release of %s failed its health gate: %s" % (service, verdict.reason),
                                failed_check=verdict.check, failed_service=service, logs=logs,
                                old_kept=True)
-        self._retire(service, old, "old")
+        self._retire(service, old, "old", keep=new)
 
     def _deep_health_url(self, created: dict[str, Any], new_ids: tuple[str, ...]) -> str | None:
         """health.container_path on the hidden new container itself, before it takes traffic."""
@@ -336,21 +337,71 @@ class ActionModule(ActionBase):
             time.sleep(self.proxy["drain"])  # requests the old proxy workers still carry finish
         return True
 
-    def _retire(self, service: str, containers: list[compose_plan.Container], which: str) -> None:
-        """Retire containers without a proxy ever holding a dead address: out of the service name
-        first (same address, still serving), a caching proxy reloaded without them, then
-        drain_seconds (at least a re-resolving proxy's resolver validity) for DNS caches and
-        requests in flight to run out; only then SIGTERM (stop_timeout to finish) and removal."""
+    def _pin_proxy(self, service: str, keep: list[compose_plan.Container], which: str) -> bool:
+        """A caching proxy: point its name for ``service`` at the containers that stay and reload it,
+        before the retiring ones leave the name. Leaving the name is a reconnect during which their
+        address does not answer; a proxy that still sent there would wait for TCP's second SYN (1 s).
+        False when there is no caching proxy, or the pin did not take (the timeline says why)."""
+        if not self._proxy_caches(service) or not keep:
+            return False
+        answer = self._worker("proxy_pin", project=self.project, service=self.proxy["service"], upstream=service,
+                              keep_ids=[c.id for c in keep], check=False)
+        if not answer.get("pinned"):
+            self._mark("not pinned %s in %s (%s): it sends to the %s container while it leaves the name"
+                       % (service, self.proxy["service"], answer.get("error") or "no address", which))
+            return False
+        self._mark("pinned %s to %s in %s" % (service, ", ".join(answer["pinned"]), self.proxy["service"]))
+        return True
+
+    def _unpin_proxy(self, service: str, why: str, pinned_here: bool = False) -> None:
+        """Remove a release's pins from a caching proxy's /etc/hosts (the service name resolves
+        through Docker's DNS again). A pin that cannot be removed is a warning that says how; a
+        proxy whose hosts file cannot even be read never held one."""
+        if not self._proxy_caches(service):
+            return
+        answer = self._worker("proxy_pin", project=self.project, service=self.proxy["service"], upstream=service,
+                              keep_ids=[], check=False)
+        if answer.get("removed") and not answer.get("error"):
+            self._mark("unpinned %s in %s (%s)" % (service, self.proxy["service"], why))
+        elif answer.get("error") and (pinned_here or answer.get("removed")):
+            self.warnings.append(
+                "could not remove the release's lines from /etc/hosts in the proxy container %s (%s): until they are "
+                "gone, a reload of the proxy resolves %s to the addresses they name. Remove the lines marked '%s' "
+                "(docker exec %s sh -c 'grep -v \"%s\" /etc/hosts > /tmp/hosts; cat /tmp/hosts > /etc/hosts'), "
+                "restart the proxy container (Docker writes /etc/hosts anew), or run the release again, which removes "
+                "them first."
+                % (answer.get("container") or self.proxy["service"], answer["error"], service,
+                   compose_plan.HOSTS_PIN_MARK, answer.get("container") or self.proxy["service"],
+                   compose_plan.HOSTS_PIN_MARK))
+
+    def _retire(self, service: str, containers: list[compose_plan.Container], which: str,
+                keep: list[compose_plan.Container]) -> None:
+        """Retire containers without a proxy ever holding a dead address: a caching proxy pinned to
+        the containers that stay (``keep``) and reloaded; then out of the service name (same
+        address, still serving; without a pin a caching proxy is reloaded now), then drain_seconds
+        (at least a re-resolving proxy's resolver validity) for DNS caches and requests in flight
+        to run out; only then SIGTERM (stop_timeout to finish) and removal."""
         if not containers:
             return
-        answer = self._worker("hide", service=service, ids=[c.id for c in containers])
-        self._mark("hid %s %s" % (which, service))
+        pinned = False
+        try:
+            pinned = self._pin_proxy(service, keep, which)
+            if pinned:
+                # its old workers finish what they carry (some of it on the retiring containers)
+                # before those reconnect
+                self._reload_proxy(service, "%s %s pinned out" % (which, service))
+            answer = self._worker("hide", service=service, ids=[c.id for c in containers])
+            self._mark("hid %s %s" % (which, service))
+        finally:
+            if pinned:
+                # the name now resolves to the containers that stay through Docker's DNS too
+                self._unpin_proxy(service, "%s %s hidden" % (which, service), pinned_here=True)
         for container_id, addresses in sorted((answer.get("hidden") or {}).items()):
             if addresses.get("addresses_before") != addresses.get("addresses_after"):
                 # Docker gave it another address: a proxy still holding the old one waits on it
                 self._mark("address of %s %s changed (%s -> %s)" % (which, container_id[:12], ", ".join(
                     addresses.get("addresses_before") or []), ", ".join(addresses.get("addresses_after") or [])))
-        reloaded = self._reload_proxy(service, "%s %s hidden" % (which, service), drain=False)
+        reloaded = not pinned and self._reload_proxy(service, "%s %s hidden" % (which, service), drain=False)
         wait = compose_plan.retire_wait(self.params["drain_seconds"], self.proxy if self._proxy_routes_to(service)
                                         else None, reloaded)
         if wait > 0:
@@ -508,6 +559,8 @@ class ActionModule(ActionBase):
                 result["msg"] = "%s; then %s" % (failure.msg, result["msg"])
         result["duration_s"] = round(time.monotonic() - started, 2)
         result["timeline"] = [{"step": step, "t": t} for step, t in self.timeline]
+        if self.warnings:
+            result["warnings"] = list(self.warnings)
         if not result.get("engine_lost"):
             result["images"] = self._running_images()
         return result
@@ -739,6 +792,7 @@ class ActionModule(ActionBase):
         self.env_files = []
         self.tmpdir = None
         self.timeline = []
+        self.warnings: list[str] = []
         self.proxy = None
         self.image_tags = {}
         self.t0 = time.monotonic()

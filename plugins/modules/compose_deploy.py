@@ -17,8 +17,9 @@ description:
     rolls back by itself when a check fails.
   - With O(proxy), it finds out how traffic reaches the services (a proxy that re-resolves names, one that
     resolves them once and caches the address, or none) and releases without failed requests in each case; a
-    caching proxy is reloaded gracefully (O(proxy.reload_command)) once the new container is in the service name
-    and again once the old one has left it, before the old one stops. When no zero-downtime strategy fits a service that takes traffic (it publishes a
+    caching proxy is reloaded gracefully (O(proxy.reload_command)) once the new container is in the service name,
+    and again, pointed at the new container only, before the old one leaves the name (see O(proxy.mode)). When no
+    zero-downtime strategy fits a service that takes traffic (it publishes a
     host port, has a fixed C(container_name) or several replicas), it says so before changing anything and
     releases in place only with O(allow_in_place=true).
   - A service that can run twice (no C(container_name), no published host port, one replica) is released without
@@ -140,7 +141,14 @@ options:
           - V(auto) reads the proxy's configuration (C(nginx -T) in its container). A C(proxy_pass) through a
             variable with a C(resolver) is V(resolving); a service named literally (C(proxy_pass http://api:5000;)
             or an C(upstream) block) is V(caching); nginx resolved it once, so it is reloaded after the new
-            container joined the service name and again after the old one left it, before the old one stops.
+            container joined the service name (it then sends to both), and again before the old one leaves the
+            name. For that second reload the service name is pinned to the new container's address by lines in
+            the proxy container's C(/etc/hosts) (each ending in the comment C(dbops.migrations release pin); they are removed
+            once the old container is out of the name, and by the next release if a run died in between). Leaving
+            the name is a reconnect during which the old address does not answer, and a proxy still sending
+            there would wait for TCP's second SYN (1 s). When the pin cannot be written or does not resolve (no
+            C(sh) in the proxy image, a read-only file, a resolver that asks DNS first), the timeline says so and
+            the proxy is reloaded after the old container left the name instead.
             V(none) means clients reach published ports.
         type: str
         choices: [auto, resolving, caching, none]
@@ -689,6 +697,48 @@ def _proxy_exec(module, request):
     module.exit_json(changed=True, rc=rc)
 
 
+def _proxy_pin(module, request):
+    """Point the proxy's name for a service at the containers that stay (``keep_ids``) in its
+    /etc/hosts, or with no ``keep_ids`` remove the pins a release left (check: only say which).
+    Does not fail: ``error`` says why nothing was pinned, and the caller goes on without."""
+    client = _client(module)
+    container = engine.running_container_of(client, request["project"], request["service"])
+    answer = {"pinned": [], "removed": [], "resolves_to": None, "error": ""}
+    addresses, written = [], False
+    if container is None:
+        answer["error"] = "the proxy service %s has no running container" % request["service"]
+        module.exit_json(changed=False, **answer)
+    try:
+        text = engine.read_hosts(client, container.id)
+        if request["keep_ids"]:
+            addresses = engine.addresses_seen_by(client, container.id, request["keep_ids"])
+            if not addresses:
+                raise RuntimeError("the containers that stay share no network with the proxy")
+            wanted = compose.hosts_with_pin(text, request["upstream"], addresses)
+        else:
+            wanted, answer["removed"] = compose.hosts_without_pins(text)
+        if request["check"]:
+            module.exit_json(changed=False, container=container.name, **answer)
+        if wanted != text:
+            written = True
+            engine.write_hosts(client, container.id, wanted)
+        if addresses:
+            answer["resolves_to"] = engine.resolve_in(client, container.id, request["upstream"])
+            if answer["resolves_to"] is not None and sorted(answer["resolves_to"]) != sorted(addresses):
+                raise RuntimeError("after the pin the proxy still resolves %s to %s, not %s (its resolver does not read "
+                                   "/etc/hosts first)" % (request["upstream"], ", ".join(answer["resolves_to"]) or "nothing",
+                                                          ", ".join(addresses)))
+            answer["pinned"] = addresses
+    except Exception as exc:
+        answer["error"] = str(exc)
+        if addresses and written:  # a pin that does not resolve is not left behind
+            try:
+                engine.write_hosts(client, container.id, compose.hosts_without_pins(engine.read_hosts(client, container.id))[0])
+            except Exception as cleanup_exc:
+                answer["error"] += "; removing the pin failed too: %s" % cleanup_exc
+    module.exit_json(changed=written, container=container.name, **answer)
+
+
 def _hide(module, request):
     """Take running containers out of their service name (a release retires them): reconnected
     without the service alias, at the same address, they serve on for whoever still knows it."""
@@ -915,12 +965,13 @@ def _cleanup(module, request):
 # One handler per worker operation (module_utils/compose/worker.py). Read only: prepare (it writes
 # the env file, a private temporary file that cleanup removes), facts, wait, ports, backups,
 # proxy_config, v1_plan. They change state: cleanup, surge_create (creates and starts a container),
-# expose and hide (reconnect a container to its networks), proxy_exec (reloads the proxy) and
+# expose and hide (reconnect a container to its networks), proxy_exec (reloads the proxy),
+# proxy_pin (the proxy's /etc/hosts) and
 # v1_up, v1_down, v1_restart, v1_stop, v1_run (docker-compose v1 commands).
 HANDLERS = {
     "prepare": _prepare, "facts": _facts, "wait": _wait, "ports": _ports, "backups": _backups,
     "proxy_config": _proxy_config, "v1_plan": _v1_plan, "cleanup": _cleanup, "surge_create": _surge_create,
-    "expose": _expose, "hide": _hide, "proxy_exec": _proxy_exec, "v1_up": _v1_up, "v1_down": _v1_down,
+    "expose": _expose, "hide": _hide, "proxy_exec": _proxy_exec, "proxy_pin": _proxy_pin, "v1_up": _v1_up, "v1_down": _v1_down,
     "v1_restart": _v1_restart, "v1_stop": _v1_stop, "v1_run": _v1_oneoff,
 }
 

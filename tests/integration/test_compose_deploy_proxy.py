@@ -56,7 +56,7 @@ def test_caching_proxy_release_fails_no_request(caching_stack, releases):
     assert run.result["proxy"] == {"service": "nginx", "mode": "caching", "upstreams": ["app"], "detected": True}
     steps = [s["step"] for s in run.result["timeline"]]
     assert any(s.startswith("reloaded nginx (new app healthy") for s in steps), steps
-    assert any(s.startswith("reloaded nginx (old app hidden") for s in steps), steps
+    assert any(s.startswith("reloaded nginx (old app pinned out") for s in steps), steps
     assert stack.served_version() == "2.0.0"
     assert summary["failed"] == 0 and summary["total"] > 0, json.dumps(summary)
     assert set(summary["versions"]) == {"1.0.0", "2.0.0"}, json.dumps(summary)
@@ -87,3 +87,26 @@ def test_no_zero_downtime_strategy_is_said_before_anything_changes(caching_stack
     assert "no zero-downtime strategy fits" in run.result["msg"] and "allow_in_place=true" in run.result["msg"]
     assert "nginx publishes host port" in run.result["msg"]
     assert sorted(c.id for c in stack.containers(docker_client)) == before
+
+
+def test_a_proxy_whose_hosts_file_cannot_be_written_is_reloaded_after_the_old_container_left(caching_stack, releases):
+    """The pin needs a writable /etc/hosts in the proxy; without one the release says so and
+    reloads the proxy once the old container is out of the name, as before pins existed."""
+    stack = caching_stack
+    hosts = Path(tempfile.mkdtemp(prefix="dbops-ci-")) / "hosts"
+    hosts.write_text("127.0.0.1\tlocalhost\n")
+    override = hosts.with_name("nginx-ro-hosts.yml")
+    override.write_text("services:\n  nginx:\n    volumes:\n      - %s:/etc/hosts:ro\n" % hosts)
+    files = stack.files + [str(override)]
+    first = stack.deploy("1", proxy=PROXY, health={"timeout": 300}, files=files, allow_in_place=True)
+    assert not first.result.get("failed"), first.output[-3000:] + brief(first.result)
+    with Prober(stack.base_url + "/version", rate=10, timeout=PROBE_TIMEOUT) as prober:
+        run = stack.deploy("2", proxy=PROXY, health=DEEP_HEALTH, files=files)
+    summary = summarize(prober.samples)
+    assert run.rc == 0 and not run.result.get("failed"), brief(run.result)
+    steps = [s["step"] for s in run.result["timeline"]]
+    [refused] = [s for s in steps if s.startswith("not pinned app in nginx")]
+    assert "Read-only file system" in refused, steps
+    assert any(s.startswith("reloaded nginx (old app hidden") for s in steps), steps
+    assert hosts.read_text() == "127.0.0.1\tlocalhost\n"
+    assert stack.served_version() == "2.0.0" and summary["failed"] == 0, json.dumps(summary)

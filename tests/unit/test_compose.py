@@ -575,3 +575,80 @@ def test_project_argv_is_the_same_for_both_clis_but_the_subcommand():
 
 def test_project_argv_without_a_project_folder_keeps_files_as_given():
     assert project_argv("docker", None, "p", ["c.yml"], [], []) == ["docker", "compose", "-p", "p", "-f", "c.yml"]
+
+
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n172.18.0.4\t3f2a9c1d\n"
+
+
+def test_a_pin_names_only_the_addresses_that_stay_and_replaces_earlier_pins():
+    once = compose_plan.hosts_with_pin(HOSTS, "app", ["172.18.0.7"])
+    assert once == HOSTS + "172.18.0.7\tapp\t%s\n" % compose_plan.HOSTS_PIN_MARK
+    again = compose_plan.hosts_with_pin(once, "app", ["172.18.0.9"])
+    assert again == HOSTS + "172.18.0.9\tapp\t%s\n" % compose_plan.HOSTS_PIN_MARK
+
+
+def test_a_pin_goes_on_its_own_line_when_the_file_has_no_final_newline():
+    pinned = compose_plan.hosts_with_pin("127.0.0.1 localhost", "api", ["10.0.0.2", "10.0.0.3"])
+    assert pinned.splitlines() == ["127.0.0.1 localhost", "10.0.0.2\tapi\t%s" % compose_plan.HOSTS_PIN_MARK,
+                                   "10.0.0.3\tapi\t%s" % compose_plan.HOSTS_PIN_MARK]
+
+
+def test_removing_pins_keeps_every_other_line_and_says_what_went():
+    pinned = compose_plan.hosts_with_pin(HOSTS, "app", ["172.18.0.7"])
+    text, removed = compose_plan.hosts_without_pins(pinned)
+    assert text == HOSTS and removed == ["172.18.0.7\tapp\t%s" % compose_plan.HOSTS_PIN_MARK]
+    assert compose_plan.hosts_without_pins(text) == (HOSTS, [])  # twice removes nothing more
+
+
+@pytest.mark.parametrize("name", ["", "app\n10.0.0.1 db", "app db", "-app", "app;rm"])
+def test_a_pin_refuses_anything_but_a_host_name(name):
+    with pytest.raises(ValueError):
+        compose_plan.hosts_with_pin(HOSTS, name, ["10.0.0.1"])
+
+
+def test_resolved_addresses_reads_getent_ahostsv4_once_per_address():
+    output = ("172.18.0.7      STREAM app\n172.18.0.7      DGRAM  \n172.18.0.7      RAW    \n"
+              "172.18.0.8      STREAM \n172.18.0.8      DGRAM  \n")
+    assert compose_plan.resolved_addresses(output, "app") == ["172.18.0.7", "172.18.0.8"]
+    assert compose_plan.resolved_addresses("", "app") == []
+
+
+class ExecApi:
+    """exec_create/exec_start/exec_inspect and inspect_container of a proxy container."""
+
+    def __init__(self, answers, networks):
+        self.answers, self.networks, self.calls = list(answers), networks, []
+
+    def exec_create(self, container, cmd, stdout=True, stderr=True, environment=None):
+        self.calls.append((cmd, environment))
+        return {"Id": str(len(self.calls))}
+
+    def exec_start(self, exec_id):
+        return self.answers[int(exec_id) - 1][1].encode()
+
+    def exec_inspect(self, exec_id):
+        return {"ExitCode": self.answers[int(exec_id) - 1][0]}
+
+    def inspect_container(self, container_id):
+        return {"NetworkSettings": {"Networks": self.networks[container_id]}}
+
+
+def test_the_hosts_file_is_written_in_place_with_the_text_outside_argv():
+    api = ExecApi([(0, "")], {})
+    engine.write_hosts(type("C", (), {"api": api})(), "proxy", "10.0.0.2\tapp\n")
+    [(argv, environment)] = api.calls
+    assert "10.0.0.2" not in " ".join(argv) and environment == {"DBOPS_HOSTS": "10.0.0.2\tapp\n"}
+    assert "> /etc/hosts" in argv[-1] and "mv" not in argv[-1]  # a bind mount cannot be renamed over
+
+
+def test_resolve_in_says_none_when_the_proxy_has_no_getent():
+    api = ExecApi([(127, "exec: \"getent\": executable file not found in $PATH")], {})
+    assert engine.resolve_in(type("C", (), {"api": api})(), "proxy", "app") is None
+
+
+def test_the_addresses_a_proxy_reaches_are_those_on_its_networks():
+    networks = {"proxy": {"front": {"IPAddress": "172.18.0.2"}},
+                "new": {"back": {"IPAddress": "172.19.0.5"}, "front": {"IPAddress": "172.18.0.5"}}}
+    client = type("C", (), {"api": ExecApi([], networks)})()
+    assert engine.addresses_seen_by(client, "proxy", ["new"]) == ["172.18.0.5"]
+    assert engine.addresses_seen_by(client, "proxy", []) == []

@@ -273,14 +273,55 @@ def backup_candidates(client, repository: str, tag_prefix: str) -> list[dict[str
     return found
 
 
+def addresses_seen_by(client, viewer_id: str, container_ids: Sequence[str]) -> list[str]:
+    """The containers' addresses on the networks ``viewer_id`` is on (how it reaches them)."""
+    shared = set(_network_settings(client, viewer_id))
+    found: list[str] = []
+    for container_id in container_ids:
+        for network, settings in sorted(_network_settings(client, container_id).items()):
+            address = settings.get("IPAddress")
+            if network in shared and address and address not in found:
+                found.append(address)
+    return found
+
+
+# The hosts file is a bind mount: it is rewritten in place (truncate and write, same inode); a
+# rename would fail with "Device or resource busy". The text travels in the environment, not argv.
+_WRITE_HOSTS = ["sh", "-c", 'printf "%s" "$DBOPS_HOSTS" > /etc/hosts']
+
+
+def read_hosts(client, container_id: str) -> str:
+    rc, text = exec_in(client, container_id, ["cat", "/etc/hosts"])
+    if rc != 0:
+        raise RuntimeError("cat /etc/hosts exited %s: %s" % (rc, text.strip()[-300:]))
+    return text
+
+
+def write_hosts(client, container_id: str, text: str) -> None:
+    rc, out = exec_in(client, container_id, _WRITE_HOSTS, environment={"DBOPS_HOSTS": text})
+    if rc != 0:
+        raise RuntimeError("writing /etc/hosts exited %s: %s" % (rc, out.strip()[-300:]))
+
+
+def resolve_in(client, container_id: str, name: str) -> list[str] | None:
+    """The IPv4 addresses ``name`` resolves to inside the container the way getaddrinfo does
+    (a proxy's resolution); None when the container has no getent to ask."""
+    rc, text = exec_in(client, container_id, ["getent", "ahostsv4", name])
+    if rc in (126, 127) or (rc != 0 and "not found" in text and "getent" in text):
+        return None
+    return compose.resolved_addresses(text, name) if rc == 0 else []
+
+
 def container_ips(client, container_id: str) -> list[str]:
     networks = client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
     return [cfg["IPAddress"] for cfg in networks.values() if cfg.get("IPAddress")]
 
 
-def exec_in(client, container_id: str, argv: Sequence[str], timeout: int = 30) -> tuple[int, str]:
+def exec_in(client, container_id: str, argv: Sequence[str], timeout: int = 30,
+            environment: Mapping[str, str] | None = None) -> tuple[int, str]:
     """Run ``argv`` in a running container (no shell); (exit code, combined output)."""
-    created = client.api.exec_create(container_id, list(argv), stdout=True, stderr=True)
+    created = client.api.exec_create(container_id, list(argv), stdout=True, stderr=True,
+                                     environment=dict(environment) if environment else None)
     raw = client.api.exec_start(created["Id"])
     rc = client.api.exec_inspect(created["Id"]).get("ExitCode")
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)

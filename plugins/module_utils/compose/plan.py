@@ -633,6 +633,42 @@ def retire_wait(drain_seconds: float, proxy: Mapping[str, Any] | None, reloaded:
     return wait
 
 
+# A caching proxy re-resolves a service name only when it reloads, and Docker cannot take one
+# alias off a running container without a reconnect during which its address does not answer.
+# So the proxy is pointed at the containers that stay before the retiring ones leave the name:
+# lines in the proxy container's /etc/hosts (read before DNS), marked so that they are removed
+# again, also by the next release when a run died in between.
+HOSTS_PIN_MARK = "# dbops.migrations release pin"
+
+
+def hosts_without_pins(text: str) -> tuple[str, list[str]]:
+    """The hosts file without the release's pin lines, and the lines removed."""
+    kept, removed = [], []
+    for line in text.splitlines(keepends=True):
+        (removed if HOSTS_PIN_MARK in line else kept).append(line)
+    return "".join(kept), [line.rstrip("\n") for line in removed]
+
+
+def hosts_with_pin(text: str, name: str, addresses: Sequence[str]) -> str:
+    """The hosts file with ``name`` resolving to ``addresses`` only (earlier pins dropped)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
+        raise ValueError("not a host name: %r" % name)
+    base, _removed = hosts_without_pins(text)
+    if base and not base.endswith("\n"):
+        base += "\n"
+    return base + "".join("%s\t%s\t%s\n" % (address, name, HOSTS_PIN_MARK) for address in addresses)
+
+
+def resolved_addresses(getent_output: str, name: str) -> list[str]:
+    """Addresses ``getent ahostsv4``/``hosts`` printed for ``name``, in order, once each."""
+    found: list[str] = []
+    for line in (getent_output or "").splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] not in found:
+            found.append(parts[0])
+    return found
+
+
 def in_place_problem(plan: Sequence["ServiceChange"], specs: Mapping[str, ServiceSpec],
                      traffic: Iterable[str], proxy_mode: str) -> str | None:
     """Why a release of the services that take traffic would drop requests, or None.

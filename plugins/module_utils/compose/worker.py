@@ -87,6 +87,9 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
         service=_f("str"), ids=_f("list", "str")),
     _op("proxy_exec", True, "run the proxy's graceful reload inside its container", project=_f("str"),
         service=_f("str"), command=_f("list", "str")),
+    _op("proxy_pin", True, "point the proxy's name for an upstream service at the containers that stay (its /etc/hosts), "
+        "or with no keep_ids remove a release's pins", project=_f("str"), service=_f("str"), upstream=_f("str"),
+        keep_ids=_f("list", "str"), check=_f("bool")),
     _op("v1_up", True, "docker-compose v1 up -d", services=_f("list", "str"), **_V1_PROJECT),
     _op("v1_down", True, "docker-compose v1 down (nothing in check mode)", remove_volumes=_f("bool"),
         all_services=_f("list", "str"), all_profiles=_f("list", "str"), check=_f("bool"), **_V1_PROJECT),
