@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 PARALLEL := $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
-.PHONY: help bootstrap images images-pg-matrix test-pg-matrix test-pg-matrix-ci test-pg-matrix-sample demo demo-down test test-all test-unit test-integration test-interrupt test-nightly test-exclusive lint build clean bench-lint bench-gate bench-backup bench-downtime bench-deploy
+.PHONY: help bootstrap images images-pg-matrix test-pg-matrix test-pg-matrix-ci test-pg-matrix-sample demo demo-down test test-all test-unit test-integration test-interrupt test-nightly test-exclusive lint build clean bench-lint bench-gate bench-backup bench-restore-cpu bench-downtime bench-deploy
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -106,6 +106,9 @@ bench-gate: bootstrap ## deploy.yml's migration check: rendered in the release i
 
 bench-backup: bootstrap ## pg_backup against pg_dump/psql and pg_dump|gzip on a 1 GB database
 	$(PY) bench/backup/run.py
+
+bench-restore-cpu: bootstrap ## CPU of client and server in psql and pg_restore restores; the floor on this machine
+	$(PY) bench/backup/restore_cpu.py
 
 bench-downtime: bootstrap ## write stalls of naive alembic against alembic_migrate under pgbench load
 	$(PY) bench/downtime/run.py

@@ -39,8 +39,8 @@ def _processes() -> Dict[int, Tuple[int, int]]:
     return out
 
 
-def tree_ticks(roots: Iterable[int]) -> int:
-    """CPU ticks of the given processes and all their descendants, reaped children included."""
+def tree_ticks(roots: Iterable[int]) -> Dict[int, int]:
+    """pid -> CPU ticks, for the given processes and all their descendants, reaped children included."""
     processes = _processes()
     children: Dict[int, List[int]] = {}
     for pid, (parent, _ticks) in processes.items():
@@ -53,7 +53,14 @@ def tree_ticks(roots: Iterable[int]) -> int:
             continue
         seen.add(pid)
         stack.extend(children.get(pid, ()))
-    return sum(processes[pid][1] for pid in seen)
+    return {pid: processes[pid][1] for pid in seen}
+
+
+def ticks_since(before: Dict[int, int], after: Dict[int, int]) -> int:
+    """CPU ticks the processes of ``after`` used since ``before`` was taken (all of it for new ones).
+    Per process, so that a process of the tree that exits meanwhile (a container stopped, a backend
+    ended) does not take its whole lifetime's CPU off the total."""
+    return sum(ticks - before.get(pid, 0) for pid, ticks in after.items() if ticks >= before.get(pid, 0))
 
 
 def postmaster_pid(data_dir: str) -> int:
@@ -69,25 +76,43 @@ def postmaster_pid(data_dir: str) -> int:
 BUSY_OTHER_CORES = 0.3
 
 
+def _command(pid: int) -> str:
+    try:
+        with open("/proc/%d/comm" % pid, encoding="utf-8", errors="replace") as handle:
+            return handle.read().strip()
+    except OSError:
+        return "?"
+
+
 class OtherCpu:
     """``with OtherCpu(roots) as other: ...`` then ``other.cores``: the CPU, in cores, that processes
-    outside ``roots()`` (pids whose trees are the benchmark) used during the block."""
+    outside ``roots()`` (pids whose trees are the benchmark) used during the block, and
+    ``other.top``: the busiest of those processes ("command[pid] cores"), to say what ran."""
 
     def __init__(self, roots: Callable[[], Iterable[int]]):
         self.roots = roots
         self.cores = 0.0
+        self.own_cores = 0.0
+        self.top: List[str] = []
 
     def __enter__(self) -> "OtherCpu":
         self._started = time.monotonic()
         self._busy = busy_ticks()
         self._own = tree_ticks(self.roots())
+        self._all = {pid: ticks for pid, (_parent, ticks) in _processes().items()}
         return self
 
     def __exit__(self, *_exc) -> None:
         wall = max(time.monotonic() - self._started, 1e-6)
-        own = tree_ticks(self.roots()) - self._own
+        mine = tree_ticks(self.roots())
+        own = ticks_since(self._own, mine)
         other = max(busy_ticks() - self._busy - own, 0)
         self.cores = round(other / TICKS_PER_SECOND / wall, 2)
+        self.own_cores = round(own / TICKS_PER_SECOND / wall, 2)
+        used = sorted(((ticks - self._all.get(pid, 0), pid) for pid, (_parent, ticks) in _processes().items()
+                       if pid not in mine and ticks > self._all.get(pid, 0)), reverse=True)
+        self.top = ["%s[%d] %.2f" % (_command(pid), pid, ticks / TICKS_PER_SECOND / wall)
+                    for ticks, pid in used[:3] if ticks / TICKS_PER_SECOND / wall >= 0.02]
 
 
 def commit_measured(repo: str, paths: Iterable[str] = ("plugins",)) -> str:

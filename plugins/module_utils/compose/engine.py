@@ -313,8 +313,8 @@ def resolve_in(client, container_id: str, name: str) -> list[str] | None:
 
 
 def container_ips(client, container_id: str) -> list[str]:
-    networks = client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
-    return [cfg["IPAddress"] for cfg in networks.values() if cfg.get("IPAddress")]
+    """The container's addresses on all its networks."""
+    return [cfg["IPAddress"] for cfg in _network_settings(client, container_id).values() if cfg.get("IPAddress")]
 
 
 def exec_in(client, container_id: str, argv: Sequence[str], timeout: int = 30,

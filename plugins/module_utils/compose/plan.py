@@ -275,6 +275,14 @@ def _labels(raw: Any) -> dict[str, str]:
     return {}
 
 
+def listed_name(item: Mapping[str, Any]) -> str:
+    """A container's name from the engine's list answer (names there start with a slash); its short
+    id when the answer has no name."""
+    names = item.get("Names") or [item.get("Name", "")]
+    name = (names[0] if names else "").lstrip("/")
+    return name or str(item.get("Id") or item.get("ID") or "")[:12]
+
+
 def parse_container_list(items: Iterable[Mapping[str, Any]], project: str) -> list[Container]:
     """Containers of ``project`` from docker_host_info's verbose list (Docker API shape)."""
     containers = []
@@ -282,8 +290,7 @@ def parse_container_list(items: Iterable[Mapping[str, Any]], project: str) -> li
         labels = _labels(item.get("Labels"))
         if labels.get(PROJECT_LABEL) != project:
             continue
-        names = item.get("Names") or [item.get("Name", "")]
-        name = (names[0] if names else "").lstrip("/")
+        name = listed_name(item)
         status = item.get("Status") or ""
         exit_code = None
         match = re.search(r"Exited \((-?\d+)\)", status)

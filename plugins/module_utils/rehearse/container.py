@@ -26,6 +26,7 @@ import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.dbops.migrations.plugins.module_utils.backup import archive as backups
+from ansible_collections.dbops.migrations.plugins.module_utils.compose.plan import listed_name
 from ansible_collections.dbops.migrations.plugins.module_utils.pg import (
     ConnInfo, connect, mask_secrets, server_version_num)
 from ansible_collections.dbops.migrations.plugins.module_utils.rehearse.records import RehearsalError
@@ -201,12 +202,6 @@ def docker_client(timeout: int = 60) -> Any:
         raise RehearsalError("the Docker engine is not reachable (%s); start it (systemctl start docker) or set "
                              "DOCKER_HOST: scratch_container runs the scratch server there" % str(exc).strip()[:300])
     return client
-
-
-def listed_name(item: Mapping[str, Any]) -> str:
-    """A container's name from the engine's list answer (names there start with a slash)."""
-    names = item.get("Names") or []
-    return names[0].lstrip("/") if names else str(item.get("Id", ""))[:12]
 
 
 def _not_found() -> Tuple[type, ...]:
