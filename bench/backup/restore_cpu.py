@@ -191,9 +191,7 @@ def main() -> int:
     if args.quick:
         args.rows, args.repeat = min(args.rows, 150_000), 1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, mode=0o700)
+    work = backup_bench.fresh_work_dir(args.work)
     clock = time.monotonic()
     results = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "commit": commit_measured(str(REPO), ("plugins", "bench/backup")), "rows": args.rows,
@@ -203,12 +201,7 @@ def main() -> int:
                "cells": {name: {"label": label, "runs": []} for name, (label, _argv) in CELLS.items()}}
     try:
         with pgh.private_cluster() as server:
-            with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
-                for setting, value in (("fsync", "on"), ("synchronous_commit", "on"), ("full_page_writes", "on"),
-                                       ("shared_buffers", "2GB"), ("max_wal_size", "8GB")):
-                    cur.execute(f"ALTER SYSTEM SET {setting} = '{value}'")
-            server.restart()
-            pgh._wait_ready(server)
+            backup_bench.configure(server)
             results["db_bytes"] = backup_bench.generate(server, "bench", args.rows)
             expected = backup_bench.counts(server, "bench")
             env = server.libpq_env("bench")

@@ -96,6 +96,29 @@ CREATE INDEX t{i}_account ON t{i} (account_id, created_at);
         return cur.fetchone()[0]
 
 
+# Durable like production (fsync, synchronous commit, full page writes); the data set fits in
+# shared_buffers, and no checkpoint is forced by WAL volume in the middle of a cell.
+CLUSTER_SETTINGS = (("fsync", "on"), ("synchronous_commit", "on"), ("full_page_writes", "on"),
+                    ("shared_buffers", "2GB"), ("max_wal_size", "8GB"))
+
+
+def configure(server):
+    """Apply CLUSTER_SETTINGS to the private cluster and restart it."""
+    with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
+        for setting, value in CLUSTER_SETTINGS:
+            cur.execute(f"ALTER SYSTEM SET {setting} = '{value}'")
+    server.restart()
+    pgh._wait_ready(server)
+
+
+def fresh_work_dir(path: str) -> Path:
+    """An empty folder only root can read (dumps of the data set go there)."""
+    work = Path(path)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, mode=0o700)
+    return work
+
+
 def counts(server, db):
     with contextlib.closing(server.connect(db)) as conn, conn.cursor() as cur:
         return {t: cur.execute(f"SELECT count(*) FROM {t}") or cur.fetchone()[0] for t in ("t1", "t2", "t3", "t4")}
@@ -273,9 +296,7 @@ def main():
     # stop cleanly (the private cluster is shut down and removed) on Ctrl-C or kill, also in the background
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, mode=0o700)
+    work = fresh_work_dir(args.work)
     clock = time.monotonic()
     results = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "commit": commit_measured(str(REPO), ("plugins", "bench/backup")), "quick": args.quick, "loads": [], "other_cores": [],
@@ -284,12 +305,7 @@ def main():
                         "pg_dump": sh(["pg_dump", "--version"]).strip(),
                         "fs": sh(["df", "-T", str(work)]).splitlines()[-1].split()[1]}}
     with pgh.private_cluster() as server:
-        with contextlib.closing(server.connect()) as conn, conn.cursor() as cur:
-            for setting, value in (("fsync", "on"), ("synchronous_commit", "on"), ("full_page_writes", "on"),
-                                   ("shared_buffers", "2GB"), ("max_wal_size", "8GB")):
-                cur.execute(f"ALTER SYSTEM SET {setting} = '{value}'")
-        server.restart()
-        pgh._wait_ready(server)
+        configure(server)
         t0 = time.monotonic()
         db_bytes = generate(server, "bench", args.rows)
         results["dataset"] = {"tables": 4, "rows_per_table": args.rows, "db_bytes": db_bytes,
