@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from typing import Callable, Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
@@ -39,9 +39,10 @@ def _processes() -> Dict[int, Tuple[int, int]]:
     return out
 
 
-def tree_ticks(roots: Iterable[int]) -> Dict[int, int]:
-    """pid -> CPU ticks, for the given processes and all their descendants, reaped children included."""
-    processes = _processes()
+def tree_ticks(roots: Iterable[int], processes: Optional[Dict[int, Tuple[int, int]]] = None) -> Dict[int, int]:
+    """pid -> CPU ticks, for the given processes and all their descendants, reaped children included
+    (``processes``: a snapshot of ``_processes()`` to use instead of reading /proc again)."""
+    processes = _processes() if processes is None else processes
     children: Dict[int, List[int]] = {}
     for pid, (parent, _ticks) in processes.items():
         children.setdefault(parent, []).append(pid)
@@ -98,18 +99,20 @@ class OtherCpu:
     def __enter__(self) -> "OtherCpu":
         self._started = time.monotonic()
         self._busy = busy_ticks()
-        self._own = tree_ticks(self.roots())
-        self._all = {pid: ticks for pid, (_parent, ticks) in _processes().items()}
+        processes = _processes()
+        self._own = tree_ticks(self.roots(), processes)
+        self._all = {pid: ticks for pid, (_parent, ticks) in processes.items()}
         return self
 
     def __exit__(self, *_exc) -> None:
         wall = max(time.monotonic() - self._started, 1e-6)
-        mine = tree_ticks(self.roots())
+        processes = _processes()
+        mine = tree_ticks(self.roots(), processes)
         own = ticks_since(self._own, mine)
         other = max(busy_ticks() - self._busy - own, 0)
         self.cores = round(other / TICKS_PER_SECOND / wall, 2)
         self.own_cores = round(own / TICKS_PER_SECOND / wall, 2)
-        used = sorted(((ticks - self._all.get(pid, 0), pid) for pid, (_parent, ticks) in _processes().items()
+        used = sorted(((ticks - self._all.get(pid, 0), pid) for pid, (_parent, ticks) in processes.items()
                        if pid not in mine and ticks > self._all.get(pid, 0)), reverse=True)
         self.top = ["%s[%d] %.2f" % (_command(pid), pid, ticks / TICKS_PER_SECOND / wall)
                     for ticks, pid in used[:3] if ticks / TICKS_PER_SECOND / wall >= 0.02]

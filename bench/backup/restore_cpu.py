@@ -97,9 +97,8 @@ def report(results: dict) -> str:
     psql = cells["psql"]
     psql_wall = median([r["wall_s"] for r in psql["runs"]])
     psql_cpu = cell_cpu(psql)
-    busy = results["other_cores_max"] > BUSY_OTHER_CORES
     lines = ["# Restore: where the time goes", ""]
-    if busy:
+    if is_busy(results):
         lines += ["**BUSY MACHINE**: processes other than the benchmark's used up to %s cores during a cell; these "
                   "numbers measure the machine as much as the restore." % results["other_cores_max"], ""]
     lines += [
@@ -156,11 +155,15 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def is_busy(results: dict) -> bool:
+    return results["other_cores_max"] > BUSY_OTHER_CORES
+
+
 def report_path(results: dict) -> Path:
     """A quick or busy run's report never replaces the committed one."""
     if results.get("quick"):
         return HERE / "results" / "RESTORE_CPU.quick.md"
-    if results["other_cores_max"] > BUSY_OTHER_CORES:
+    if is_busy(results):
         return HERE / "results" / "RESTORE_CPU.busy.md"
     return HERE / "RESTORE_CPU.md"
 

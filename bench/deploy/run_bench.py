@@ -113,13 +113,15 @@ def benchmark_roots() -> list[int]:
     return pids
 
 
-def measured(action, log: list | None = None):
-    """Run ``action`` and return (its result, CPU cores other processes used meanwhile); the busiest
-    other processes go to ``log`` when they used more than BUSY_OTHER_CORES."""
+def measured(action, results: dict):
+    """Run ``action`` and return (its result, CPU cores other processes used meanwhile). The run's
+    highest such use goes to ``results``, and the busiest other processes of a window above
+    BUSY_OTHER_CORES with it."""
     with OtherCpu(benchmark_roots) as other:
         result = action()
-    if log is not None and other.cores > BUSY_OTHER_CORES:
-        log.append({"other_cores": other.cores, "top": other.top})
+    results["other_cores_max"] = max(results.get("other_cores_max", 0.0), other.cores)
+    if other.cores > BUSY_OTHER_CORES:
+        results["busy_windows"].append({"other_cores": other.cores, "top": other.top})
     return result, other.cores
 
 
@@ -250,13 +252,11 @@ def measure_kind(kind: str, releases: Releases, results: dict, args) -> None:
         pooled: list = []
 
         def measure_baseline(seconds: float) -> None:
-            samples, other = measured(lambda: baseline_window(stack, seconds), results["busy_windows"])
-            note_other(results, other)
+            samples, other = measured(lambda: baseline_window(stack, seconds), results)
             pooled.extend(samples)
             entry["baseline_windows"].append(dict(no_release_latency(samples), seconds=seconds, load1=load1(),
                                                   other_cores=other))
             entry["baseline"] = no_release_latency(pooled)
-            entry["baseline_load1"] = load1()
         entry["baseline_windows"] = []
         current = "a"
         for index in range(args.runs):
@@ -265,8 +265,7 @@ def measure_kind(kind: str, releases: Releases, results: dict, args) -> None:
                 nxt = "b" if current == "a" else "a"
                 action = plain_up(stack, nxt) if strategy == "S0" else with_module(stack, nxt)
                 (summary, duration, outcome, _), other = measured(
-                    lambda: probe_during(stack, action, VERSIONS[nxt]), results["busy_windows"])
-                note_other(results, other)
+                    lambda: probe_during(stack, action, VERSIONS[nxt]), results)
                 task = getattr(outcome, "result", {})
                 failed_task = bool(task.get("failed"))
                 row = {"strategy": strategy, "run": index + 1, "to": VERSIONS[nxt], "duration_s": round(duration, 2),
@@ -288,8 +287,7 @@ def measure_kind(kind: str, releases: Releases, results: dict, args) -> None:
         for fault, health in (() if args.skip_faults else (("unhealthy", {}), ("crash_after", {"settle": 8}))):
             before = VERSIONS[current]
             (summary, duration, outcome, _), other = measured(lambda: probe_during(
-                stack, with_module(stack, fault, HEALTH_TIMEOUT, **health), before), results["busy_windows"])
-            note_other(results, other)
+                stack, with_module(stack, fault, HEALTH_TIMEOUT, **health), before), results)
             result = outcome.result
             timeline = {step["step"]: step["t"] for step in result.get("timeline", [])}
             surge = next((t for s, t in timeline.items() if s.startswith("surge")), None)
@@ -311,10 +309,6 @@ def measure_kind(kind: str, releases: Releases, results: dict, args) -> None:
 def save(results: dict, args) -> None:
     Path(args.json).write_text(json.dumps(results, indent=1))
     write_report(results, Path(args.report), args.runs)
-
-
-def note_other(results: dict, cores: float) -> None:
-    results["other_cores_max"] = max(results.get("other_cores_max", 0.0), cores)
 
 
 def busy(results: dict) -> bool:
